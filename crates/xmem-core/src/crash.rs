@@ -1,0 +1,47 @@
+//! Named crash points for the kill tests (feature `crash-points`).
+//!
+//! With the feature on, `XMEM_CRASH_AT=name` (or `name:n` for the n-th hit, counting from 1)
+//! makes the process `_exit(137)` at that point: no destructor, no unlock, no cleanup, exactly
+//! like a `SIGKILL` there. Without the feature the points compile to nothing.
+
+#[cfg(feature = "crash-points")]
+use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "crash-points")]
+use std::sync::OnceLock;
+
+/// Environment variable naming the crash point.
+pub const CRASH_AT_ENV: &str = "XMEM_CRASH_AT";
+
+#[cfg(feature = "crash-points")]
+fn target() -> &'static Option<(String, u64)> {
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    TARGET.get_or_init(|| {
+        let spec = std::env::var(CRASH_AT_ENV).ok()?;
+        match spec.split_once(':') {
+            Some((name, n)) => Some((name.to_string(), n.parse().unwrap_or(1).max(1))),
+            None => Some((spec, 1)),
+        }
+    })
+}
+
+/// Called at each crash point; exits the process if it is the chosen one.
+#[cfg(feature = "crash-points")]
+pub fn hit(name: &str) {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    if let Some((target, nth)) = target() {
+        if target == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
+            // SAFETY: _exit is async-signal-safe and ends the process at once, as a kill would.
+            unsafe { libc::_exit(137) };
+        }
+    }
+}
+
+/// Marks a point where the kill tests may end the process.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "crash-points")]
+        $crate::crash::hit($name);
+    };
+}

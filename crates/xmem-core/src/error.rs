@@ -1,0 +1,305 @@
+//! The one error type of `xmem-core`.
+//!
+//! Every variant says what went wrong *and* what to do about it, because the people reading these
+//! messages are usually operating a pipeline, not debugging xmem.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::pool::BufferRef;
+use crate::tensor::DType;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in xmem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object name is not acceptable (see [`crate::object::validate_name`]).
+    #[error("invalid name {name:?}: {reason} (names are 1 to {max} characters of A-Z a-z 0-9 . _ -, not starting with '.')", max = crate::object::MAX_NAME_LEN)]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// No object of that name exists.
+    #[error("no xmem object named {name:?} (looked for {}); list what exists with `xmem ls`", path.display())]
+    NotFound {
+        /// The name as given.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+
+    /// An object of that name exists and at least one process using it is alive.
+    #[error("an xmem object named {name:?} already exists and is in use ({detail}); open it instead, or pick another name")]
+    AlreadyExists {
+        /// The name as given.
+        name: String,
+        /// Who is using it.
+        detail: String,
+    },
+
+    /// The operating system refused access.
+    #[error("permission denied: cannot {op} {}; create shared objects with a group mode (e.g. 0o660) to share them between users", path.display())]
+    PermissionDenied {
+        /// The object's path.
+        path: PathBuf,
+        /// What was being attempted.
+        op: &'static str,
+    },
+
+    /// The shared-memory file system is full.
+    #[error("not enough space in {} for {needed} bytes; free space there or enlarge it (docker: --shm-size)", dir.display())]
+    NoSpace {
+        /// The directory that is full (usually `/dev/shm`).
+        dir: PathBuf,
+        /// Bytes requested.
+        needed: u64,
+    },
+
+    /// The file exists but is not an xmem object.
+    #[error("{} is not an xmem object ({detail}); xmem will not touch it", path.display())]
+    NotXmem {
+        /// The file's path.
+        path: PathBuf,
+        /// Why it was rejected.
+        detail: String,
+    },
+
+    /// The file is shorter than its header says it must be.
+    #[error("{} is truncated: {size} bytes, but it needs {needed}; remove it with `xmem clean`", path.display())]
+    Truncated {
+        /// The file's path.
+        path: PathBuf,
+        /// Its actual size.
+        size: u64,
+        /// The size its header requires.
+        needed: u64,
+    },
+
+    /// The object was written by an incompatible version of xmem.
+    #[error("{} has layout version {found}, but this xmem supports {supported}; use one xmem version in every process", path.display())]
+    VersionMismatch {
+        /// The file's path.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The version this build understands.
+        supported: u32,
+    },
+
+    /// The object is of another kind (for example a segment opened as a pool).
+    #[error("{} is a {found}, not a {expected}", path.display())]
+    WrongKind {
+        /// The file's path.
+        path: PathBuf,
+        /// The kind that was asked for.
+        expected: &'static str,
+        /// The kind found in the header.
+        found: String,
+    },
+
+    /// The creator is still initialising the object after the open timeout.
+    #[error("{} is still being initialised after {waited:?}; retry, or if its creator is stuck remove it with `xmem clean`", path.display())]
+    NotReady {
+        /// The file's path.
+        path: PathBuf,
+        /// How long the open waited.
+        waited: Duration,
+    },
+
+    /// The creator died before it finished initialising the object.
+    #[error("{} was left half-initialised by a creator that died; remove it with `xmem clean`", path.display())]
+    Abandoned {
+        /// The file's path.
+        path: PathBuf,
+    },
+
+    /// A header or table in shared memory holds values that cannot be right.
+    #[error("{} is corrupt: {detail}; remove it with `xmem clean`", path.display())]
+    Corrupt {
+        /// The file's path.
+        path: PathBuf,
+        /// The inconsistency found.
+        detail: String,
+    },
+
+    /// `open_or_create` found a pool whose configuration differs from the one requested.
+    #[error("pool {name:?} exists with another configuration ({detail}); open it with `BufferPool::open`, or pick another name")]
+    ConfigMismatch {
+        /// The pool's name.
+        name: String,
+        /// Which setting differs.
+        detail: String,
+    },
+
+    /// A builder setting is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// `try_acquire` found no free buffer.
+    #[error("pool {pool} has no free buffer: all {count} are in use; release some, enlarge the pool, or use acquire_timeout")]
+    PoolExhausted {
+        /// The pool's name.
+        pool: String,
+        /// Its buffer count.
+        count: u32,
+    },
+
+    /// A blocking acquire timed out.
+    #[error("timed out after {waited:?} waiting for a free buffer in pool {pool}; holders: {holders}")]
+    Timeout {
+        /// The pool's name.
+        pool: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Which processes hold buffers, for diagnosis.
+        holders: String,
+    },
+
+    /// The reference names a buffer that has since been released and reused.
+    #[error("stale buffer reference {reference}: the buffer was released{}; a reference is valid only while some process holds the buffer", match current { Some(g) => format!(" and reused (now generation {g})"), None => String::new() })]
+    StaleRef {
+        /// The reference given.
+        reference: BufferRef,
+        /// The buffer's current generation, if it is in use.
+        current: Option<u64>,
+    },
+
+    /// The buffer cannot be accessed in the requested mode right now.
+    #[error("buffer {index} is busy: {reason}")]
+    Busy {
+        /// The buffer's index.
+        index: u32,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// The reference belongs to another pool.
+    #[error("buffer reference {reference} belongs to another pool than {pool}")]
+    WrongPool {
+        /// The reference given.
+        reference: BufferRef,
+        /// The pool it was used with.
+        pool: String,
+    },
+
+    /// A buffer index beyond the pool's buffer count.
+    #[error("buffer index {index} is out of range: pool {pool} has {count} buffers")]
+    InvalidIndex {
+        /// The index given.
+        index: u32,
+        /// The pool's buffer count.
+        count: u32,
+        /// The pool's name.
+        pool: String,
+    },
+
+    /// A release of a reference this process does not hold.
+    #[error("double release of buffer {index} in pool {pool}: this process holds no reference to it")]
+    DoubleRelease {
+        /// The buffer's index.
+        index: u32,
+        /// The pool's name.
+        pool: String,
+    },
+
+    /// The pool's process table is full.
+    #[error("pool {pool} already has {max} processes attached, the most one pool supports; close a handle in another process first")]
+    TooManyProcesses {
+        /// The pool's name.
+        pool: String,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A hand-off named a process that has not opened the pool.
+    #[error(
+        "process {pid} has not opened pool {pool}; it must open the pool before buffers can be handed to it"
+    )]
+    PeerNotAttached {
+        /// The process id given.
+        pid: u32,
+        /// The pool's name.
+        pool: String,
+    },
+
+    /// The pool was created in another pid namespace, where liveness cannot be checked.
+    #[error("pool {pool} was created in another pid namespace; processes sharing a pool must share one (e.g. docker --pid=host) so that dead holders can be detected")]
+    ForeignPidNamespace {
+        /// The pool's name.
+        pool: String,
+    },
+
+    /// A tensor description that does not fit its buffer, or overflows.
+    #[error("invalid tensor shape: {0}")]
+    InvalidShape(String),
+
+    /// A typed view asked for another element type than the buffer holds.
+    #[error("dtype mismatch: the buffer holds {actual}, the view asked for {expected}")]
+    DTypeMismatch {
+        /// The view's element type.
+        expected: DType,
+        /// The buffer's element type.
+        actual: DType,
+    },
+
+    /// A typed view whose first element is not aligned for its type.
+    #[error("tensor data at byte offset {offset} is not aligned to {align} bytes for {dtype}; set an aligned byte offset")]
+    Misaligned {
+        /// The data's byte offset in the buffer.
+        offset: u64,
+        /// The alignment required.
+        align: usize,
+        /// The element type.
+        dtype: DType,
+    },
+
+    /// A slice view of a strided tensor.
+    #[error("the tensor is not contiguous; read it through the byte view and its strides")]
+    NotContiguous,
+
+    /// Metadata text or bytes too long for their field.
+    #[error("{field} is {len} bytes, the most it can hold is {max}")]
+    MetadataTooLong {
+        /// The field.
+        field: &'static str,
+        /// The length given.
+        len: usize,
+        /// Its capacity.
+        max: usize,
+    },
+
+    /// A serialized reference of the wrong size or content.
+    #[error("malformed buffer reference: {0}")]
+    MalformedRef(String),
+
+    /// Any other operating-system error.
+    #[error("{op} {} failed: {source}", path.display())]
+    Os {
+        /// What was being attempted.
+        op: &'static str,
+        /// The object's path (empty if none).
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// An OS error while doing `op` on `path`, mapped to the typed variants where one fits.
+    pub(crate) fn os(op: &'static str, path: impl Into<PathBuf>, err: impl Into<io::Error>) -> Self {
+        let path = path.into();
+        let source: io::Error = err.into();
+        match source.kind() {
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied { path, op },
+            _ => Error::Os { op, path, source },
+        }
+    }
+}

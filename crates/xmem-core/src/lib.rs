@@ -1,0 +1,30 @@
+//! # xmem-core
+//!
+//! Zero-copy sharing of tensors and frames between processes on one machine, through shared
+//! memory that is typed, recycled, crash-safe and observable.
+//!
+//! * [`BufferPool`]: a fixed pool of reference-counted buffers; guards ([`Buffer`],
+//!   [`BufferMut`]) in this process, 16-byte tokens ([`BufferRef`]) for others. The references
+//!   of a process that dies are returned exactly.
+//! * [`object`]: what every shared object has: a name, an owner, a published header, discovery.
+//! * [`tensor`]: dtype, shape and strides, validated against the buffer they describe.
+//! * [`os`]: the only module that makes system calls.
+//!
+//! Linux only: xmem relies on futexes, `/proc`, `memfd` and tmpfs.
+
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("xmem supports Linux only (futex, /proc, memfd, tmpfs)");
+
+pub mod crash;
+mod error;
+pub mod object;
+pub mod os;
+pub mod pool;
+mod sync;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use pool::{Buffer, BufferMut, BufferPool, BufferRef, Peer, PoolBuilder, PoolConfig, ReclaimReport};
+pub use tensor::{DType, Element, TensorDesc};

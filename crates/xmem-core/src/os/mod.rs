@@ -1,0 +1,15 @@
+//! The operating-system layer: the only place in xmem that makes system calls.
+//!
+//! Everything above this module works on mapped memory and atomics; everything here is a thin,
+//! typed wrapper over `rustix` that the hot paths never call (except `futex` wake/wait, and only
+//! when a thread actually has to park).
+
+pub mod futex;
+pub mod map;
+pub mod process;
+pub mod shm;
+pub mod time;
+
+pub use map::Mapping;
+pub use process::{Liveness, ProcessIdentity};
+pub use shm::{ShmDir, ShmFile};

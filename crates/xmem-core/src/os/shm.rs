@@ -1,0 +1,265 @@
+//! Shared-memory files: named objects in a shared-memory directory, and anonymous memfds.
+//!
+//! On Linux a POSIX shared-memory object *is* a file in `/dev/shm` (glibc's `shm_open` opens
+//! `/dev/shm/NAME`), so xmem opens them as files in a directory. That lets the same code place
+//! objects in another tmpfs or a hugetlbfs mount, and lets `xmem ls` list them with `readdir`.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+
+/// Environment variable that moves the default shared-memory directory (default `/dev/shm`).
+pub const SHM_DIR_ENV: &str = "XMEM_SHM_DIR";
+
+/// A directory holding shared-memory objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmDir {
+    path: PathBuf,
+}
+
+impl Default for ShmDir {
+    /// `$XMEM_SHM_DIR` if set, else `/dev/shm`.
+    fn default() -> Self {
+        let path = std::env::var_os(SHM_DIR_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+        ShmDir { path }
+    }
+}
+
+impl ShmDir {
+    /// A directory at `path` (a tmpfs or hugetlbfs mount).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ShmDir { path: path.into() }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of the file named `file_name` in this directory.
+    pub fn join(&self, file_name: &str) -> PathBuf {
+        self.path.join(file_name)
+    }
+
+    /// Names of the files in the directory (not recursive).
+    pub fn list(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.path).map_err(|e| Error::os("list", &self.path, e))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// An open shared-memory file (named or anonymous).
+#[derive(Debug)]
+pub struct ShmFile {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Outcome of [`ShmFile::create_exclusive`].
+pub enum Created {
+    /// The file was created by this call.
+    New(ShmFile),
+    /// A file of that name already exists.
+    Exists,
+}
+
+impl ShmFile {
+    /// Creates `path` exclusively (`O_CREAT|O_EXCL`) with exactly `mode` (the umask is undone).
+    pub fn create_exclusive(path: &Path, mode: u32) -> Result<Created> {
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        match rfs::open(path, flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => {
+                let file = ShmFile {
+                    fd,
+                    path: path.to_path_buf(),
+                };
+                // open() applies the umask; a pool asked to be 0o660 must really be 0o660.
+                rfs::fchmod(&file.fd, Mode::from_raw_mode(mode)).map_err(|e| Error::os("chmod", path, e))?;
+                Ok(Created::New(file))
+            }
+            Err(Errno::EXIST) => Ok(Created::Exists),
+            Err(Errno::NOENT) => Err(Error::os(
+                "create",
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the shared-memory directory does not exist",
+                ),
+            )),
+            Err(e) => Err(Error::os("create", path, e)),
+        }
+    }
+
+    /// Opens an existing file read-write. `Ok(None)` if it does not exist.
+    pub fn open(path: &Path) -> Result<Option<ShmFile>> {
+        Self::open_with(path, OFlags::RDWR)
+    }
+
+    /// Opens an existing file read-only. `Ok(None)` if it does not exist.
+    pub fn open_read_only(path: &Path) -> Result<Option<ShmFile>> {
+        Self::open_with(path, OFlags::RDONLY)
+    }
+
+    fn open_with(path: &Path, access: OFlags) -> Result<Option<ShmFile>> {
+        let flags = access | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        match rfs::open(path, flags, Mode::empty()) {
+            Ok(fd) => {
+                let file = ShmFile {
+                    fd,
+                    path: path.to_path_buf(),
+                };
+                // Refuse FIFOs, devices and directories before anyone maps them.
+                let st = rfs::fstat(&file.fd).map_err(|e| Error::os("stat", path, e))?;
+                if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+                    return Err(Error::NotXmem {
+                        path: path.to_path_buf(),
+                        detail: "not a regular file".into(),
+                    });
+                }
+                Ok(Some(file))
+            }
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::LOOP) => Err(Error::NotXmem {
+                path: path.to_path_buf(),
+                detail: "a symbolic link".into(),
+            }),
+            Err(e) => Err(Error::os("open", path, e)),
+        }
+    }
+
+    /// Creates an anonymous shared-memory file (memfd); share it by passing the descriptor.
+    pub fn anonymous(debug_name: &str) -> Result<ShmFile> {
+        let fd = rfs::memfd_create(debug_name, rfs::MemfdFlags::CLOEXEC)
+            .map_err(|e| Error::os("memfd_create", debug_name, e))?;
+        Ok(ShmFile {
+            fd,
+            path: PathBuf::from(format!("memfd:{debug_name}")),
+        })
+    }
+
+    /// Wraps a descriptor received from another process (an anonymous pool's memfd).
+    pub fn from_fd(fd: OwnedFd) -> Result<ShmFile> {
+        let path = PathBuf::from(format!("fd:{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+        let st = rfs::fstat(&fd).map_err(|e| Error::os("stat", &path, e))?;
+        if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+            return Err(Error::NotXmem {
+                path,
+                detail: "not a regular file".into(),
+            });
+        }
+        Ok(ShmFile { fd, path })
+    }
+
+    /// The file's path (or a `memfd:`/`fd:` description).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes.
+    pub fn size(&self) -> Result<u64> {
+        let st = rfs::fstat(&self.fd).map_err(|e| Error::os("stat", &self.path, e))?;
+        Ok(st.st_size as u64)
+    }
+
+    /// `(device, inode)`: the identity of the underlying object, the same in every process.
+    pub fn identity(&self) -> Result<(u64, u64)> {
+        let st = rfs::fstat(&self.fd).map_err(|e| Error::os("stat", &self.path, e))?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// The file's last modification time in nanoseconds since the epoch.
+    pub fn modified_unix_ns(&self) -> Result<u64> {
+        let st = rfs::fstat(&self.fd).map_err(|e| Error::os("stat", &self.path, e))?;
+        Ok((st.st_mtime as u64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as u64)
+    }
+
+    /// Sets the size and reserves the memory, so that running out of space is an error here
+    /// and not a `SIGBUS` on first touch.
+    pub fn allocate(&self, size: u64) -> Result<()> {
+        rfs::ftruncate(&self.fd, size).map_err(|e| self.space_error("truncate", size, e))?;
+        match rfs::fallocate(&self.fd, rfs::FallocateFlags::empty(), 0, size) {
+            Ok(()) => Ok(()),
+            // Some file systems cannot preallocate; the size is set, touching will allocate.
+            Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => Ok(()),
+            Err(e) => Err(self.space_error("allocate", size, e)),
+        }
+    }
+
+    fn space_error(&self, op: &'static str, size: u64, e: Errno) -> Error {
+        if e == Errno::NOSPC || e == Errno::NOMEM || e == Errno::FBIG {
+            Error::NoSpace {
+                dir: self.path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                needed: size,
+            }
+        } else {
+            Error::os(op, &self.path, e)
+        }
+    }
+
+    /// Takes an exclusive `flock`, waiting for it.
+    pub fn lock_exclusive(&self) -> Result<()> {
+        rfs::flock(&self.fd, FlockOperation::LockExclusive).map_err(|e| Error::os("lock", &self.path, e))
+    }
+
+    /// Tries an exclusive `flock`; `Ok(false)` if another open file description holds a lock.
+    pub fn try_lock_exclusive(&self) -> Result<bool> {
+        self.try_lock(FlockOperation::NonBlockingLockExclusive)
+    }
+
+    /// Tries a shared `flock`; `Ok(false)` if another open file description holds it exclusively.
+    pub fn try_lock_shared(&self) -> Result<bool> {
+        self.try_lock(FlockOperation::NonBlockingLockShared)
+    }
+
+    fn try_lock(&self, op: FlockOperation) -> Result<bool> {
+        match rfs::flock(&self.fd, op) {
+            Ok(()) => Ok(true),
+            Err(Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(Error::os("lock", &self.path, e)),
+        }
+    }
+
+    /// Releases this file description's `flock`.
+    pub fn unlock(&self) -> Result<()> {
+        rfs::flock(&self.fd, FlockOperation::Unlock).map_err(|e| Error::os("unlock", &self.path, e))
+    }
+
+    /// Whether the descriptor was opened writable.
+    pub fn is_writable(&self) -> bool {
+        rustix::fs::fcntl_getfl(&self.fd)
+            .map(|f| f.contains(OFlags::RDWR) || f.contains(OFlags::WRONLY))
+            .unwrap_or(false)
+    }
+
+    /// Duplicates the descriptor (for handing an anonymous object to another process).
+    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
+        self.fd.try_clone().map_err(|e| Error::os("dup", &self.path, e))
+    }
+}
+
+impl AsFd for ShmFile {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Removes the file at `path`. `Ok(false)` if it was already gone.
+pub fn unlink(path: &Path) -> Result<bool> {
+    match rfs::unlink(path) {
+        Ok(()) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(Error::os("remove", path, e)),
+    }
+}

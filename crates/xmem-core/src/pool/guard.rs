@@ -1,0 +1,536 @@
+//! References to buffers: RAII guards for this process, and tokens for other processes.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU8, Ordering::*};
+use std::sync::Arc;
+
+use super::layout::{BufferMeta, MAX_CONTENT_TYPE, MAX_PRODUCER, MAX_USER_METADATA, META_TENSOR};
+use super::protocol::{self, Access, TransferError};
+use super::{BufferPool, PoolInner};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Element, TensorDesc, MAX_DIMS};
+
+/// Names one life of one buffer of one pool: 16 bytes that any channel can carry to another
+/// process, where [`BufferPool::get`] turns it back into a guard.
+///
+/// A token is not a reference: it does not keep the buffer alive. Once every holder has let go
+/// and the buffer is reused, the token is stale and `get` fails with [`Error::StaleRef`]: it
+/// never yields another life's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BufferRef {
+    pool_tag: u32,
+    index: u32,
+    generation: u64,
+}
+
+impl BufferRef {
+    /// Size of the serialized form.
+    pub const SIZE: usize = 16;
+
+    /// A token from its parts (the pool tag is the low 32 bits of [`BufferPool::pool_id`]).
+    pub fn new(pool_tag: u32, index: u32, generation: u64) -> Self {
+        BufferRef {
+            pool_tag,
+            index,
+            generation,
+        }
+    }
+
+    /// The buffer's index in its pool.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The life of the buffer this token names.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The low 32 bits of the pool's identity.
+    pub fn pool_tag(&self) -> u32 {
+        self.pool_tag
+    }
+
+    /// Little-endian `index:u32 | pool_tag:u32 | generation:u64`.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.index.to_le_bytes());
+        b[4..8].copy_from_slice(&self.pool_tag.to_le_bytes());
+        b[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        b
+    }
+
+    /// Parses [`to_bytes`](Self::to_bytes) output.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let b: &[u8; Self::SIZE] = bytes
+            .try_into()
+            .map_err(|_| Error::MalformedRef(format!("{} bytes, expected {}", bytes.len(), Self::SIZE)))?;
+        let word = |r: std::ops::Range<usize>| b[r].try_into().expect("fixed range");
+        let token = BufferRef {
+            index: u32::from_le_bytes(word(0..4)),
+            pool_tag: u32::from_le_bytes(word(4..8)),
+            generation: u64::from_le_bytes(b[8..16].try_into().expect("fixed range")),
+        };
+        if token.pool_tag == 0 || token.generation == 0 {
+            return Err(Error::MalformedRef("zero pool tag or generation".into()));
+        }
+        Ok(token)
+    }
+}
+
+impl fmt::Display for BufferRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}/{}@{}", self.pool_tag, self.index, self.generation)
+    }
+}
+
+/// Another process attached to the same pool, to hand buffers to (see [`BufferPool::peer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    slot: usize,
+    pid: u32,
+    owner: u64,
+}
+
+impl Peer {
+    pub(crate) fn new(slot: usize, pid: u32, owner: u64) -> Self {
+        Peer { slot, pid, owner }
+    }
+
+    /// The peer's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// Shared, read-only access to one buffer. Cloning adds a reference (no shared-memory write);
+/// dropping the last one in any process frees the buffer.
+pub struct Buffer {
+    pool: Arc<PoolInner>,
+    index: u32,
+    generation: u64,
+}
+
+/// Exclusive, read-write access to one buffer: no other reference to it exists anywhere.
+pub struct BufferMut {
+    pool: Arc<PoolInner>,
+    index: u32,
+    generation: u64,
+}
+
+impl Buffer {
+    pub(crate) fn new(pool: Arc<PoolInner>, index: u32, generation: u64) -> Self {
+        Buffer {
+            pool,
+            index,
+            generation,
+        }
+    }
+
+    /// Turns this reference into exclusive write access, if it is the only one anywhere.
+    pub fn try_into_mut(self) -> std::result::Result<BufferMut, Buffer> {
+        let pool = &*self.pool;
+        if protocol::try_upgrade(&pool.map, pool, pool.me, self.index) {
+            let this = std::mem::ManuallyDrop::new(self);
+            // SAFETY: `this` is never used or dropped again; the Arc moves into the new guard.
+            let arc = unsafe { std::ptr::read(&this.pool) };
+            Ok(BufferMut {
+                pool: arc,
+                index: this.index,
+                generation: this.generation,
+            })
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Gives each of `peers` its own reference, keeping this one. Each peer adopts it with
+    /// [`BufferPool::get`] (or [`BufferPool::get_mut`]) on the token; its exit releases it.
+    pub fn share_with(&self, peers: &[Peer]) -> Result<()> {
+        transfer(&self.pool, self.index, peers, false)
+    }
+
+    /// Moves this reference to `peers` (each gets one) and returns the token they use.
+    pub fn send(self, peers: &[Peer]) -> Result<BufferRef> {
+        transfer(&self.pool, self.index, peers, true)?;
+        Ok(self.into_raw()) // the reference went to the peers
+    }
+
+    /// Keeps the reference without a guard; [`BufferPool::release_raw`] drops it later (for
+    /// foreign-function interfaces). It is returned anyway when this process detaches or dies.
+    pub fn into_raw(self) -> BufferRef {
+        let token = self.token();
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again; dropping the Arc here releases the
+        // handle on the pool (not the buffer reference, which stays counted).
+        drop(unsafe { std::ptr::read(&this.pool) });
+        token
+    }
+}
+
+impl Clone for Buffer {
+    fn clone(&self) -> Self {
+        let pool = &*self.pool;
+        // Our own reference pins this life, so only the 2^30 local-reference limit can fail.
+        protocol::get(
+            &pool.map,
+            pool,
+            pool.me,
+            self.index,
+            self.generation,
+            Access::Read,
+        )
+        .expect("too many references to one buffer in this process");
+        Buffer::new(self.pool.clone(), self.index, self.generation)
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        release(&self.pool, self.index);
+    }
+}
+
+impl BufferMut {
+    /// A buffer just taken from the free set: its metadata is reset to "raw bytes".
+    pub(crate) fn fresh(pool: Arc<PoolInner>, index: u32, generation: u64) -> Self {
+        let m = &pool.map.metas()[index as usize];
+        m.flags.store(0, Relaxed);
+        m.timestamp_ns.store(0, Relaxed);
+        m.sequence.store(0, Relaxed);
+        m.content_type_len.store(0, Relaxed);
+        m.producer_len.store(0, Relaxed);
+        m.user_len.store(0, Relaxed);
+        BufferMut {
+            pool,
+            index,
+            generation,
+        }
+    }
+
+    /// Exclusive access obtained by `get_mut`: the metadata is what the previous holder left.
+    pub(crate) fn adopt(pool: Arc<PoolInner>, index: u32, generation: u64) -> Self {
+        BufferMut {
+            pool,
+            index,
+            generation,
+        }
+    }
+
+    /// Ends writing: from now on the buffer is read-only and other processes can `get` it.
+    pub fn freeze(self) -> Buffer {
+        let this = std::mem::ManuallyDrop::new(self);
+        protocol::freeze(&this.pool.map, &*this.pool, this.index);
+        // SAFETY: `this` is never used or dropped again; the Arc moves into the new guard.
+        let pool = unsafe { std::ptr::read(&this.pool) };
+        Buffer::new(pool, this.index, this.generation)
+    }
+
+    /// Moves this buffer to `peers` (each gets a reference) and returns their token. Sending to
+    /// one peer passes exclusive ownership: it may take write access with `get_mut`.
+    pub fn send(self, peers: &[Peer]) -> Result<BufferRef> {
+        transfer(&self.pool, self.index, peers, true)?;
+        let token = self.token();
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again; the reference went to the peers, the
+        // handle on the pool is released here.
+        drop(unsafe { std::ptr::read(&this.pool) });
+        Ok(token)
+    }
+
+    /// All of the buffer's bytes, writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len();
+        // SAFETY: WRITER in the holder word (set when this guard was made) excludes every other
+        // reference in every process, and `&mut self` excludes other uses of this guard; the
+        // range is this buffer's, inside the arena.
+        unsafe { std::slice::from_raw_parts_mut(self.pool.map.buffer_ptr(self.index), len) }
+    }
+
+    /// The tensor's elements as a mutable slice (contiguous tensors of dtype `T` only).
+    pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
+        let desc = self.tensor()?;
+        let base = self.pool.map.buffer_ptr(self.index);
+        let n = desc.check_view::<T>(base as usize)?;
+        // SAFETY: check_view verified dtype, contiguity and alignment; tensor() validated that
+        // the elements lie inside this buffer; exclusivity as in `bytes_mut`.
+        Ok(unsafe { std::slice::from_raw_parts_mut(base.add(desc.byte_offset() as usize).cast::<T>(), n) })
+    }
+
+    /// Describes the buffer's contents as a tensor; it must fit the buffer.
+    pub fn set_tensor(&mut self, desc: &TensorDesc) -> Result<()> {
+        desc.validate_for(self.len() as u64)?;
+        let m = self.meta();
+        m.dtype.store(u32::from(desc.dtype().code()), Relaxed);
+        m.ndim.store(desc.ndim() as u32, Relaxed);
+        m.byte_offset.store(desc.byte_offset(), Relaxed);
+        for d in 0..MAX_DIMS {
+            m.shape[d].store(desc.shape().get(d).copied().unwrap_or(0), Relaxed);
+            m.strides[d].store(desc.strides().get(d).copied().unwrap_or(0), Relaxed);
+        }
+        m.flags.store(META_TENSOR, Relaxed);
+        Ok(())
+    }
+
+    /// Forgets the tensor description: the buffer is raw bytes again.
+    pub fn clear_tensor(&mut self) {
+        self.meta().flags.store(0, Relaxed);
+    }
+
+    /// Sets the producer's timestamp (nanoseconds; the clock is the producer's choice).
+    pub fn set_timestamp_ns(&mut self, ns: u64) {
+        self.meta().timestamp_ns.store(ns, Relaxed);
+    }
+
+    /// Sets the producer's sequence number.
+    pub fn set_sequence(&mut self, seq: u64) {
+        self.meta().sequence.store(seq, Relaxed);
+    }
+
+    /// Sets the content type (at most 32 bytes of UTF-8), e.g. `image/rgb`.
+    pub fn set_content_type(&mut self, content_type: &str) -> Result<()> {
+        let m = self.meta();
+        write_field(
+            &m.content_type,
+            &m.content_type_len,
+            content_type.as_bytes(),
+            "content type",
+            MAX_CONTENT_TYPE,
+        )
+    }
+
+    /// Sets the producer's name (at most 32 bytes of UTF-8).
+    pub fn set_producer(&mut self, producer: &str) -> Result<()> {
+        let m = self.meta();
+        write_field(
+            &m.producer,
+            &m.producer_len,
+            producer.as_bytes(),
+            "producer name",
+            MAX_PRODUCER,
+        )
+    }
+
+    /// Sets the user metadata (at most 192 bytes).
+    pub fn set_user_metadata(&mut self, bytes: &[u8]) -> Result<()> {
+        let m = self.meta();
+        write_field(&m.user, &m.user_len, bytes, "user metadata", MAX_USER_METADATA)
+    }
+}
+
+impl Drop for BufferMut {
+    fn drop(&mut self) {
+        release(&self.pool, self.index);
+    }
+}
+
+fn release(pool: &PoolInner, index: u32) {
+    if protocol::release(&pool.map, pool, pool.me, index).is_err() {
+        // Unreachable through the guards; reported rather than ignored if the table was damaged.
+        tracing::error!(pool = %pool.map.label, index, "released a buffer this process did not hold");
+    }
+}
+
+fn transfer(pool: &PoolInner, index: u32, peers: &[Peer], consume: bool) -> Result<()> {
+    if peers.is_empty() {
+        return Err(Error::InvalidConfig("a hand-off needs at least one peer".into()));
+    }
+    let mut to = 0u64;
+    for p in peers {
+        // The peer must still be the process it was when looked up (slots are reused).
+        let now = pool.map.slots()[p.slot].owner.load(Acquire);
+        if now != p.owner || p.slot == pool.slot {
+            return Err(Error::PeerNotAttached {
+                pid: p.pid,
+                pool: pool.map.label.clone(),
+            });
+        }
+        to |= protocol::slot_bit(p.slot);
+    }
+    protocol::transfer(&pool.map, pool, pool.me, index, to, consume).map_err(|e| match e {
+        TransferError::NotHeld => Error::DoubleRelease {
+            index,
+            pool: pool.map.label.clone(),
+        },
+        TransferError::Writing => Error::Busy {
+            index,
+            reason: "a buffer being written can only be sent, not shared",
+        },
+        TransferError::RecipientHolds(_) => Error::Busy {
+            index,
+            reason: "a recipient already holds it (or was already handed it); it can get() it",
+        },
+    })
+}
+
+fn write_field(
+    dst: &[AtomicU8],
+    len: &std::sync::atomic::AtomicU32,
+    src: &[u8],
+    field: &'static str,
+    max: usize,
+) -> Result<()> {
+    if src.len() > max {
+        return Err(Error::MetadataTooLong {
+            field,
+            len: src.len(),
+            max,
+        });
+    }
+    for (d, s) in dst.iter().zip(src) {
+        d.store(*s, Relaxed);
+    }
+    len.store(src.len() as u32, Relaxed);
+    Ok(())
+}
+
+fn read_field(src: &[AtomicU8], len: &std::sync::atomic::AtomicU32) -> Vec<u8> {
+    let n = (len.load(Relaxed) as usize).min(src.len());
+    src[..n].iter().map(|b| b.load(Relaxed)).collect()
+}
+
+/// Reads and validates a buffer's tensor description.
+pub(crate) fn read_tensor(m: &BufferMeta, buffer_len: u64) -> std::result::Result<TensorDesc, String> {
+    if m.flags.load(Relaxed) & META_TENSOR == 0 {
+        return Ok(TensorDesc::bytes(buffer_len));
+    }
+    let code = m.dtype.load(Relaxed);
+    let dtype = DType::from_code(code).ok_or_else(|| format!("unknown dtype code {code}"))?;
+    let ndim = m.ndim.load(Relaxed) as usize;
+    if ndim > MAX_DIMS {
+        return Err(format!("{ndim} dimensions"));
+    }
+    let shape: Vec<u64> = m.shape[..ndim].iter().map(|v| v.load(Relaxed)).collect();
+    let strides: Vec<i64> = m.strides[..ndim].iter().map(|v| v.load(Relaxed)).collect();
+    let desc = TensorDesc::strided(dtype, &shape, &strides, m.byte_offset.load(Relaxed))
+        .map_err(|e| e.to_string())?;
+    desc.validate_for(buffer_len).map_err(|e| e.to_string())?;
+    Ok(desc)
+}
+
+/// Read access shared by [`Buffer`] and [`BufferMut`].
+macro_rules! read_access {
+    ($t:ty) => {
+        impl $t {
+            /// The buffer's index in its pool.
+            pub fn index(&self) -> u32 {
+                self.index
+            }
+
+            /// The life of the buffer this guard holds.
+            pub fn generation(&self) -> u64 {
+                self.generation
+            }
+
+            /// The token naming this buffer's current life, for other processes.
+            pub fn token(&self) -> BufferRef {
+                BufferRef::new(self.pool.map.pool_id as u32, self.index, self.generation)
+            }
+
+            /// A handle to the pool this buffer belongs to.
+            pub fn pool(&self) -> BufferPool {
+                BufferPool {
+                    inner: self.pool.clone(),
+                }
+            }
+
+            /// The buffer's size in bytes (the pool's buffer size).
+            pub fn len(&self) -> usize {
+                self.pool.map.layout.config.size as usize
+            }
+
+            /// Never true: buffers have at least one byte.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// All of the buffer's bytes.
+            pub fn bytes(&self) -> &[u8] {
+                // SAFETY: while this guard lives the buffer cannot be freed (our holder bit), and
+                // no writer exists besides, at most, this very guard (then `&self` excludes
+                // `&mut` uses); the range is this buffer's, inside the arena.
+                unsafe { std::slice::from_raw_parts(self.pool.map.buffer_ptr(self.index), self.len()) }
+            }
+
+            /// The buffer's tensor description (raw `U8` bytes if none was set). Validated: a
+            /// description that does not fit the buffer is reported as corrupt.
+            pub fn tensor(&self) -> Result<TensorDesc> {
+                read_tensor(self.meta(), self.len() as u64).map_err(|detail| Error::Corrupt {
+                    path: self.pool.map.path_buf(),
+                    detail: format!("buffer {}'s tensor description: {detail}", self.index),
+                })
+            }
+
+            /// The tensor's elements as a slice (contiguous tensors of dtype `T` only).
+            pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+                let desc = self.tensor()?;
+                let base = self.pool.map.buffer_ptr(self.index);
+                let n = desc.check_view::<T>(base as usize)?;
+                // SAFETY: dtype, contiguity, alignment checked; elements inside the buffer
+                // (validated); no writer while we read, as in `bytes`.
+                Ok(unsafe {
+                    std::slice::from_raw_parts(base.add(desc.byte_offset() as usize).cast::<T>(), n)
+                })
+            }
+
+            /// The producer's timestamp in nanoseconds (0 if unset).
+            pub fn timestamp_ns(&self) -> u64 {
+                self.meta().timestamp_ns.load(Relaxed)
+            }
+
+            /// The producer's sequence number (0 if unset).
+            pub fn sequence(&self) -> u64 {
+                self.meta().sequence.load(Relaxed)
+            }
+
+            /// The content type (empty if unset).
+            pub fn content_type(&self) -> String {
+                let m = self.meta();
+                String::from_utf8_lossy(&read_field(&m.content_type, &m.content_type_len)).into_owned()
+            }
+
+            /// The producer's name (empty if unset).
+            pub fn producer(&self) -> String {
+                let m = self.meta();
+                String::from_utf8_lossy(&read_field(&m.producer, &m.producer_len)).into_owned()
+            }
+
+            /// The user metadata.
+            pub fn user_metadata(&self) -> Vec<u8> {
+                let m = self.meta();
+                read_field(&m.user, &m.user_len)
+            }
+
+            fn meta(&self) -> &BufferMeta {
+                &self.pool.map.metas()[self.index as usize]
+            }
+        }
+
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($t))
+                    .field("pool", &self.pool.map.label)
+                    .field("index", &self.index)
+                    .field("generation", &self.generation)
+                    .finish()
+            }
+        }
+
+        impl Deref for $t {
+            type Target = [u8];
+            fn deref(&self) -> &[u8] {
+                self.bytes()
+            }
+        }
+    };
+}
+
+read_access!(Buffer);
+read_access!(BufferMut);
+
+impl DerefMut for BufferMut {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes_mut()
+    }
+}

@@ -1,0 +1,350 @@
+//! The shared-memory layout of a buffer pool.
+//!
+//! ```text
+//! 0            PoolHeader (384 B): object header, configuration, registry, parking words
+//! 384          ProcessSlot × 63 (64 B each): who is attached
+//! …            free hints: one bit per buffer, 64 per word
+//! …            BufferState × N (64 B each, one cache line): holder word + generation
+//! …            BufferMeta × N (512 B each): tensor description and metadata
+//! arena_offset the data arena, N × stride bytes, page-aligned, each buffer `alignment`-aligned
+//! ```
+//!
+//! Everything is computed from three numbers (count, size, alignment), so an opener recomputes
+//! the layout and compares instead of trusting stored offsets.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8};
+
+use crate::assert_layout;
+use crate::error::{Error, Result};
+use crate::object::ObjectHeader;
+use crate::os::map::SharedLayout;
+use crate::tensor::MAX_DIMS;
+
+/// Version of this layout; bumped on any incompatible change.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Most processes attached to one pool at a time: one bit each in a 64-bit holder word, whose
+/// top bit is the writer flag.
+pub const MAX_PROCESSES: usize = 63;
+
+/// Most buffers in one pool.
+pub const MAX_BUFFERS: u32 = 1 << 16;
+
+/// Most bytes of user metadata per buffer.
+pub const MAX_USER_METADATA: usize = 192;
+
+/// Most bytes of a content type string.
+pub const MAX_CONTENT_TYPE: usize = 32;
+
+/// Most bytes of a producer name.
+pub const MAX_PRODUCER: usize = 32;
+
+/// Bytes reserved per buffer for a device-memory handle (a CUDA IPC handle is 64).
+pub const DEVICE_HANDLE_SIZE: usize = 64;
+
+/// Where the buffers' bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Host memory, in the pool's own arena.
+    Host,
+    /// Device memory, reached through per-buffer handles in the metadata.
+    Device,
+}
+
+impl Storage {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Storage::Host => 0,
+            Storage::Device => 1,
+        }
+    }
+
+    pub(crate) fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Storage::Host),
+            1 => Some(Storage::Device),
+            _ => None,
+        }
+    }
+}
+
+/// The pool's header.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct PoolHeader {
+    /// The common object header.
+    pub object: ObjectHeader,
+    /// Number of buffers.
+    pub buffer_count: AtomicU32,
+    /// Alignment of each buffer in the arena.
+    pub alignment: AtomicU32,
+    /// Usable bytes per buffer.
+    pub buffer_size: AtomicU64,
+    /// Random identity of this pool instance (tokens carry it).
+    pub pool_id: AtomicU64,
+    /// [`Storage`] code.
+    pub storage: AtomicU32,
+    /// [`MAX_PROCESSES`], recorded so a reader can check it.
+    pub max_processes: AtomicU32,
+    _config_reserved: [AtomicU64; 12],
+    /// Bit `s` set: process slot `s` is attached. Bit 63: the pool is closing (no new attach).
+    pub registry: AtomicU64,
+    _pad_registry: [AtomicU64; 7],
+    /// Bit `s` set: some thread of process slot `s` is parked waiting for a free buffer.
+    pub parked: AtomicU64,
+    /// Futex word: bumped by a release that frees a buffer while someone is parked.
+    pub wake_seq: AtomicU32,
+    _pad_wake: [AtomicU32; 13],
+}
+
+assert_layout!(PoolHeader, size 384, align 64, {
+    object: 0, buffer_count: 128, alignment: 132, buffer_size: 136, pool_id: 144, storage: 152,
+    max_processes: 156, registry: 256, parked: 320, wake_seq: 328,
+});
+// SAFETY: repr(C), only atomics, layout asserted above.
+unsafe impl SharedLayout for PoolHeader {}
+
+/// [`PoolHeader::registry`] bit saying the pool is being removed.
+pub const REGISTRY_CLOSED: u64 = 1 << 63;
+
+/// One attached process.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct ProcessSlot {
+    /// See [`OwnerWord`]: free, or attached / being reclaimed, with pid and start time.
+    pub owner: AtomicU64,
+    /// Inode of the process's pid namespace.
+    pub pidns: AtomicU64,
+    /// When it attached, ns since the epoch.
+    pub attached_unix_ns: AtomicU64,
+    /// Its full start time in clock ticks.
+    pub start_ticks: AtomicU64,
+    /// How often it parked waiting for a buffer.
+    pub waits: AtomicU64,
+    /// How often such a wait timed out.
+    pub timeouts: AtomicU64,
+    /// References of dead processes it returned to the pool.
+    pub reclaimed_refs: AtomicU64,
+    _reserved: AtomicU64,
+}
+
+assert_layout!(ProcessSlot, size 64, align 64, {
+    owner: 0, pidns: 8, attached_unix_ns: 16, start_ticks: 24, waits: 32, timeouts: 40, reclaimed_refs: 48,
+});
+// SAFETY: repr(C), only atomics, layout asserted above.
+unsafe impl SharedLayout for ProcessSlot {}
+
+/// The state of one buffer: the truth about who holds it. One cache line, so that buffers
+/// used by different processes never share one.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct BufferState {
+    /// Bit 63: a writer holds it exclusively. Bits 0..63: which process slots hold it.
+    /// 0 means free.
+    pub holders: AtomicU64,
+    /// The buffer's life: incremented each time it is acquired. Tokens carry it.
+    pub generation: AtomicU64,
+    _pad: [AtomicU64; 6],
+}
+
+assert_layout!(BufferState, size 64, align 64, { holders: 0, generation: 8 });
+// SAFETY: repr(C), only atomics, layout asserted above.
+unsafe impl SharedLayout for BufferState {}
+
+/// [`BufferMeta::flags`] bit: a tensor description is set (else the buffer is raw bytes).
+pub const META_TENSOR: u32 = 1;
+
+/// A buffer's description. Written only by the buffer's exclusive writer, read by holders.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct BufferMeta {
+    /// [`META_TENSOR`].
+    pub flags: AtomicU32,
+    /// [`DType`](crate::tensor::DType) code.
+    pub dtype: AtomicU32,
+    /// Number of dimensions.
+    pub ndim: AtomicU32,
+    /// Bytes used in `content_type`.
+    pub content_type_len: AtomicU32,
+    /// Byte offset of the first element.
+    pub byte_offset: AtomicU64,
+    /// Producer's timestamp, ns (meaning is the producer's).
+    pub timestamp_ns: AtomicU64,
+    /// Producer's sequence number.
+    pub sequence: AtomicU64,
+    /// Bytes used in `producer`.
+    pub producer_len: AtomicU32,
+    /// Bytes used in `user`.
+    pub user_len: AtomicU32,
+    /// Bytes used in `device_handle`.
+    pub device_handle_len: AtomicU32,
+    /// Device ordinal, for device storage.
+    pub device_id: AtomicU32,
+    _reserved: AtomicU64,
+    /// Extent of each dimension.
+    pub shape: [AtomicU64; MAX_DIMS],
+    /// Stride of each dimension, in elements.
+    pub strides: [AtomicI64; MAX_DIMS],
+    /// MIME-like content type, e.g. `image/rgb`.
+    pub content_type: [AtomicU8; MAX_CONTENT_TYPE],
+    /// Name of the producer.
+    pub producer: [AtomicU8; MAX_PRODUCER],
+    /// Device-memory handle (CUDA IPC), for device storage.
+    pub device_handle: [AtomicU8; DEVICE_HANDLE_SIZE],
+    /// Free-form user metadata.
+    pub user: [AtomicU8; MAX_USER_METADATA],
+}
+
+assert_layout!(BufferMeta, size 512, align 64, {
+    flags: 0, dtype: 4, ndim: 8, content_type_len: 12, byte_offset: 16, timestamp_ns: 24,
+    sequence: 32, producer_len: 40, user_len: 44, device_handle_len: 48, device_id: 52,
+    shape: 64, strides: 128, content_type: 192, producer: 224, device_handle: 256, user: 320,
+});
+// SAFETY: repr(C), only atomics, layout asserted above.
+unsafe impl SharedLayout for BufferMeta {}
+
+/// The pool's fixed configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Number of buffers.
+    pub count: u32,
+    /// Usable bytes per buffer.
+    pub size: u64,
+    /// Alignment of each buffer.
+    pub alignment: u32,
+}
+
+/// Where everything lies, computed from a [`PoolConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLayout {
+    /// The configuration it was computed from.
+    pub config: PoolConfig,
+    /// Distance between consecutive buffers in the arena.
+    pub stride: u64,
+    /// Offset of the process table.
+    pub processes: usize,
+    /// Offset of the free-hint words.
+    pub hints: usize,
+    /// Number of free-hint words.
+    pub hint_words: usize,
+    /// Offset of the buffer states.
+    pub states: usize,
+    /// Offset of the buffer metadata.
+    pub metas: usize,
+    /// Offset of the arena.
+    pub arena: usize,
+    /// Total size of the object.
+    pub total: u64,
+}
+
+const PAGE: u64 = 4096;
+
+fn round_up(v: u64, to: u64) -> Option<u64> {
+    v.checked_add(to - 1).map(|x| x / to * to)
+}
+
+impl PoolLayout {
+    /// Computes the layout, validating the configuration.
+    pub fn compute(config: PoolConfig) -> Result<PoolLayout> {
+        let PoolConfig {
+            count,
+            size,
+            alignment,
+        } = config;
+        if count == 0 || count > MAX_BUFFERS {
+            return Err(Error::InvalidConfig(format!(
+                "buffer count {count}: must be 1 to {MAX_BUFFERS}"
+            )));
+        }
+        if size == 0 {
+            return Err(Error::InvalidConfig(
+                "buffer size 0: must be at least 1 byte".into(),
+            ));
+        }
+        if !alignment.is_power_of_two() || !(8..=1 << 21).contains(&alignment) {
+            return Err(Error::InvalidConfig(format!(
+                "alignment {alignment}: must be a power of two from 8 to 2 MiB"
+            )));
+        }
+        let too_big =
+            || Error::InvalidConfig(format!("{count} buffers of {size} bytes do not fit in memory"));
+        let stride = round_up(size, u64::from(alignment)).ok_or_else(too_big)?;
+        let n = u64::from(count);
+        let processes = std::mem::size_of::<PoolHeader>() as u64;
+        let hints = processes + (MAX_PROCESSES * std::mem::size_of::<ProcessSlot>()) as u64;
+        let hint_words = n.div_ceil(64);
+        let states = round_up(hints + hint_words * 8, 64).ok_or_else(too_big)?;
+        let metas = states + n * std::mem::size_of::<BufferState>() as u64;
+        let meta_end = metas + n * std::mem::size_of::<BufferMeta>() as u64;
+        let arena = round_up(meta_end, PAGE.max(u64::from(alignment))).ok_or_else(too_big)?;
+        let total = stride
+            .checked_mul(n)
+            .and_then(|a| a.checked_add(arena))
+            .and_then(|t| round_up(t, PAGE))
+            .filter(|t| usize::try_from(*t).is_ok() && *t < (1 << 47))
+            .ok_or_else(too_big)?;
+        Ok(PoolLayout {
+            config,
+            stride,
+            processes: processes as usize,
+            hints: hints as usize,
+            hint_words: hint_words as usize,
+            states: states as usize,
+            metas: metas as usize,
+            arena: arena as usize,
+            total,
+        })
+    }
+
+    /// Offset of buffer `index`'s first byte.
+    pub fn buffer_offset(&self, index: u32) -> usize {
+        self.arena + (u64::from(index) * self.stride) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_aligned_and_fits() {
+        let l = PoolLayout::compute(PoolConfig {
+            count: 100,
+            size: 1920 * 1080 * 3,
+            alignment: 4096,
+        })
+        .unwrap();
+        assert_eq!(l.states % 64, 0);
+        assert_eq!(l.metas % 64, 0);
+        assert_eq!(l.arena % 4096, 0);
+        assert_eq!(l.stride % 4096, 0);
+        assert!(l.stride >= 1920 * 1080 * 3);
+        assert_eq!(l.hint_words, 2);
+        assert!(l.total >= l.arena as u64 + 100 * l.stride);
+        assert_eq!(l.buffer_offset(1) - l.buffer_offset(0), l.stride as usize);
+    }
+
+    #[test]
+    fn rejects_impossible_configs() {
+        let bad = [
+            (0, 1, 64),
+            (MAX_BUFFERS + 1, 1, 64),
+            (1, 0, 64),
+            (1, 1, 3),
+            (1, 1, 4),
+            (1, 1, 1 << 22),
+            (MAX_BUFFERS, u64::MAX / 2, 64),
+        ];
+        for (count, size, alignment) in bad {
+            assert!(
+                PoolLayout::compute(PoolConfig {
+                    count,
+                    size,
+                    alignment
+                })
+                .is_err(),
+                "{count} {size} {alignment}"
+            );
+        }
+    }
+}

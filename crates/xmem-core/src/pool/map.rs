@@ -1,0 +1,187 @@
+//! A pool's mapping, validated once: every table resolved to a slice, so the hot paths index
+//! slices instead of recomputing offsets and re-checking bounds.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use super::layout::{
+    BufferMeta, BufferState, PoolConfig, PoolHeader, PoolLayout, ProcessSlot, Storage, LAYOUT_VERSION,
+    MAX_PROCESSES,
+};
+use super::protocol::SharedCells;
+use crate::error::{Error, Result};
+use crate::object::{ObjectKind, OpenObject, OpenSpec};
+use crate::os::futex;
+
+/// The open spec for pools.
+pub(crate) fn open_spec(writable: bool, populate: bool, timeout: std::time::Duration) -> OpenSpec {
+    OpenSpec {
+        kind: ObjectKind::Pool,
+        layout_version: LAYOUT_VERSION,
+        header_size: std::mem::size_of::<PoolHeader>() as u32,
+        timeout,
+        writable,
+        populate,
+    }
+}
+
+/// A mapped, validated pool. Attaching (see `registry`) is separate, so inspection and cleanup
+/// can use a pool without joining it.
+#[derive(Debug)]
+pub(crate) struct PoolMap {
+    /// The pool's name, or `anonymous`.
+    pub label: String,
+    pub object: OpenObject,
+    pub layout: PoolLayout,
+    pub pool_id: u64,
+    pub storage: Storage,
+    header: *const PoolHeader,
+    slots: *const [ProcessSlot],
+    hints: *const [AtomicU64],
+    states: *const [BufferState],
+    metas: *const [BufferMeta],
+    arena: *mut u8,
+}
+
+// SAFETY: the raw pointers point into `object.map`, which this struct owns and which is Send +
+// Sync; they are only ever turned into shared references to atomics, or into byte pointers whose
+// use is governed by the holder-word protocol.
+unsafe impl Send for PoolMap {}
+// SAFETY: as above.
+unsafe impl Sync for PoolMap {}
+
+impl PoolMap {
+    /// Validates the pool header of an opened object and resolves its tables.
+    pub fn new(label: String, object: OpenObject) -> Result<PoolMap> {
+        let path = object.map.path().to_path_buf();
+        let corrupt = |detail: String| Error::Corrupt {
+            path: path.clone(),
+            detail,
+        };
+        let h = object.map.at::<PoolHeader>(0)?;
+        let config = PoolConfig {
+            count: h.buffer_count.load(Relaxed),
+            size: h.buffer_size.load(Relaxed),
+            alignment: h.alignment.load(Relaxed),
+        };
+        let layout = PoolLayout::compute(config)
+            .map_err(|e| corrupt(format!("its configuration is impossible: {e}")))?;
+        if layout.total != h.object.total_size.load(Relaxed) {
+            return Err(corrupt(format!(
+                "{} bytes, but {config:?} needs {}",
+                h.object.total_size.load(Relaxed),
+                layout.total
+            )));
+        }
+        let max = h.max_processes.load(Relaxed);
+        if max as usize != MAX_PROCESSES {
+            return Err(corrupt(format!(
+                "process table of {max}, expected {MAX_PROCESSES}"
+            )));
+        }
+        let storage = Storage::from_code(h.storage.load(Relaxed))
+            .ok_or_else(|| corrupt(format!("storage code {}", h.storage.load(Relaxed))))?;
+        let map = &object.map;
+        let n = config.count as usize;
+        let slots: *const [ProcessSlot] = map.slice_at::<ProcessSlot>(layout.processes, MAX_PROCESSES)?;
+        let hints: *const [AtomicU64] = map.slice_at::<AtomicU64>(layout.hints, layout.hint_words)?;
+        let states: *const [BufferState] = map.slice_at::<BufferState>(layout.states, n)?;
+        let metas: *const [BufferMeta] = map.slice_at::<BufferMeta>(layout.metas, n)?;
+        // SAFETY: arena <= total == mapping length (checked by compute + the total comparison).
+        let arena = unsafe { map.base().add(layout.arena) };
+        Ok(PoolMap {
+            label,
+            pool_id: h.pool_id.load(Relaxed),
+            storage,
+            header: h,
+            slots,
+            hints,
+            states,
+            metas,
+            arena,
+            layout,
+            object,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.object.map.path()
+    }
+
+    pub fn path_buf(&self) -> PathBuf {
+        self.path().to_path_buf()
+    }
+
+    pub fn header(&self) -> &PoolHeader {
+        // SAFETY: points into the mapping owned by self (validated in `new`).
+        unsafe { &*self.header }
+    }
+
+    pub fn slots(&self) -> &[ProcessSlot] {
+        // SAFETY: as in `header`.
+        unsafe { &*self.slots }
+    }
+
+    pub fn hint_words(&self) -> &[AtomicU64] {
+        // SAFETY: as in `header`.
+        unsafe { &*self.hints }
+    }
+
+    pub fn states(&self) -> &[BufferState] {
+        // SAFETY: as in `header`.
+        unsafe { &*self.states }
+    }
+
+    pub fn metas(&self) -> &[BufferMeta] {
+        // SAFETY: as in `header`.
+        unsafe { &*self.metas }
+    }
+
+    /// The first byte of buffer `index` (which must be < count).
+    pub fn buffer_ptr(&self, index: u32) -> *mut u8 {
+        assert!(index < self.layout.config.count);
+        // SAFETY: index < count, so the offset lies inside the arena, inside the mapping.
+        unsafe { self.arena.add((u64::from(index) * self.layout.stride) as usize) }
+    }
+
+    /// Counts buffers whose holder word is 0.
+    pub fn free_count(&self) -> u32 {
+        self.states()
+            .iter()
+            .filter(|s| s.holders.load(Relaxed) == 0)
+            .count() as u32
+    }
+}
+
+impl SharedCells for PoolMap {
+    type W64 = AtomicU64;
+    type W32 = AtomicU32;
+
+    #[inline(always)]
+    fn count(&self) -> u32 {
+        self.layout.config.count
+    }
+    #[inline(always)]
+    fn holders(&self, index: u32) -> &AtomicU64 {
+        &self.states()[index as usize].holders
+    }
+    #[inline(always)]
+    fn generation(&self, index: u32) -> &AtomicU64 {
+        &self.states()[index as usize].generation
+    }
+    #[inline(always)]
+    fn hints(&self) -> &[AtomicU64] {
+        self.hint_words()
+    }
+    #[inline(always)]
+    fn parked(&self) -> &AtomicU64 {
+        &self.header().parked
+    }
+    #[inline(always)]
+    fn wake_seq(&self) -> &AtomicU32 {
+        &self.header().wake_seq
+    }
+    fn wake_one(&self) {
+        futex::wake(&self.header().wake_seq, 1);
+    }
+}

@@ -1,0 +1,877 @@
+//! `BufferPool`: a fixed set of equally sized, reference-counted buffers in shared memory.
+//!
+//! ```no_run
+//! use xmem_core::{BufferPool, DType, TensorDesc};
+//! # fn main() -> xmem_core::Result<()> {
+//! let pool = BufferPool::builder("camera").buffers(8).buffer_size(1920 * 1080 * 3).create()?;
+//! let mut frame = pool.acquire()?;                       // exclusive, writable
+//! frame.set_tensor(&TensorDesc::contiguous(DType::U8, &[1080, 1920, 3])?)?;
+//! frame.as_mut_slice::<u8>()?.fill(0);
+//! let frame = frame.freeze();                            // shared, read-only from here on
+//! let token = frame.token().to_bytes();                  // 16 bytes for any channel
+//! // … in another process:
+//! let pool = BufferPool::open("camera")?;
+//! let seen = pool.get(xmem_core::BufferRef::from_bytes(&token)?)?;
+//! assert_eq!(seen.tensor()?.shape(), &[1080, 1920, 3]);
+//! # Ok(()) }
+//! ```
+//!
+//! Lifetime follows the references alone: a buffer is free again when the last reference to it
+//! in any process is dropped, and a process that dies has its references returned (see
+//! [`protocol`] for why that is exact). The pool's name disappears when the last attached process
+//! closes it.
+
+mod guard;
+mod inspect;
+pub mod layout;
+mod map;
+pub mod protocol;
+mod registry;
+
+#[cfg(all(test, loom))]
+mod model;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+pub use guard::{Buffer, BufferMut, BufferRef, Peer};
+pub use inspect::{BufferInfo, BufferStatus, PoolSnapshot, ProcessInfo};
+pub use layout::{PoolConfig, Storage, MAX_BUFFERS, MAX_PROCESSES, MAX_USER_METADATA};
+pub use registry::{ReclaimReport, SlotState};
+
+use self::layout::{PoolHeader, PoolLayout, LAYOUT_VERSION};
+use self::map::{open_spec, PoolMap};
+use self::protocol::{slot_bit, Access, GetError, LocalCells, SharedCells};
+use self::registry::AttachError;
+use crate::error::{Error, Result};
+use crate::object::{self, CreateOutcome, CreateSpec, ObjectKind, OpenObject};
+use crate::os::{futex, process, ProcessIdentity, ShmDir, ShmFile};
+
+/// How long a blocked acquire sleeps before it looks for dead holders again.
+const PARK_SLICE: Duration = Duration::from_millis(50);
+
+/// Default spin before parking: a futex round trip costs tens of µs on a VM.
+const DEFAULT_SPIN: Duration = Duration::from_micros(5);
+
+/// Configuration for creating or opening a pool. Start with [`BufferPool::builder`].
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    name: Option<String>,
+    dir: ShmDir,
+    count: u32,
+    size: u64,
+    alignment: u32,
+    mode: u32,
+    prefault: bool,
+    open_timeout: Duration,
+    spin: Duration,
+}
+
+impl PoolBuilder {
+    fn new(name: Option<&str>) -> Self {
+        PoolBuilder {
+            name: name.map(str::to_string),
+            dir: ShmDir::default(),
+            count: 8,
+            size: 0,
+            alignment: 64,
+            mode: 0o600,
+            prefault: true,
+            open_timeout: object::DEFAULT_OPEN_TIMEOUT,
+            spin: DEFAULT_SPIN,
+        }
+    }
+
+    /// Number of buffers (default 8).
+    pub fn buffers(mut self, count: u32) -> Self {
+        self.count = count;
+        self
+    }
+
+    /// Bytes per buffer (required when creating).
+    pub fn buffer_size(mut self, size: u64) -> Self {
+        self.size = size;
+        self
+    }
+
+    /// Alignment of each buffer: a power of two from 8 to 2 MiB (default 64, a cache line).
+    pub fn alignment(mut self, alignment: u32) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    /// File mode of the pool (default `0o600`; `0o660` shares it with the group).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Fault every page in at create/open so that no acquire pays for a first touch (default on).
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// Directory of the shared-memory file (default `$XMEM_SHM_DIR` or `/dev/shm`).
+    pub fn directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = ShmDir::new(dir);
+        self
+    }
+
+    /// How long `open` waits for a creator that is still initialising (default 2 s).
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// How long a blocking acquire spins before it parks (default 5 µs).
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    fn config(&self) -> PoolConfig {
+        PoolConfig {
+            count: self.count,
+            size: self.size,
+            alignment: self.alignment,
+        }
+    }
+
+    fn path(&self) -> Result<PathBuf> {
+        match &self.name {
+            Some(name) => object::path_of(&self.dir, name),
+            None => Err(Error::InvalidConfig(
+                "an anonymous pool has no name to open".into(),
+            )),
+        }
+    }
+
+    fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| "anonymous".into())
+    }
+
+    /// Creates the pool; fails with [`Error::AlreadyExists`] if a live one has the name. A pool
+    /// of that name whose processes are all dead is removed and replaced.
+    pub fn create(&self) -> Result<BufferPool> {
+        let path = self.path()?;
+        let layout = PoolLayout::compute(self.config())?;
+        for _ in 0..8 {
+            match object::create(&path, &self.create_spec(&layout), |map| init_pool(map, &layout))? {
+                CreateOutcome::Created(obj) => return self.finish_open(obj, Some(path)),
+                CreateOutcome::Exists => {
+                    if !remove_if_orphan(&path, self.open_timeout)? {
+                        return Err(Error::AlreadyExists {
+                            name: self.label(),
+                            detail: describe_users(&path, self.open_timeout),
+                        });
+                    }
+                }
+            }
+        }
+        Err(Error::AlreadyExists {
+            name: self.label(),
+            detail: "it keeps being re-created by another process".into(),
+        })
+    }
+
+    /// Creates an anonymous pool (a memfd): no name, shared by handing [`BufferPool::fd`] to
+    /// other processes, gone when the last of them closes it.
+    pub fn create_anonymous(&self) -> Result<BufferPool> {
+        let layout = PoolLayout::compute(self.config())?;
+        let obj = object::create_anonymous(&self.create_spec(&layout), |map| init_pool(map, &layout))?;
+        self.finish_open(obj, None)
+    }
+
+    /// Opens an existing pool.
+    pub fn open(&self) -> Result<BufferPool> {
+        let path = self.path()?;
+        for _ in 0..8 {
+            let Some(file) = ShmFile::open(&path)? else {
+                return Err(Error::NotFound {
+                    name: self.label(),
+                    path,
+                });
+            };
+            if let Some(pool) = cached(&file)? {
+                return Ok(pool);
+            }
+            let obj = object::open_file(file, &open_spec(true, self.prefault, self.open_timeout))?;
+            match self.finish_open(obj, Some(path.clone())) {
+                Err(Error::NotFound { .. }) => continue, // it was closing: look again
+                other => return other,
+            }
+        }
+        Err(Error::NotFound {
+            name: self.label(),
+            path,
+        })
+    }
+
+    /// Opens the pool if it exists (checking that its configuration matches), else creates it.
+    pub fn open_or_create(&self) -> Result<BufferPool> {
+        for _ in 0..8 {
+            match self.open() {
+                Ok(pool) => {
+                    let have = pool.config();
+                    let want = self.config();
+                    if have != want {
+                        return Err(Error::ConfigMismatch {
+                            name: self.label(),
+                            detail: format!("it has {have:?}, asked for {want:?}"),
+                        });
+                    }
+                    return Ok(pool);
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self.create() {
+                Err(Error::AlreadyExists { .. }) => continue, // lost a race: open theirs
+                other => return other,
+            }
+        }
+        self.open()
+    }
+
+    fn create_spec(&self, layout: &PoolLayout) -> CreateSpec {
+        CreateSpec {
+            kind: ObjectKind::Pool,
+            layout_version: LAYOUT_VERSION,
+            header_size: std::mem::size_of::<PoolHeader>() as u32,
+            total_size: layout.total,
+            mode: self.mode,
+            populate: self.prefault,
+        }
+    }
+
+    fn finish_open(&self, obj: OpenObject, path: Option<PathBuf>) -> Result<BufferPool> {
+        let key = obj.file.identity()?;
+        let map = PoolMap::new(self.label(), obj)?;
+        let creator_ns = map.header().object.owner_pidns.load(Relaxed);
+        let pidns = process::pid_namespace();
+        if creator_ns != 0 && pidns != 0 && creator_ns != pidns {
+            return Err(Error::ForeignPidNamespace { pool: self.label() });
+        }
+        let me = ProcessIdentity::current();
+        let slot = match registry::attach(&map, me, pidns) {
+            Ok(slot) => slot,
+            Err(AttachError::Full) => {
+                return Err(Error::TooManyProcesses {
+                    pool: self.label(),
+                    max: MAX_PROCESSES,
+                })
+            }
+            Err(AttachError::Closing) => {
+                return Err(Error::NotFound {
+                    name: self.label(),
+                    path: map.path_buf(),
+                })
+            }
+        };
+        // Return what dead processes left behind before anyone waits for it.
+        registry::sweep(&map, me, false);
+        let count = map.layout.config.count as usize;
+        let inner = Arc::new(PoolInner {
+            local: (0..count).map(|_| LocalEntry::default()).collect(),
+            me: slot_bit(slot),
+            slot,
+            identity: me,
+            parking: Mutex::new(0),
+            spin: self.spin,
+            cursor: AtomicUsize::new(slot),
+            path,
+            map,
+        });
+        remember(key, &inner);
+        Ok(BufferPool { inner })
+    }
+}
+
+/// Writes a fresh pool's header and marks every buffer free.
+fn init_pool(map: &crate::os::Mapping, layout: &PoolLayout) -> Result<()> {
+    let h = map.at::<PoolHeader>(0)?;
+    h.buffer_count.store(layout.config.count, Relaxed);
+    h.alignment.store(layout.config.alignment, Relaxed);
+    h.buffer_size.store(layout.config.size, Relaxed);
+    h.pool_id.store(random_id(), Relaxed);
+    h.storage.store(Storage::Host.code(), Relaxed);
+    h.max_processes.store(MAX_PROCESSES as u32, Relaxed);
+    let hints = map.slice_at::<AtomicU64>(layout.hints, layout.hint_words)?;
+    for (w, word) in hints.iter().enumerate() {
+        let first = w as u64 * 64;
+        let n = (u64::from(layout.config.count) - first).min(64);
+        word.store(if n == 64 { u64::MAX } else { (1u64 << n) - 1 }, Relaxed);
+    }
+    Ok(())
+}
+
+fn random_id() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    let id = u64::from_le_bytes(b) ^ crate::os::time::monotonic_ns();
+    // The token carries the low 32 bits; keep them non-zero.
+    if id as u32 == 0 {
+        id | 1
+    } else {
+        id
+    }
+}
+
+/// Removes the pool at `path` if no live process uses it (or it was never finished).
+/// Returns whether the name is free now.
+pub(crate) fn remove_if_orphan(path: &Path, timeout: Duration) -> Result<bool> {
+    let obj = match object::open(path, &open_spec(true, false, timeout)) {
+        Ok(Some(obj)) => obj,
+        Ok(None) => return Ok(true),
+        Err(Error::Abandoned { .. }) => return crate::os::shm::unlink(path).map(|_| true),
+        Err(e) => return Err(e),
+    };
+    let map = PoolMap::new(path.display().to_string(), obj)?;
+    registry::sweep(&map, ProcessIdentity::current(), false);
+    close_if_unused(&map, path)
+}
+
+/// Closes and unlinks the pool if nobody is attached. Returns whether it is gone.
+fn close_if_unused(map: &PoolMap, path: &Path) -> Result<bool> {
+    if registry::anyone_attached(map) {
+        return Ok(false);
+    }
+    // CLOSED stops any process that is attaching right now; it will look for the name again.
+    match map
+        .header()
+        .registry
+        .compare_exchange(0, layout::REGISTRY_CLOSED, AcqRel, Acquire)
+    {
+        Ok(_) => {}
+        Err(layout::REGISTRY_CLOSED) => {} // its last process is removing it already
+        Err(_) => return Ok(false),        // someone attached meanwhile
+    }
+    unlink_if_same(path, map)?;
+    Ok(true)
+}
+
+/// Unlinks `path` only if it still names the object `map` maps (not a newer pool of that name).
+fn unlink_if_same(path: &Path, map: &PoolMap) -> Result<()> {
+    let mine = map.object.file.identity()?;
+    if let Some(file) = ShmFile::open_read_only(path).ok().flatten() {
+        if file.identity()? == mine {
+            crate::os::shm::unlink(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn describe_users(path: &Path, timeout: Duration) -> String {
+    match object::open(path, &open_spec(false, false, timeout)) {
+        Ok(Some(obj)) => match PoolMap::new(String::new(), obj) {
+            Ok(map) => {
+                let pids = registry::live_pids(&map);
+                format!("attached processes: {pids:?}")
+            }
+            Err(e) => e.to_string(),
+        },
+        Ok(None) => "it just disappeared".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A process's private word pair for one buffer (see [`protocol`]).
+#[derive(Debug, Default)]
+pub(crate) struct LocalEntry {
+    state: AtomicU32,
+    generation: AtomicU64,
+}
+
+/// One process's attachment to one pool; shared by every handle and guard in the process.
+#[derive(Debug)]
+pub(crate) struct PoolInner {
+    map: PoolMap,
+    path: Option<PathBuf>,
+    slot: usize,
+    me: u64,
+    identity: ProcessIdentity,
+    local: Box<[LocalEntry]>,
+    /// Number of this process's threads parked on this pool.
+    parking: Mutex<u32>,
+    spin: Duration,
+    cursor: AtomicUsize,
+}
+
+impl LocalCells for PoolInner {
+    type W64 = AtomicU64;
+    type W32 = AtomicU32;
+    #[inline(always)]
+    fn state(&self, index: u32) -> &AtomicU32 {
+        &self.local[index as usize].state
+    }
+    #[inline(always)]
+    fn generation(&self, index: u32) -> &AtomicU64 {
+        &self.local[index as usize].generation
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // Dead processes would keep the registry non-empty and the pool's name alive.
+        registry::sweep(&self.map, self.identity, false);
+        let named = self.path.is_some();
+        let last = registry::detach(&self.map, self.slot, named);
+        if let (true, Some(path)) = (last, &self.path) {
+            if let Err(e) = unlink_if_same(path, &self.map) {
+                tracing::warn!(pool = %self.map.label, error = %e, "could not remove the pool's file");
+            }
+        }
+    }
+}
+
+/// Process-wide table of open pools, so that every `open` of one pool in a process shares one
+/// attachment (one process slot, one set of private counts).
+static OPEN_POOLS: Mutex<Vec<OpenPool>> = Mutex::new(Vec::new());
+
+/// An entry of [`OPEN_POOLS`]: the object's (device, inode), the pid that opened it, the pool.
+type OpenPool = ((u64, u64), u32, Weak<PoolInner>);
+
+fn cached(file: &ShmFile) -> Result<Option<BufferPool>> {
+    let key = file.identity()?;
+    let pid = ProcessIdentity::current().pid;
+    let table = OPEN_POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(table
+        .iter()
+        .filter(|(k, p, _)| *k == key && *p == pid)
+        .find_map(|(_, _, weak)| weak.upgrade())
+        .map(|inner| BufferPool { inner }))
+}
+
+fn remember(key: (u64, u64), inner: &Arc<PoolInner>) {
+    let mut table = OPEN_POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    table.retain(|(_, _, w)| w.strong_count() > 0);
+    table.push((key, inner.identity.pid, Arc::downgrade(inner)));
+}
+
+/// A handle to a shared buffer pool. Cheap to clone; `Send` and `Sync`.
+///
+/// Handles and guards keep the pool's mapping alive, so dropping the handle before its guards is
+/// fine. Do not use a handle across `fork`: open the pool again in the child.
+#[derive(Debug, Clone)]
+pub struct BufferPool {
+    inner: Arc<PoolInner>,
+}
+
+impl BufferPool {
+    /// Starts configuring a pool called `name`.
+    pub fn builder(name: &str) -> PoolBuilder {
+        PoolBuilder::new(Some(name))
+    }
+
+    /// Starts configuring an anonymous pool (see [`PoolBuilder::create_anonymous`]).
+    pub fn anonymous() -> PoolBuilder {
+        PoolBuilder::new(None)
+    }
+
+    /// Opens the existing pool called `name`, with default settings.
+    pub fn open(name: &str) -> Result<BufferPool> {
+        Self::builder(name).open()
+    }
+
+    /// Opens an anonymous pool from a descriptor another process handed over.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<BufferPool> {
+        let file = ShmFile::from_fd(fd)?;
+        if let Some(pool) = cached(&file)? {
+            return Ok(pool);
+        }
+        let b = PoolBuilder::new(None);
+        let obj = object::open_file(file, &open_spec(true, b.prefault, b.open_timeout))?;
+        b.finish_open(obj, None)
+    }
+
+    /// Removes the name of pool `name` now; processes that have it open keep using it.
+    pub fn remove(name: &str) -> Result<bool> {
+        crate::os::shm::unlink(&object::path_of(&ShmDir::default(), name)?)
+    }
+
+    /// The pool's name (`anonymous` for an anonymous pool).
+    pub fn name(&self) -> &str {
+        &self.inner.map.label
+    }
+
+    /// The pool's file (`memfd:…` for an anonymous pool).
+    pub fn path(&self) -> &Path {
+        self.inner.map.path()
+    }
+
+    /// A duplicate of the pool's descriptor, to hand an anonymous pool to another process.
+    pub fn fd(&self) -> Result<std::os::fd::OwnedFd> {
+        self.inner.map.object.file.try_clone_fd()
+    }
+
+    /// Count, size and alignment of the buffers.
+    pub fn config(&self) -> PoolConfig {
+        self.inner.map.layout.config
+    }
+
+    /// Number of buffers.
+    pub fn buffer_count(&self) -> u32 {
+        self.config().count
+    }
+
+    /// Bytes per buffer.
+    pub fn buffer_size(&self) -> u64 {
+        self.config().size
+    }
+
+    /// The pool instance's random identity (tokens carry its low 32 bits).
+    pub fn pool_id(&self) -> u64 {
+        self.inner.map.pool_id
+    }
+
+    /// Where the buffers' bytes live.
+    pub fn storage(&self) -> Storage {
+        self.inner.map.storage
+    }
+
+    /// Buffers no process holds right now (a snapshot).
+    pub fn free_count(&self) -> u32 {
+        self.inner.map.free_count()
+    }
+
+    /// This process's slot in the pool's process table.
+    pub fn process_slot(&self) -> usize {
+        self.inner.slot
+    }
+
+    /// Takes a free buffer for writing, or fails with [`Error::PoolExhausted`] at once.
+    pub fn try_acquire(&self) -> Result<BufferMut> {
+        if let Some(b) = self.take() {
+            return Ok(b);
+        }
+        // A dead holder never releases: reclaim before declaring the pool exhausted.
+        if !self.inner.sweep().is_empty() {
+            if let Some(b) = self.take() {
+                return Ok(b);
+            }
+        }
+        Err(Error::PoolExhausted {
+            pool: self.name().to_string(),
+            count: self.buffer_count(),
+        })
+    }
+
+    /// Takes a free buffer for writing, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<BufferMut> {
+        self.acquire_until(None)
+    }
+
+    /// Takes a free buffer for writing, waiting at most `timeout` ([`Error::Timeout`] after).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<BufferMut> {
+        self.acquire_until(Some((Instant::now() + timeout, timeout)))
+    }
+
+    /// One pass over the free hints; no system call, no allocation.
+    #[inline]
+    fn take(&self) -> Option<BufferMut> {
+        let inner = &*self.inner;
+        let start = if inner.map.hint_words().len() > 1 {
+            inner.cursor.fetch_add(1, Relaxed)
+        } else {
+            0
+        };
+        let (index, generation) = protocol::try_acquire(&inner.map, inner, inner.me, start)?;
+        Some(BufferMut::fresh(self.inner.clone(), index, generation))
+    }
+
+    fn acquire_until(&self, deadline: Option<(Instant, Duration)>) -> Result<BufferMut> {
+        if let Some(b) = self.take() {
+            return Ok(b);
+        }
+        // Spin briefly: a release is often only nanoseconds away, a futex round trip is not.
+        let spin_end = Instant::now() + self.inner.spin;
+        loop {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            if let Some(b) = self.take() {
+                return Ok(b);
+            }
+            if Instant::now() >= spin_end {
+                break;
+            }
+        }
+        if !self.inner.sweep().is_empty() {
+            if let Some(b) = self.take() {
+                return Ok(b);
+            }
+        }
+        self.park(deadline)
+    }
+
+    fn park(&self, deadline: Option<(Instant, Duration)>) -> Result<BufferMut> {
+        let inner = &*self.inner;
+        let _parked = Parked::enter(inner);
+        let wake_seq = &inner.map.header().wake_seq;
+        loop {
+            let seen = wake_seq.load(SeqCst);
+            if let Some(b) = self.take() {
+                return Ok(b);
+            }
+            let slice = match deadline {
+                Some((at, waited)) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        inner.map.slots()[inner.slot].timeouts.fetch_add(1, Relaxed);
+                        return Err(Error::Timeout {
+                            pool: self.name().to_string(),
+                            waited,
+                            holders: self.describe_holders(),
+                        });
+                    }
+                    (at - now).min(PARK_SLICE)
+                }
+                None => PARK_SLICE,
+            };
+            if futex::wait(wake_seq, seen, slice) == futex::WaitResult::TimedOut && slice == PARK_SLICE {
+                // Nobody released for a while; perhaps a holder died.
+                inner.sweep();
+            }
+        }
+    }
+
+    /// Takes a read-only reference to the buffer a token names.
+    ///
+    /// Fails with [`Error::StaleRef`] if the buffer has been released and reused since, and with
+    /// [`Error::Busy`] while its writer has not frozen it.
+    pub fn get(&self, token: BufferRef) -> Result<Buffer> {
+        self.take_ref(token, Access::Read)?;
+        Ok(Buffer::new(self.inner.clone(), token.index(), token.generation()))
+    }
+
+    /// Takes exclusive write access to the buffer a token names. Succeeds only if this process
+    /// would be its only holder: typically a buffer [handed](BufferMut::send) to this process.
+    pub fn get_mut(&self, token: BufferRef) -> Result<BufferMut> {
+        self.take_ref(token, Access::Write)?;
+        Ok(BufferMut::adopt(
+            self.inner.clone(),
+            token.index(),
+            token.generation(),
+        ))
+    }
+
+    fn take_ref(&self, token: BufferRef, access: Access) -> Result<()> {
+        self.check_token(token)?;
+        let inner = &*self.inner;
+        protocol::get(
+            &inner.map,
+            inner,
+            inner.me,
+            token.index(),
+            token.generation(),
+            access,
+        )
+        .map_err(|e| match e {
+            GetError::Free => Error::StaleRef {
+                reference: token,
+                current: None,
+            },
+            GetError::Stale { current } => Error::StaleRef {
+                reference: token,
+                current: Some(current),
+            },
+            GetError::Busy(reason) => Error::Busy {
+                index: token.index(),
+                reason,
+            },
+            GetError::TooManyRefs => Error::Busy {
+                index: token.index(),
+                reason: "this process holds 2^30 - 1 references to it",
+            },
+        })
+    }
+
+    fn check_token(&self, token: BufferRef) -> Result<()> {
+        if token.pool_tag() != self.inner.map.pool_id as u32 {
+            return Err(Error::WrongPool {
+                reference: token,
+                pool: self.name().to_string(),
+            });
+        }
+        if token.index() >= self.buffer_count() {
+            return Err(Error::InvalidIndex {
+                index: token.index(),
+                count: self.buffer_count(),
+                pool: self.name().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops one reference kept by [`Buffer::into_raw`] (or handed to this process and never
+    /// taken). Fails with [`Error::DoubleRelease`] if this process holds none.
+    pub fn release_raw(&self, token: BufferRef) -> Result<()> {
+        self.check_token(token)?;
+        let inner = &*self.inner;
+        let index = token.index();
+        let entry = &inner.local[index as usize];
+        let held_here = entry.state.load(Acquire) & protocol::LOCAL_COUNT > 0;
+        let generation = if held_here {
+            entry.generation.load(Relaxed)
+        } else {
+            inner.map.generation(index).load(Acquire)
+        };
+        if generation != token.generation() {
+            return Err(Error::StaleRef {
+                reference: token,
+                current: Some(generation),
+            });
+        }
+        protocol::release(&inner.map, inner, inner.me, index)
+            .map(|_| ())
+            .map_err(|_| Error::DoubleRelease {
+                index,
+                pool: self.name().to_string(),
+            })
+    }
+
+    /// The process attached with `pid`, to hand buffers to.
+    pub fn peer(&self, pid: u32) -> Result<Peer> {
+        self.inner
+            .map
+            .slots()
+            .iter()
+            .enumerate()
+            .find_map(|(slot, s)| {
+                let word = s.owner.load(Acquire);
+                let owner = registry::Owner::decode(word);
+                (owner.state == SlotState::Active && owner.pid == pid && slot != self.inner.slot)
+                    .then_some(Peer::new(slot, pid, word))
+            })
+            .ok_or_else(|| Error::PeerNotAttached {
+                pid,
+                pool: self.name().to_string(),
+            })
+    }
+
+    /// Returns the references of every dead process to the pool.
+    ///
+    /// Runs by itself when a pool is opened, before an acquire blocks, and every 50 ms while it
+    /// stays blocked; call it to be prompt after a known crash.
+    pub fn reclaim(&self) -> ReclaimReport {
+        self.inner.sweep()
+    }
+
+    /// A consistent-enough picture of the pool for people (`xmem inspect`).
+    pub fn snapshot(&self) -> PoolSnapshot {
+        inspect::snapshot(&self.inner.map)
+    }
+
+    fn describe_holders(&self) -> String {
+        let snap = self.snapshot();
+        let mut parts: Vec<String> = snap
+            .processes
+            .iter()
+            .map(|p| {
+                let held = snap
+                    .buffers
+                    .iter()
+                    .filter(|b| b.holder_slots.contains(&p.slot))
+                    .count();
+                format!(
+                    "pid {} ({}) holds {held}",
+                    p.pid,
+                    p.command.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push("nobody (the pool may be corrupt)".into());
+        }
+        parts.join(", ")
+    }
+}
+
+impl PoolInner {
+    fn sweep(&self) -> ReclaimReport {
+        let report = registry::sweep(&self.map, self.identity, false);
+        if report.references > 0 {
+            self.map.slots()[self.slot]
+                .reclaimed_refs
+                .fetch_add(report.references, Relaxed);
+        }
+        report
+    }
+}
+
+/// This thread is parked on the pool: keeps the process's `parked` bit set meanwhile.
+struct Parked<'a>(&'a PoolInner);
+
+impl<'a> Parked<'a> {
+    fn enter(inner: &'a PoolInner) -> Self {
+        let mut n = inner.parking.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        if *n == 1 {
+            protocol::set_parked(&inner.map, inner.me);
+        }
+        inner.map.slots()[inner.slot].waits.fetch_add(1, Relaxed);
+        Parked(inner)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.parking.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            protocol::clear_parked(&self.0.map, self.0.me);
+        }
+    }
+}
+
+/// Inspects the pool called `name` without attaching to it.
+pub fn inspect(name: &str) -> Result<PoolSnapshot> {
+    inspect_path(&object::path_of(&ShmDir::default(), name)?, name)
+}
+
+/// Inspects the pool at `path` without attaching to it.
+pub fn inspect_path(path: &Path, label: &str) -> Result<PoolSnapshot> {
+    let obj =
+        object::open(path, &open_spec(false, false, object::DEFAULT_OPEN_TIMEOUT))?.ok_or_else(|| {
+            Error::NotFound {
+                name: label.to_string(),
+                path: path.to_path_buf(),
+            }
+        })?;
+    Ok(inspect::snapshot(&PoolMap::new(label.to_string(), obj)?))
+}
+
+/// What `clean_path` did (or would do, on a dry run).
+#[derive(Debug, Clone, Default)]
+pub struct CleanReport {
+    /// Dead processes' references returned.
+    pub reclaimed: ReclaimReport,
+    /// Whether the pool was removed (nobody alive uses it).
+    pub removed: bool,
+}
+
+/// Reclaims dead processes' references in the pool at `path` without attaching to it, and
+/// removes the pool if no live process uses it. With `dry_run`, changes nothing.
+pub fn clean_path(path: &Path, dry_run: bool) -> Result<CleanReport> {
+    let obj =
+        object::open(path, &open_spec(!dry_run, false, object::DEFAULT_OPEN_TIMEOUT))?.ok_or_else(|| {
+            Error::NotFound {
+                name: path.display().to_string(),
+                path: path.to_path_buf(),
+            }
+        })?;
+    let map = PoolMap::new(path.display().to_string(), obj)?;
+    let reclaimed = registry::sweep(&map, ProcessIdentity::current(), dry_run);
+    let removed = if dry_run {
+        map.slots().iter().all(|s| {
+            let owner = registry::Owner::decode(s.owner.load(Acquire));
+            owner.state == SlotState::Free || owner.liveness() == crate::os::Liveness::Dead
+        })
+    } else {
+        close_if_unused(&map, path)?
+    };
+    Ok(CleanReport { reclaimed, removed })
+}

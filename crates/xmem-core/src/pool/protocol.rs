@@ -1,0 +1,532 @@
+//! The pool's lock-free reference protocol, free of system calls and of the memory layout.
+//!
+//! # The truth word
+//!
+//! Each buffer has one 64-bit *holder word*: bit `s` (0..63) says that the process in slot `s`
+//! holds at least one reference; bit 63 ([`WRITER`]) says that the one holder has exclusive write
+//! access. `0` means free. A separate 64-bit *generation* counts the buffer's lives; tokens carry
+//! it, so a token outliving its buffer's life is detected.
+//!
+//! How *many* references a process holds is private to that process (its local state word per
+//! buffer). Only the 0↔1 transitions of that count touch the shared word, each with one CAS.
+//!
+//! # Why this survives `kill -9` at any instruction
+//!
+//! Every change of the shared truth is one atomic operation on one holder word, and a holder
+//! word alone tells a reclaimer what a dead process held: its bit. Clearing that bit (one CAS)
+//! returns exactly the dead process's reference, whether it died before, during or after
+//! updating its private count, which dies with it. A reclaimer and a live holder contend on the
+//! same CAS, so the last reference is dropped exactly once and the buffer freed exactly once.
+//!
+//! # The free list
+//!
+//! Free buffers are found through a bitmap of *free hints*. A hint is advisory: whoever claims
+//! one must still win the CAS `0 → WRITER|me` on the holder word, so a stale hint is harmless,
+//! a buffer can never be handed out twice (no ABA: the holder word, not a list link, is what is
+//! compared), and a hint lost by a process that died between two steps is rebuilt from the holder
+//! words by [`rebuild_hints`]. A double release cannot corrupt anything: releasing requires the
+//! caller's bit to be set, and is reported when it is not.
+//!
+//! # Waiting
+//!
+//! A thread that must park sets its process's bit in `parked` and sleeps on the futex word
+//! `wake_seq`. A release that frees a buffer bumps `wake_seq` and wakes one waiter only if
+//! `parked` is non-zero; all four operations are `SeqCst`, so either the waiter sees the free
+//! buffer before sleeping or the releaser sees the waiter (Dekker).
+
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+
+use crate::sync::{backoff, seqcst_store_load, Word32, Word64};
+
+/// Holder-word bit: the single holder has exclusive write access.
+pub const WRITER: u64 = 1 << 63;
+/// Holder-word bits naming process slots.
+pub const HOLDERS: u64 = !WRITER;
+
+/// Local state: number of references this process holds.
+pub const LOCAL_COUNT: u32 = (1 << 30) - 1;
+/// Local state: the reference is the exclusive writer.
+pub const LOCAL_WRITE: u32 = 1 << 30;
+/// Local state: a thread is moving the count between 0 and 1 (others wait).
+pub const LOCAL_BUSY: u32 = 1 << 31;
+
+/// The holder-word bit of process slot `slot`.
+pub fn slot_bit(slot: usize) -> u64 {
+    debug_assert!(slot < 63);
+    1 << slot
+}
+
+/// The shared words the protocol works on.
+pub trait SharedCells {
+    /// 64-bit word type.
+    type W64: Word64;
+    /// 32-bit word type.
+    type W32: Word32;
+    /// Number of buffers.
+    fn count(&self) -> u32;
+    /// Buffer `index`'s holder word.
+    fn holders(&self, index: u32) -> &Self::W64;
+    /// Buffer `index`'s generation.
+    fn generation(&self, index: u32) -> &Self::W64;
+    /// The free-hint bitmap.
+    fn hints(&self) -> &[Self::W64];
+    /// Bitmask of process slots with parked threads.
+    fn parked(&self) -> &Self::W64;
+    /// The futex word waiters sleep on.
+    fn wake_seq(&self) -> &Self::W32;
+    /// Wakes one parked thread (a futex wake; nothing in the model).
+    fn wake_one(&self);
+}
+
+/// The calling process's private words, one pair per buffer.
+pub trait LocalCells {
+    /// 64-bit word type.
+    type W64: Word64;
+    /// 32-bit word type.
+    type W32: Word32;
+    /// `count | LOCAL_WRITE | LOCAL_BUSY`.
+    fn state(&self, index: u32) -> &Self::W32;
+    /// The generation of the life this process holds (valid while count > 0).
+    fn generation(&self, index: u32) -> &Self::W64;
+}
+
+/// Read or write access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Shared, read-only.
+    Read,
+    /// Exclusive, read-write.
+    Write,
+}
+
+/// Why a `get` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetError {
+    /// The buffer is free: the token's life ended.
+    Free,
+    /// The buffer lives another life now.
+    Stale {
+        /// Its current generation.
+        current: u64,
+    },
+    /// The access cannot be granted now.
+    Busy(&'static str),
+    /// This process holds 2^30 - 1 references already.
+    TooManyRefs,
+}
+
+/// Outcome of dropping one reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Other references remain.
+    Kept,
+    /// That was the last reference anywhere; the buffer is free again.
+    Freed,
+}
+
+/// The caller holds no reference to release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHeld;
+
+/// Why a hand-off failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferError {
+    /// The caller holds no reference.
+    NotHeld,
+    /// A recipient already holds (or was already handed) this buffer.
+    RecipientHolds(u64),
+    /// The buffer is being written: it can be moved, not shared.
+    Writing,
+}
+
+fn hint_of(index: u32) -> (usize, u64) {
+    ((index / 64) as usize, 1u64 << (index % 64))
+}
+
+/// Takes a free buffer for exclusive writing. Returns its index and new generation.
+///
+/// `start` picks the first hint word to look at, to spread contending acquirers.
+pub fn try_acquire<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, start: usize) -> Option<(u32, u64)> {
+    let hints = c.hints();
+    let words = hints.len();
+    for k in 0..words {
+        let w = (start + k) % words;
+        let cell = &hints[w];
+        // SeqCst: pairs with a parking waiter's SeqCst `parked` update (see module docs).
+        let mut bits = cell.load(SeqCst);
+        while bits != 0 {
+            let mask = 1u64 << bits.trailing_zeros();
+            let before = cell.fetch_and(!mask, AcqRel);
+            bits = before & !mask;
+            if before & mask == 0 {
+                continue; // another acquirer claimed this hint first
+            }
+            let index = (w as u32) * 64 + mask.trailing_zeros();
+            if index >= c.count() {
+                continue; // a hint beyond the last buffer: drop it
+            }
+            crate::crash_point!("acquire.after_hint");
+            if c.holders(index).cas(0, WRITER | me, AcqRel, Relaxed).is_err() {
+                continue; // stale hint: the buffer is in use; the hint is dropped
+            }
+            crate::crash_point!("acquire.after_take");
+            // Exclusive now: nobody else writes the generation while WRITER is set.
+            let generation = c.generation(index).load(Relaxed).wrapping_add(1);
+            c.generation(index).store(generation, Relaxed);
+            // A same-process `get` with a stale token may be mid-transition; let it finish.
+            let state = l.state(index);
+            let mut spins = 0;
+            while state.cas(0, 1 | LOCAL_WRITE, Acquire, Relaxed).is_err() {
+                backoff(&mut spins);
+            }
+            l.generation(index).store(generation, Relaxed);
+            return Some((index, generation));
+        }
+    }
+    None
+}
+
+/// Ends exclusive writing: the buffer becomes shared and readable by token.
+pub fn freeze<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32) {
+    // Release: the data and metadata written so far happen-before any later `get`.
+    c.holders(index).fetch_and(!WRITER, Release);
+    // The writer's is the only local reference; no other thread changes this word meanwhile.
+    l.state(index).store(1, Release);
+}
+
+/// Takes another reference to the buffer `(index, generation)` for this process.
+pub fn get<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    index: u32,
+    generation: u64,
+    access: Access,
+) -> Result<(), GetError> {
+    let state = l.state(index);
+    let mut spins = 0;
+    loop {
+        let s = state.load(Acquire);
+        if s & LOCAL_BUSY != 0 {
+            backoff(&mut spins);
+            continue;
+        }
+        let n = s & LOCAL_COUNT;
+        if n == 0 {
+            if state.cas(0, LOCAL_BUSY, Acquire, Relaxed).is_ok() {
+                break; // this thread makes the 0 → 1 transition
+            }
+            continue;
+        }
+        // This process holds the buffer already, which pins its life: a local increment does.
+        if s & LOCAL_WRITE != 0 {
+            return Err(GetError::Busy("this process is writing it"));
+        }
+        if access == Access::Write {
+            return Err(GetError::Busy(
+                "it is shared; write access needs the only reference",
+            ));
+        }
+        if n == LOCAL_COUNT {
+            return Err(GetError::TooManyRefs);
+        }
+        if state.cas(s, s + 1, Acquire, Relaxed).is_err() {
+            continue;
+        }
+        let held = l.generation(index).load(Relaxed);
+        if held != generation {
+            let _ = release(c, l, me, index);
+            return Err(GetError::Stale { current: held });
+        }
+        return Ok(());
+    }
+    match take_shared(c, me, index, generation, access) {
+        Ok(write) => {
+            l.generation(index).store(generation, Relaxed);
+            state.store(1 | if write { LOCAL_WRITE } else { 0 }, Release);
+            Ok(())
+        }
+        Err(e) => {
+            state.store(0, Release);
+            Err(e)
+        }
+    }
+}
+
+/// The shared half of a first `get`: set (or adopt) this process's holder bit. Returns whether
+/// write access was granted.
+fn take_shared<C: SharedCells>(
+    c: &C,
+    me: u64,
+    index: u32,
+    generation: u64,
+    access: Access,
+) -> Result<bool, GetError> {
+    let cell = c.holders(index);
+    let mut h = cell.load(Acquire);
+    let adopted = loop {
+        if h & HOLDERS == 0 {
+            return Err(GetError::Free);
+        }
+        if h & WRITER != 0 {
+            // Being written: by the life the token names (not frozen yet), or by a newer one.
+            let current = c.generation(index).load(Acquire);
+            return Err(if current == generation {
+                GetError::Busy("its writer has not frozen it yet")
+            } else {
+                GetError::Stale { current }
+            });
+        }
+        if h & me != 0 {
+            break true; // handed to this process by a peer: adopt that reference
+        }
+        if access == Access::Write {
+            return Err(GetError::Busy(
+                "other processes hold it; write access needs the only reference",
+            ));
+        }
+        match cell.cas(h, h | me, Acquire, Acquire) {
+            Ok(_) => break false,
+            Err(now) => h = now,
+        }
+    };
+    crate::crash_point!("get.after_take");
+    // Our bit pins the life we joined; is it the token's?
+    let current = c.generation(index).load(Acquire);
+    if current != generation {
+        if !adopted {
+            let _ = remove_holder(c, me, index);
+        }
+        return Err(GetError::Stale { current });
+    }
+    if access == Access::Write {
+        // Exclusive only if this process is the only holder.
+        if cell.cas(me, WRITER | me, Acquire, Relaxed).is_err() {
+            return Err(GetError::Busy(
+                "other processes hold it; write access needs the only reference",
+            ));
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Drops one of this process's references.
+pub fn release<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    index: u32,
+) -> Result<Released, NotHeld> {
+    let state = l.state(index);
+    let mut spins = 0;
+    loop {
+        let s = state.load(Acquire);
+        if s & LOCAL_BUSY != 0 {
+            backoff(&mut spins);
+            continue;
+        }
+        let n = s & LOCAL_COUNT;
+        if n == 0 {
+            // Not held locally; a reference handed to us but never adopted is still ours.
+            return release_pending(c, l, me, index);
+        }
+        if n > 1 {
+            if state.cas(s, s - 1, Release, Relaxed).is_ok() {
+                return Ok(Released::Kept);
+            }
+            continue;
+        }
+        if state.cas(s, LOCAL_BUSY, Acquire, Relaxed).is_ok() {
+            break; // this thread makes the 1 → 0 transition
+        }
+    }
+    crate::crash_point!("release.after_local");
+    let result = remove_holder(c, me, index);
+    state.store(0, Release);
+    result
+}
+
+/// Drops a reference handed to this process that it never adopted.
+fn release_pending<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    index: u32,
+) -> Result<Released, NotHeld> {
+    let state = l.state(index);
+    if state.cas(0, LOCAL_BUSY, Acquire, Relaxed).is_err() {
+        return Err(NotHeld); // a thread is taking it right now; it was not ours to drop
+    }
+    let result = match c.holders(index).load(Acquire) {
+        h if h & me != 0 && h & WRITER == 0 => remove_holder(c, me, index),
+        _ => Err(NotHeld),
+    };
+    state.store(0, Release);
+    result
+}
+
+/// Clears `bit` from buffer `index`'s holder word; frees the buffer if that was the last holder.
+///
+/// This is the single step both a live release and a reclaimer take, so whichever of them clears
+/// the last bit frees the buffer, exactly once.
+pub fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Released, NotHeld> {
+    let cell = c.holders(index);
+    let mut h = cell.load(Relaxed);
+    let new = loop {
+        if h & bit == 0 {
+            return Err(NotHeld);
+        }
+        let rest = h & !bit;
+        let new = if rest & HOLDERS == 0 { 0 } else { rest };
+        match cell.cas(h, new, AcqRel, Relaxed) {
+            Ok(_) => break new,
+            Err(now) => h = now,
+        }
+    };
+    if new != 0 {
+        return Ok(Released::Kept);
+    }
+    crate::crash_point!("release.after_empty");
+    publish_free(c, index);
+    Ok(Released::Freed)
+}
+
+/// Makes a freed buffer findable again and wakes a parked acquirer if there is one.
+pub fn publish_free<C: SharedCells>(c: &C, index: u32) {
+    let (word, mask) = hint_of(index);
+    c.hints()[word].fetch_or(mask, SeqCst);
+    seqcst_store_load();
+    if c.parked().load(SeqCst) != 0 {
+        c.wake_seq().fetch_add(1, SeqCst);
+        c.wake_one();
+    }
+}
+
+/// Turns this process's only reference into exclusive write access, if nobody else holds it.
+pub fn try_upgrade<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) -> bool {
+    let state = l.state(index);
+    // Only the sole local reference may upgrade; BUSY keeps other threads out meanwhile.
+    if state.cas(1, 1 | LOCAL_BUSY, Acquire, Relaxed).is_err() {
+        return false;
+    }
+    let ok = c.holders(index).cas(me, WRITER | me, Acquire, Relaxed).is_ok();
+    state.store(if ok { 1 | LOCAL_WRITE } else { 1 }, Release);
+    ok
+}
+
+/// Hands references to the processes in `to` (a mask of slot bits). With `consume`, one of the
+/// caller's references goes with it (a move); without, the caller keeps all of its own.
+///
+/// Each recipient gets its bit set: a reference it owns from this moment, adopted by its first
+/// `get` and returned by its exit or death like any other.
+pub fn transfer<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    index: u32,
+    to: u64,
+    consume: bool,
+) -> Result<(), TransferError> {
+    debug_assert!(to != 0 && to & (me | WRITER) == 0);
+    let state = l.state(index);
+    let mut spins = 0;
+    // Decide whether this moves the process's last local reference (then its bit goes too).
+    let last = loop {
+        let s = state.load(Acquire);
+        if s & LOCAL_BUSY != 0 {
+            backoff(&mut spins);
+            continue;
+        }
+        let n = s & LOCAL_COUNT;
+        if n == 0 {
+            return Err(TransferError::NotHeld);
+        }
+        if consume && n == 1 {
+            if state.cas(s, LOCAL_BUSY, Acquire, Relaxed).is_ok() {
+                break true;
+            }
+            continue;
+        }
+        break false;
+    };
+    let cell = c.holders(index);
+    let mut h = cell.load(Relaxed);
+    let result = loop {
+        if h & me == 0 {
+            break Err(TransferError::NotHeld);
+        }
+        if h & to != 0 {
+            break Err(TransferError::RecipientHolds(h & to));
+        }
+        if !last && h & WRITER != 0 {
+            break Err(TransferError::Writing);
+        }
+        let new = if last { (h & !me & !WRITER) | to } else { h | to };
+        match cell.cas(h, new, AcqRel, Relaxed) {
+            Ok(_) => break Ok(()),
+            Err(now) => h = now,
+        }
+    };
+    if last {
+        state.store(if result.is_ok() { 0 } else { 1 }, Release);
+    } else if consume && result.is_ok() {
+        // More than one local reference: drop one locally; the bit stays.
+        let _ = release(c, l, me, index);
+    }
+    result
+}
+
+/// What reclaiming a dead process returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReclaimCounts {
+    /// References (holder bits) returned.
+    pub references: u64,
+    /// Buffers that became free as a result.
+    pub freed: u64,
+}
+
+/// Returns every reference the process in slot bit `bit` held, and clears its parked bit.
+/// Idempotent: running it twice, or after the process's own partial cleanup, is harmless.
+pub fn reclaim_holder<C: SharedCells>(c: &C, bit: u64) -> ReclaimCounts {
+    let mut counts = ReclaimCounts::default();
+    for index in 0..c.count() {
+        match remove_holder(c, bit, index) {
+            Ok(Released::Kept) => counts.references += 1,
+            Ok(Released::Freed) => {
+                counts.references += 1;
+                counts.freed += 1;
+            }
+            Err(NotHeld) => {}
+        }
+    }
+    c.parked().fetch_and(!bit, SeqCst);
+    counts
+}
+
+/// Sets the free hint of every free buffer whose hint is missing (lost by a process that died
+/// between emptying a holder word and setting the hint, or between claiming a hint and taking
+/// the buffer). Returns how many were set. Safe to run while others work: a hint is advisory.
+pub fn rebuild_hints<C: SharedCells>(c: &C) -> u32 {
+    let mut set = 0;
+    for index in 0..c.count() {
+        let (word, mask) = hint_of(index);
+        if c.holders(index).load(Acquire) == 0 && c.hints()[word].load(Acquire) & mask == 0 {
+            publish_free(c, index);
+            set += 1;
+        }
+    }
+    set
+}
+
+/// Marks process slot bit `bit` as having a parked thread.
+/// Must precede the waiter's last look at the free hints before it sleeps.
+pub fn set_parked<C: SharedCells>(c: &C, bit: u64) {
+    c.parked().fetch_or(bit, SeqCst);
+    seqcst_store_load();
+}
+
+/// Clears process slot bit `bit`'s parked mark.
+pub fn clear_parked<C: SharedCells>(c: &C, bit: u64) {
+    c.parked().fetch_and(!bit, SeqCst);
+}

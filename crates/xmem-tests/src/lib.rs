@@ -1,0 +1,233 @@
+//! Helpers for xmem's multi-process tests: leak-checked name scopes and peer processes driven
+//! over a line protocol (see `src/bin/xmem-test-peer.rs` for the commands).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use xmem_core::os::ShmDir;
+use xmem_core::BufferRef;
+
+/// How long a peer may take to answer one command before the test fails.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A set of unique object names for one test, checked for leaks when dropped.
+///
+/// Declare it *first* in a test, so that it drops *last*: after every pool and peer process.
+/// If any object whose name carries the scope's tag is left in the shared-memory directory, the
+/// drop removes it and fails the test.
+pub struct ShmScope {
+    tag: String,
+}
+
+impl ShmScope {
+    /// A scope whose names start with `label`.
+    pub fn new(label: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let mut r = [0u8; 2];
+        // SAFETY: getrandom writes at most r.len() bytes into r.
+        unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        let tag = format!(
+            "t-{label}-{}-{}-{:02x}{:02x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            r[0],
+            r[1]
+        );
+        ShmScope { tag }
+    }
+
+    /// A unique object name within this scope.
+    pub fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.tag)
+    }
+
+    /// Objects of this scope currently in the shared-memory directory.
+    pub fn leftovers(&self) -> Vec<String> {
+        ShmDir::default()
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.contains(&self.tag))
+            .collect()
+    }
+}
+
+impl Drop for ShmScope {
+    fn drop(&mut self) {
+        let left = self.leftovers();
+        for f in &left {
+            let _ = std::fs::remove_file(ShmDir::default().join(f));
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("test leaked shared-memory objects: {left:?}");
+        }
+    }
+}
+
+/// A peer process answering line commands.
+pub struct PeerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// The peer's pid.
+    pub pid: u32,
+}
+
+impl PeerProcess {
+    /// Starts `bin` with `args` and extra environment.
+    pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::from_command(cmd)
+    }
+
+    /// Starts a prepared command (stdin/stdout are replaced by pipes).
+    pub fn from_command(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn peer");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        PeerProcess {
+            pid: child.id(),
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+        }
+    }
+
+    /// Sends one command line.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("peer stdin");
+        stdin.flush().expect("peer stdin");
+    }
+
+    /// The next line the peer prints.
+    pub fn line(&mut self) -> String {
+        match self.lines.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(l) => l,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("peer {} did not answer within {ANSWER_TIMEOUT:?}", self.pid)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait();
+                panic!("peer {} exited without answering: {status:?}", self.pid)
+            }
+        }
+    }
+
+    /// Sends a command and returns the answer line.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.line()
+    }
+
+    /// Sends a command that must succeed; returns the words after `ok`.
+    pub fn ok(&mut self, line: &str) -> Vec<String> {
+        let answer = self.cmd(line);
+        let mut words = answer.split_whitespace();
+        assert_eq!(words.next(), Some("ok"), "peer answered {answer:?} to {line:?}");
+        words.map(str::to_string).collect()
+    }
+
+    /// Sends a command that must fail; returns the error kind (the variant name).
+    pub fn err(&mut self, line: &str) -> String {
+        let answer = self.cmd(line);
+        let mut words = answer.split_whitespace();
+        assert_eq!(words.next(), Some("err"), "peer answered {answer:?} to {line:?}");
+        words.next().unwrap_or_default().to_string()
+    }
+
+    /// SIGKILLs the peer and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("reap peer")
+    }
+
+    /// Closes its stdin and waits for it to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.stdin.take();
+        self.child.wait().expect("reap peer")
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A token as 32 hex digits, for command lines.
+pub fn token_hex(t: BufferRef) -> String {
+    t.to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses [`token_hex`] output.
+pub fn parse_token(hex: &str) -> BufferRef {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    BufferRef::from_bytes(&bytes).expect("token")
+}
+
+/// The checksum tests use for buffer contents (FNV-1a).
+pub fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// A small deterministic generator for randomised tests (xorshift64*).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator (seed 0 is replaced).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    /// A seed from the environment (`XMEM_TEST_SEED`) or the clock, printed so failures replay.
+    pub fn from_env(test: &str) -> Self {
+        let seed = std::env::var("XMEM_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(xmem_core::os::time::monotonic_ns);
+        eprintln!("{test}: XMEM_TEST_SEED={seed}");
+        Rng::new(seed)
+    }
+
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
