@@ -57,7 +57,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("churn") => churn(&args[1], args[2].parse().unwrap(), &args[3]),
-        Some("nosyscall") => nosyscall(&args[1], &args[2], args[3].parse().unwrap()),
+        Some("nosyscall") => nosyscall(&args[1], &args[2], &args[3]),
         _ => repl(),
     }
 }
@@ -256,8 +256,14 @@ fn churn(name: &str, seed: u64, shared: &str) {
     println!("ready");
     std::io::stdout().flush().unwrap();
     loop {
+        // Bounded: many references at times, but always back to acquiring.
+        if held.len() >= 3 * cap {
+            let at = rng.below(held.len() as u64) as usize;
+            held.swap_remove(at);
+            continue;
+        }
         match rng.below(10) {
-            0 | 1 if held.len() < cap => {
+            0 | 1 => {
                 if let Ok(mut b) = pool.try_acquire() {
                     b.bytes_mut()[0] = rng.next_u64() as u8;
                     if rng.below(2) == 0 {
@@ -302,7 +308,7 @@ fn churn(name: &str, seed: u64, shared: &str) {
                     }
                 }
             }
-            8 if held.len() < cap => {
+            8 => {
                 // Exhausts the pool at times, so the kill can land while parked.
                 if let Ok(b) = pool.acquire_timeout(Duration::from_micros(rng.below(300))) {
                     held.push(Held::W(b));
@@ -322,7 +328,8 @@ fn churn(name: &str, seed: u64, shared: &str) {
 
 /// Runs the hot paths under a seccomp filter that kills the process on any system call other
 /// than `write` and `exit_group`. Prints `ok` and exits 0 if none was made.
-fn nosyscall(name: &str, shared: &str, iterations: u64) {
+/// With `iterations` = `control`, makes one system call after the filter instead (it must die).
+fn nosyscall(name: &str, shared: &str, iterations: &str) {
     let pool = BufferPool::open(name).expect("open");
     let shared = parse_token(shared);
     let own = pool.try_acquire().expect("a free buffer").freeze();
@@ -333,6 +340,11 @@ fn nosyscall(name: &str, shared: &str, iterations: u64) {
         drop(own.clone());
     }
     install_seccomp();
+    if iterations == "control" {
+        // SAFETY: getppid has no preconditions; the filter must kill us here.
+        unsafe { libc::getppid() };
+    }
+    let iterations: u64 = iterations.parse().unwrap_or(0);
     let mut sink = 0u64;
     for _ in 0..iterations {
         let mut b = pool.try_acquire().unwrap();
