@@ -68,7 +68,7 @@ fn assert_exact(pool: &BufferPool, shared: &Buffer, context: &str) {
     );
     drop(all);
     assert_eq!(pool.free_count(), BUFFERS - 1, "{context}");
-    assert_eq!(snap.closing, false);
+    assert!(!snap.closing, "{context}: the pool is closing");
 }
 
 fn setup(scope: &ShmScope) -> (BufferPool, Buffer, String) {
