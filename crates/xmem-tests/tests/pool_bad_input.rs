@@ -115,7 +115,8 @@ fn foreign_empty_and_short_files_are_typed_errors() {
 fn truncated_mis_versioned_wrong_kind_and_corrupt_pools_are_typed_errors() {
     let scope = ShmScope::new("damaged");
     let image = valid_image(&scope);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage, &str)> = vec![
         ("half", Box::new(|b| b.truncate(b.len() / 2)), "Truncated"),
         (
             "version",
