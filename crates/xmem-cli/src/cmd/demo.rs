@@ -1,0 +1,349 @@
+//! `xmem demo`: a producer process hands 1080p RGB frames to consumer processes through a pool.
+//!
+//! The producer (this process) fills each frame in place, freezes it and *sends* it: each
+//! consumer gets its own reference, so the frame lives exactly until the last consumer drops it,
+//! and the producer blocks (backpressure) when all buffers are in flight. Tokens travel over the
+//! consumers' stdin pipes here; streams (shared-memory queues) will replace that.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use xmem_core::os::time::monotonic_ns;
+use xmem_core::{BufferPool, BufferRef, DType, Peer, TensorDesc};
+
+use crate::fmt;
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Consumer processes.
+    #[arg(long, default_value_t = 2)]
+    consumers: usize,
+    /// How long to run, e.g. `3s`, `500ms`.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Frame width in pixels.
+    #[arg(long, default_value_t = 1920)]
+    width: u64,
+    /// Frame height in pixels.
+    #[arg(long, default_value_t = 1080)]
+    height: u64,
+    /// Buffers in the pool.
+    #[arg(long, default_value_t = 8)]
+    buffers: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConsumerArgs {
+    /// The pool to read from.
+    #[arg(long)]
+    pool: String,
+    /// Expected frame shape, `HxWxC`.
+    #[arg(long)]
+    shape: String,
+}
+
+/// Parses `3s`, `250ms`, `2m`, `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 3s or 500ms)"))?;
+    let secs = match unit {
+        "ms" => v / 1e3,
+        "s" | "" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Latest figures a consumer reported.
+#[derive(Default, Clone)]
+struct ConsumerStats {
+    frames: u64,
+    bad: u64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    done: bool,
+}
+
+struct Consumer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    peer: Peer,
+    stats: Arc<Mutex<ConsumerStats>>,
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    if args.consumers == 0 || args.consumers > 32 {
+        bail!("--consumers must be 1 to 32");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+
+    let frame_bytes = args.width * args.height * 3;
+    let name = format!("demo-{}", std::process::id());
+    let pool = BufferPool::builder(&name)
+        .buffers(args.buffers)
+        .buffer_size(frame_bytes)
+        .alignment(4096)
+        .create()
+        .context("creating the demo pool")?;
+    let shape = format!("{}x{}x3", args.height, args.width);
+    println!(
+        "xmem demo: 1 producer → {} consumers, {}×{}×3 u8 frames ({}), pool {name} of {} buffers",
+        args.consumers,
+        args.width,
+        args.height,
+        fmt::bytes(frame_bytes),
+        args.buffers
+    );
+
+    let exe = std::env::current_exe()?;
+    let mut consumers = Vec::new();
+    for _ in 0..args.consumers {
+        let mut child = Command::new(&exe)
+            .args(["demo-consumer", "--pool", &name, "--shape", &shape])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting a consumer")?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().transpose()?.unwrap_or_default();
+        let Some(pid) = first.strip_prefix("ready ").and_then(|p| p.parse::<u32>().ok()) else {
+            bail!("a consumer failed to start: {first:?}");
+        };
+        let peer = pool.peer(pid)?;
+        let stats = Arc::new(Mutex::new(ConsumerStats::default()));
+        let sink = stats.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(s) = parse_stats(&line) {
+                    *sink.lock().unwrap() = s;
+                }
+            }
+        });
+        consumers.push(Consumer {
+            stdin: child.stdin.take(),
+            child,
+            peer,
+            stats,
+        });
+    }
+
+    let tensor = TensorDesc::contiguous(DType::U8, &[args.height, args.width, 3])?;
+    let started = Instant::now();
+    let end = started + args.duration;
+    let mut next_report = started + Duration::from_secs(1);
+    let mut produced = 0u64;
+    let mut last = (started, 0u64);
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+        let mut frame = pool
+            .acquire_timeout(Duration::from_secs(5))
+            .context("waiting for a free frame")?;
+        let seq = produced + 1;
+        frame.bytes_mut().fill(seq as u8);
+        frame.set_tensor(&tensor)?;
+        frame.set_sequence(seq);
+        frame.set_content_type("image/rgb8")?;
+        frame.set_producer("xmem demo")?;
+        frame.set_timestamp_ns(monotonic_ns());
+        let live: Vec<Peer> = consumers
+            .iter()
+            .filter(|c| c.stdin.is_some())
+            .map(|c| c.peer)
+            .collect();
+        if live.is_empty() {
+            bail!("every consumer exited");
+        }
+        let token = frame.send(&live)?;
+        for c in consumers.iter_mut().filter(|c| c.stdin.is_some()) {
+            if c.stdin.as_mut().unwrap().write_all(&token.to_bytes()).is_err() {
+                eprintln!("consumer {} went away", c.peer.pid());
+                c.stdin = None;
+            }
+        }
+        produced = seq;
+        let now = Instant::now();
+        if now >= next_report {
+            let fps = (produced - last.1) as f64 / (now - last.0).as_secs_f64();
+            let mut line = format!(
+                "{:>5.1}s  producer {:>6.0} frames/s {:>6.2} GB/s",
+                (now - started).as_secs_f64(),
+                fps,
+                fps * frame_bytes as f64 / 1e9
+            );
+            for (i, c) in consumers.iter().enumerate() {
+                let s = c.stats.lock().unwrap().clone();
+                line += &format!(
+                    "  | c{} p50 {} p99 {}",
+                    i + 1,
+                    fmt::nanos(s.p50),
+                    fmt::nanos(s.p99)
+                );
+            }
+            println!("{line}");
+            last = (now, produced);
+            next_report = now + Duration::from_secs(1);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // End of stream: closing the pipes makes each consumer report and exit.
+    for c in &mut consumers {
+        c.stdin = None;
+    }
+    let mut rows = vec![vec![
+        "producer".to_string(),
+        produced.to_string(),
+        format!("{:.0}", produced as f64 / elapsed),
+        format!("{:.2}", produced as f64 * frame_bytes as f64 / elapsed / 1e9),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]];
+    let mut failures = 0;
+    for (i, c) in consumers.iter_mut().enumerate() {
+        let status = c.child.wait()?;
+        let s = c.stats.lock().unwrap().clone();
+        if !status.success() || !s.done || s.bad > 0 || s.frames != produced {
+            failures += 1;
+        }
+        rows.push(vec![
+            format!("consumer {}", i + 1),
+            s.frames.to_string(),
+            format!("{:.0}", s.frames as f64 / elapsed),
+            format!("{:.2}", s.frames as f64 * frame_bytes as f64 / elapsed / 1e9),
+            fmt::nanos(s.p50),
+            fmt::nanos(s.p99),
+            fmt::nanos(s.p999),
+            fmt::nanos(s.max),
+            s.bad.to_string(),
+        ]);
+    }
+    println!();
+    fmt::table(
+        &[
+            "PROCESS", "FRAMES", "FRAMES/S", "GB/S", "P50", "P99", "P99.9", "MAX", "BAD",
+        ],
+        &rows,
+    );
+    println!(
+        "\nlatency: producer's timestamp → consumer holds the frame (token over a pipe; streams come next)"
+    );
+    let free = pool.free_count();
+    drop(pool);
+    if failures > 0 {
+        bail!("{failures} consumer(s) missed frames, saw damaged ones, or failed");
+    }
+    if free != args.buffers {
+        bail!("{} buffer(s) were not returned to the pool", args.buffers - free);
+    }
+    Ok(())
+}
+
+fn parse_stats(line: &str) -> Option<ConsumerStats> {
+    let mut words = line.split_whitespace();
+    let done = match words.next()? {
+        "stats" => false,
+        "done" => true,
+        _ => return None,
+    };
+    let v: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
+    Some(ConsumerStats {
+        frames: *v.first()?,
+        bad: *v.get(1)?,
+        p50: *v.get(2)?,
+        p99: *v.get(3)?,
+        p999: *v.get(4)?,
+        max: *v.get(5)?,
+        done,
+    })
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The consumer process: takes each frame it is sent, checks it, measures, lets go.
+pub fn consumer(args: ConsumerArgs) -> Result<()> {
+    // The producer ends us by closing our stdin, also on Ctrl-C; don't die before it does.
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::new(AtomicBool::new(false)))?;
+    let shape: Vec<u64> = args
+        .shape
+        .split('x')
+        .map(|d| d.parse())
+        .collect::<Result<_, _>>()?;
+    let pool = BufferPool::open(&args.pool)?;
+    let mut out = std::io::stdout();
+    writeln!(out, "ready {}", std::process::id())?;
+    out.flush()?;
+    let mut stdin = std::io::stdin().lock();
+    let mut token = [0u8; BufferRef::SIZE];
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let (mut frames, mut bad) = (0u64, 0u64);
+    let mut next_report = Instant::now() + Duration::from_millis(500);
+    let report = |out: &mut std::io::Stdout, word: &str, frames: u64, bad: u64, lat: &mut Vec<u64>| {
+        lat.sort_unstable();
+        let _ = writeln!(
+            out,
+            "{word} {frames} {bad} {} {} {} {}",
+            percentile(lat, 0.5),
+            percentile(lat, 0.99),
+            percentile(lat, 0.999),
+            lat.last().copied().unwrap_or(0)
+        );
+        let _ = out.flush();
+    };
+    while stdin.read_exact(&mut token).is_ok() {
+        let frame = pool.get(BufferRef::from_bytes(&token)?)?;
+        latencies.push(monotonic_ns().saturating_sub(frame.timestamp_ns()));
+        let expect = frame.sequence() as u8;
+        let bytes = frame.bytes();
+        let intact = frame.tensor()?.shape() == shape.as_slice()
+            && bytes.iter().step_by(4096).all(|&b| b == expect)
+            && bytes.last() == Some(&expect);
+        bad += u64::from(!intact);
+        frames += 1;
+        drop(frame);
+        if Instant::now() >= next_report {
+            report(&mut out, "stats", frames, bad, &mut latencies);
+            next_report = Instant::now() + Duration::from_millis(500);
+        }
+    }
+    report(&mut out, "done", frames, bad, &mut latencies);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! `xmem inspect NAME`
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use xmem_core::object::{self, ObjectKind, ObjectState};
+use xmem_core::os::ShmDir;
+use xmem_core::pool::{BufferStatus, PoolSnapshot};
+use xmem_core::Error;
+
+use super::ls::liveness_word;
+use crate::{fmt, Format};
+
+pub fn run(name: &str, format: Format) -> Result<()> {
+    let path = object::path_of(&ShmDir::default(), name)?;
+    let Some(info) = object::probe(&path)? else {
+        return Err(Error::NotFound {
+            name: name.to_string(),
+            path,
+        }
+        .into());
+    };
+    match (&info.state, info.kind) {
+        (ObjectState::Ready, Some(ObjectKind::Pool)) => {
+            let snap = xmem_core::pool::inspect_path(&path, name)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&pool_json(&snap))?),
+                Format::Text => print_pool(&snap),
+            }
+            Ok(())
+        }
+        (ObjectState::Ready, Some(kind)) => bail!("{name} is a {kind}; this xmem cannot inspect that kind"),
+        (ObjectState::Damaged(why), _) => bail!(
+            "{} is damaged: {why}; remove it with `xmem clean --damaged`",
+            path.display()
+        ),
+        (ObjectState::Abandoned, _) => bail!(
+            "{} was abandoned by a creator that died; remove it with `xmem clean`",
+            path.display()
+        ),
+        (ObjectState::Initialising, _) => bail!("{} is still being initialised", path.display()),
+        (ObjectState::Ready, None) => bail!("{} has no kind", path.display()),
+    }
+}
+
+fn status_word(s: BufferStatus) -> &'static str {
+    match s {
+        BufferStatus::Free => "free",
+        BufferStatus::Writing => "writing",
+        BufferStatus::Shared => "shared",
+    }
+}
+
+pub fn pool_json(s: &PoolSnapshot) -> Value {
+    json!({
+        "name": s.name,
+        "kind": "pool",
+        "path": s.path,
+        "pool_id": format!("{:016x}", s.pool_id),
+        "buffers": s.config.count,
+        "buffer_size": s.config.size,
+        "alignment": s.config.alignment,
+        "stride": s.stride,
+        "total_size": s.total_size,
+        "storage": format!("{:?}", s.storage).to_lowercase(),
+        "owner": {"pid": s.owner.pid, "alive": liveness_word(s.owner_liveness)},
+        "created_unix_ns": s.created_unix_ns,
+        "closing": s.closing,
+        "free_hints": s.free_hints,
+        "processes": s.processes.iter().map(|p| json!({
+            "slot": p.slot,
+            "pid": p.pid,
+            "state": format!("{:?}", p.state).to_lowercase(),
+            "alive": liveness_word(p.liveness),
+            "command": p.command,
+            "attached_unix_ns": p.attached_unix_ns,
+            "holds": p.holds,
+            "waits": p.waits,
+            "timeouts": p.timeouts,
+            "reclaimed_refs": p.reclaimed_refs,
+        })).collect::<Vec<_>>(),
+        "buffer_states": s.buffers.iter().map(|b| json!({
+            "index": b.index,
+            "generation": b.generation,
+            "status": status_word(b.status),
+            "holders": b.holder_pids,
+            "sequence": b.sequence,
+            "timestamp_ns": b.timestamp_ns,
+            "tensor": b.tensor.as_ref().map(|t| match t {
+                Ok(d) => json!({"dtype": d.dtype().name(), "shape": d.shape(), "strides": d.strides(), "byte_offset": d.byte_offset()}),
+                Err(e) => json!({"error": e}),
+            }),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_pool(s: &PoolSnapshot) {
+    println!("pool {}  ({})", s.name, s.path.display());
+    println!(
+        "  {} buffers × {} (stride {}, alignment {}), {} in all, {:?} storage",
+        s.config.count,
+        fmt::bytes(s.config.size),
+        fmt::bytes(s.stride),
+        s.config.alignment,
+        fmt::bytes(s.total_size),
+        s.storage
+    );
+    println!(
+        "  created by pid {} (alive: {}), {} ago; id {:016x}{}",
+        s.owner.pid,
+        liveness_word(s.owner_liveness),
+        fmt::age(s.created_unix_ns),
+        s.pool_id,
+        if s.closing { "; closing" } else { "" }
+    );
+    println!();
+    let rows: Vec<Vec<String>> = s
+        .processes
+        .iter()
+        .map(|p| {
+            vec![
+                p.slot.to_string(),
+                p.pid.to_string(),
+                p.command.clone().unwrap_or_else(|| "?".into()),
+                liveness_word(p.liveness).into(),
+                format!("{:?}", p.state).to_lowercase(),
+                p.holds.to_string(),
+                p.waits.to_string(),
+                p.timeouts.to_string(),
+                p.reclaimed_refs.to_string(),
+            ]
+        })
+        .collect();
+    fmt::table(
+        &[
+            "SLOT",
+            "PID",
+            "COMMAND",
+            "ALIVE",
+            "STATE",
+            "HOLDS",
+            "WAITS",
+            "TIMEOUTS",
+            "RECLAIMED",
+        ],
+        &rows,
+    );
+    println!();
+    let rows: Vec<Vec<String>> = s
+        .buffers
+        .iter()
+        .map(|b| {
+            let tensor = match &b.tensor {
+                Some(Ok(d)) => format!("{} {:?}", d.dtype(), d.shape()),
+                Some(Err(e)) => format!("invalid: {e}"),
+                None => String::new(),
+            };
+            vec![
+                b.index.to_string(),
+                b.generation.to_string(),
+                status_word(b.status).into(),
+                b.holder_pids
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                if b.sequence != 0 {
+                    b.sequence.to_string()
+                } else {
+                    String::new()
+                },
+                tensor,
+            ]
+        })
+        .collect();
+    fmt::table(&["BUFFER", "GEN", "STATE", "HOLDERS", "SEQ", "TENSOR"], &rows);
+}

@@ -1,0 +1,87 @@
+//! `xmem`: see, clean up and try out xmem's shared-memory objects.
+
+mod cmd;
+mod fmt;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "xmem",
+    version,
+    about = "Zero-copy shared-memory tensors and frames between processes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Tables for people.
+    Text,
+    /// JSON for programs.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List xmem objects: kind, owner, whether it lives, size, buffers in use.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show one object: header, configuration, processes, and each buffer's state and holders.
+    Inspect {
+        /// The object's name (as `xmem ls` shows it).
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Return dead processes' references and remove objects no live process uses.
+    Clean {
+        /// Say what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove damaged files (`xmem.*` files that are not valid xmem objects).
+        #[arg(long)]
+        damaged: bool,
+    },
+    /// Run a producer process and consumer processes handing 1080p frames through a pool.
+    Demo(cmd::demo::DemoArgs),
+    /// (internal) A demo consumer process.
+    #[command(hide = true)]
+    DemoConsumer(cmd::demo::ConsumerArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XMEM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ls { format } => cmd::ls::run(format),
+        Command::Inspect { name, format } => cmd::inspect::run(&name, format),
+        Command::Clean { dry_run, damaged } => cmd::clean::run(dry_run, damaged),
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::DemoConsumer(args) => cmd::demo::consumer(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what failed and why, including the cause chain.
+            eprintln!("xmem: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The `xmem` command against real objects, in a private shared-memory directory so that
+//! `xmem clean` cannot touch what other tests are doing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use xmem_core::BufferPool;
+use xmem_tests::{PeerProcess, ShmScope};
+
+const PEER: &str = env!("CARGO_BIN_EXE_xmem-test-peer");
+
+/// The `xmem` binary, built beside the peer (built on demand when only this crate is tested).
+fn xmem_bin() -> PathBuf {
+    let bin = Path::new(PEER).with_file_name("xmem");
+    if !bin.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "xmem-cli"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building xmem");
+    }
+    bin
+}
+
+struct Dir {
+    path: PathBuf,
+}
+
+impl Dir {
+    fn new(scope: &ShmScope) -> Dir {
+        let path = PathBuf::from("/dev/shm").join(scope.name("dir"));
+        std::fs::create_dir(&path).unwrap();
+        Dir { path }
+    }
+
+    fn xmem(&self, args: &[&str]) -> Output {
+        Command::new(xmem_bin())
+            .args(args)
+            .env("XMEM_SHM_DIR", &self.path)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.xmem(args);
+        assert!(
+            out.status.success(),
+            "xmem {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A failing command: exit status 1 and exactly one line on stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.xmem(args);
+        assert_eq!(out.status.code(), Some(1), "xmem {args:?} should fail");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "one-line reason expected: {err:?}");
+        assert!(err.starts_with("xmem: error: "), "{err}");
+        err
+    }
+
+    fn peer(&self) -> PeerProcess {
+        PeerProcess::spawn(PEER, &[], &[("XMEM_SHM_DIR", self.path.to_str().unwrap())])
+    }
+
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[test]
+fn ls_inspect_and_clean_see_dead_holders_and_orphans() {
+    let scope = ShmScope::new("cli");
+    let dir = Dir::new(&scope);
+    assert!(dir.ok(&["ls"]).contains("no xmem objects"));
+
+    // "orphan": its only process dies holding a buffer.
+    let mut doomed = dir.peer();
+    let doomed_pid = doomed.ok("create orphan 4 1024")[0].clone();
+    doomed.ok("acquire 0");
+    doomed.ok("fill 0 7");
+    doomed.kill();
+    // "live": this test keeps it open, holding a buffer.
+    let live = BufferPool::builder("live")
+        .directory(&dir.path)
+        .buffers(2)
+        .buffer_size(64)
+        .create()
+        .unwrap();
+    let held = live.acquire().unwrap().freeze();
+
+    let text = dir.ok(&["ls"]);
+    assert!(
+        text.contains("orphan") && text.contains("live") && text.contains("1/2 buffers"),
+        "{text}"
+    );
+    let ls: serde_json::Value = serde_json::from_str(&dir.ok(&["ls", "--format", "json"])).unwrap();
+    let orphan = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "orphan")
+        .unwrap();
+    assert_eq!(orphan["kind"], "pool");
+    assert_eq!(orphan["owner_alive"], "no");
+    assert_eq!(orphan["usage"]["in_use"], 1);
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&dir.ok(&["inspect", "orphan", "--format", "json"])).unwrap();
+    let b0 = &inspect["buffer_states"][0];
+    assert_eq!(b0["status"], "shared");
+    assert_eq!(b0["holders"][0].to_string(), doomed_pid);
+    assert_eq!(b0["tensor"]["dtype"], "uint8");
+    assert_eq!(inspect["processes"][0]["alive"], "no");
+    let text = dir.ok(&["inspect", "live"]);
+    assert!(
+        text.contains("shared") && text.contains(&std::process::id().to_string()),
+        "{text}"
+    );
+
+    let dry = dir.ok(&["clean", "--dry-run"]);
+    assert!(
+        dry.contains("orphan: would return 1 reference(s)") && dry.contains("orphan: would remove"),
+        "{dry}"
+    );
+    assert_eq!(
+        dir.files(),
+        ["xmem.live", "xmem.orphan"],
+        "a dry run changes nothing"
+    );
+    let done = dir.ok(&["clean"]);
+    assert!(done.contains("orphan: removed"), "{done}");
+    assert!(!done.contains("live:"), "a live pool is left alone: {done}");
+    assert_eq!(dir.files(), ["xmem.live"]);
+    assert!(dir.ok(&["clean"]).contains("nothing to clean"));
+    drop((held, live));
+    assert!(dir.files().is_empty());
+}
+
+#[test]
+fn bad_names_missing_and_damaged_objects_fail_with_one_line() {
+    let scope = ShmScope::new("clibad");
+    let dir = Dir::new(&scope);
+    assert!(dir.fails(&["inspect", "../etc"]).contains("invalid name"));
+    assert!(dir.fails(&["inspect", ""]).contains("empty"));
+    assert!(dir.fails(&["inspect", "nothing"]).contains("no xmem object"));
+    std::fs::write(dir.path.join("xmem.junk"), vec![0xabu8; 4096]).unwrap();
+    assert!(dir.fails(&["inspect", "junk"]).contains("damaged"));
+    assert!(dir.ok(&["ls"]).contains("damaged"));
+    assert!(dir.ok(&["clean"]).contains("clean --damaged"));
+    assert_eq!(dir.files(), ["xmem.junk"]);
+    assert!(dir.ok(&["clean", "--damaged"]).contains("junk: removed"));
+    assert!(dir.files().is_empty());
+}
+
+#[test]
+fn the_demo_runs_hands_frames_to_every_consumer_and_leaves_nothing() {
+    let scope = ShmScope::new("clidemo");
+    let dir = Dir::new(&scope);
+    let out = dir.ok(&[
+        "demo",
+        "--duration",
+        "300ms",
+        "--consumers",
+        "3",
+        "--width",
+        "320",
+        "--height",
+        "240",
+    ]);
+    assert!(out.contains("consumer 3"), "{out}");
+    let producer: u64 = out
+        .lines()
+        .find(|l| l.starts_with("producer"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(producer > 0);
+    for l in out.lines().filter(|l| l.starts_with("consumer")) {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(
+            words[2].parse::<u64>().unwrap(),
+            producer,
+            "every frame reached every consumer: {l}"
+        );
+        assert_eq!(*words.last().unwrap(), "0", "no damaged frame: {l}");
+    }
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
