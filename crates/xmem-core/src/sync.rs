@@ -33,7 +33,7 @@ pub trait Word32: Sync {
 }
 
 macro_rules! word64 {
-    ($t:ty) => {
+    ($t:ty, $store:ident) => {
         impl Word64 for $t {
             #[inline(always)]
             fn load(&self, o: Ordering) -> u64 {
@@ -41,7 +41,7 @@ macro_rules! word64 {
             }
             #[inline(always)]
             fn store(&self, v: u64, o: Ordering) {
-                <$t>::store(self, v, o)
+                store!($t, $store, self, v, o)
             }
             #[inline(always)]
             fn cas(&self, c: u64, n: u64, s: Ordering, f: Ordering) -> Result<u64, u64> {
@@ -60,7 +60,7 @@ macro_rules! word64 {
 }
 
 macro_rules! word32 {
-    ($t:ty) => {
+    ($t:ty, $store:ident) => {
         impl Word32 for $t {
             #[inline(always)]
             fn load(&self, o: Ordering) -> u32 {
@@ -68,7 +68,7 @@ macro_rules! word32 {
             }
             #[inline(always)]
             fn store(&self, v: u32, o: Ordering) {
-                <$t>::store(self, v, o)
+                store!($t, $store, self, v, o)
             }
             #[inline(always)]
             fn cas(&self, c: u32, n: u32, s: Ordering, f: Ordering) -> Result<u32, u32> {
@@ -82,12 +82,25 @@ macro_rules! word32 {
     };
 }
 
-word64!(std::sync::atomic::AtomicU64);
-word32!(std::sync::atomic::AtomicU32);
+/// A store. Under loom it is a `swap` with the same ordering: what other threads can observe is
+/// identical, but loom 0.7 lets a compare-exchange succeed against a value that a plain store
+/// has already replaced (an execution no C++ ordering allows; reproduced in a two-thread model),
+/// which would make the model report impossible failures.
+macro_rules! store {
+    ($t:ty, plain, $s:expr, $v:expr, $o:expr) => {
+        <$t>::store($s, $v, $o)
+    };
+    ($t:ty, swap, $s:expr, $v:expr, $o:expr) => {{
+        let _ = <$t>::swap($s, $v, $o);
+    }};
+}
+
+word64!(std::sync::atomic::AtomicU64, plain);
+word32!(std::sync::atomic::AtomicU32, plain);
 #[cfg(loom)]
-word64!(loom::sync::atomic::AtomicU64);
+word64!(loom::sync::atomic::AtomicU64, swap);
 #[cfg(loom)]
-word32!(loom::sync::atomic::AtomicU32);
+word32!(loom::sync::atomic::AtomicU32, swap);
 
 /// Orders a preceding `SeqCst` read-modify-write before a following `SeqCst` load of another
 /// word (the store→load order of a Dekker handshake).
@@ -102,12 +115,35 @@ pub fn seqcst_store_load() {
     loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
+/// A small non-zero number naming the calling thread, unique among live threads (for ownership
+/// tags in process-local words).
+#[inline]
+pub fn thread_token() -> u32 {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    #[cfg(not(loom))]
+    std::thread_local!(static TOKEN: Cell<u32> = const { Cell::new(0) });
+    #[cfg(loom)]
+    loom::thread_local!(static TOKEN: Cell<u32> = Cell::new(0));
+    TOKEN.with(|t| {
+        if t.get() == 0 {
+            let mut n = NEXT.fetch_add(1, Ordering::Relaxed);
+            if n == 0 {
+                n = NEXT.fetch_add(1, Ordering::Relaxed); // skip 0 on wrap-around
+            }
+            t.set(n);
+        }
+        t.get()
+    })
+}
+
 /// Backs off inside a short spin-wait (another thread is mid-transition).
 #[inline]
 pub fn backoff(spins: &mut u32) {
     #[cfg(loom)]
     {
-        let _ = spins;
+        *spins += 1;
         loom::thread::yield_now();
     }
     #[cfg(not(loom))]

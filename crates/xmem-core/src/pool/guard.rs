@@ -3,9 +3,12 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU8, Ordering::*};
-use std::sync::Arc;
 
-use super::layout::{BufferMeta, MAX_CONTENT_TYPE, MAX_PRODUCER, MAX_USER_METADATA, META_TENSOR};
+use super::layout::{
+    BufferMeta, MAX_CONTENT_TYPE, MAX_PRODUCER, MAX_USER_METADATA, META_CONTENT_TYPE, META_PRODUCER,
+    META_SEQUENCE, META_TENSOR, META_TIMESTAMP, META_USER,
+};
+use super::lifetime::{self, InnerPtr};
 use super::protocol::{self, Access, TransferError};
 use super::{BufferPool, PoolInner};
 use crate::error::{Error, Result};
@@ -106,23 +109,26 @@ impl Peer {
 
 /// Shared, read-only access to one buffer. Cloning adds a reference (no shared-memory write);
 /// dropping the last one in any process frees the buffer.
+///
+/// A guard keeps its pool attached and mapped by itself: dropping every [`BufferPool`] handle
+/// first is fine.
 pub struct Buffer {
-    pool: Arc<PoolInner>,
+    ptr: InnerPtr,
     index: u32,
     generation: u64,
 }
 
 /// Exclusive, read-write access to one buffer: no other reference to it exists anywhere.
 pub struct BufferMut {
-    pool: Arc<PoolInner>,
+    ptr: InnerPtr,
     index: u32,
     generation: u64,
 }
 
 impl Buffer {
-    pub(crate) fn new(pool: Arc<PoolInner>, index: u32, generation: u64) -> Self {
+    pub(crate) fn new(ptr: InnerPtr, index: u32, generation: u64) -> Self {
         Buffer {
-            pool,
+            ptr,
             index,
             generation,
         }
@@ -130,13 +136,11 @@ impl Buffer {
 
     /// Turns this reference into exclusive write access, if it is the only one anywhere.
     pub fn try_into_mut(self) -> std::result::Result<BufferMut, Buffer> {
-        let pool = &*self.pool;
+        let pool = self.inner();
         if protocol::try_upgrade(&pool.map, pool, pool.me, self.index) {
             let this = std::mem::ManuallyDrop::new(self);
-            // SAFETY: `this` is never used or dropped again; the Arc moves into the new guard.
-            let arc = unsafe { std::ptr::read(&this.pool) };
             Ok(BufferMut {
-                pool: arc,
+                ptr: this.ptr,
                 index: this.index,
                 generation: this.generation,
             })
@@ -148,30 +152,32 @@ impl Buffer {
     /// Gives each of `peers` its own reference, keeping this one. Each peer adopts it with
     /// [`BufferPool::get`] (or [`BufferPool::get_mut`]) on the token; its exit releases it.
     pub fn share_with(&self, peers: &[Peer]) -> Result<()> {
-        transfer(&self.pool, self.index, peers, false)
+        transfer(self.inner(), self.index, peers, false)
     }
 
     /// Moves this reference to `peers` (each gets one) and returns the token they use.
     pub fn send(self, peers: &[Peer]) -> Result<BufferRef> {
-        transfer(&self.pool, self.index, peers, true)?;
-        Ok(self.into_raw()) // the reference went to the peers
+        transfer(self.inner(), self.index, peers, true)?;
+        let token = self.token();
+        std::mem::forget(self); // the reference went to the peers
+        after_release();
+        Ok(token)
     }
 
     /// Keeps the reference without a guard; [`BufferPool::release_raw`] drops it later (for
     /// foreign-function interfaces). It is returned anyway when this process detaches or dies.
+    ///
+    /// The reference keeps this process attached to the pool until it is released.
     pub fn into_raw(self) -> BufferRef {
         let token = self.token();
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again; dropping the Arc here releases the
-        // handle on the pool (not the buffer reference, which stays counted).
-        drop(unsafe { std::ptr::read(&this.pool) });
+        std::mem::forget(self);
         token
     }
 }
 
 impl Clone for Buffer {
     fn clone(&self) -> Self {
-        let pool = &*self.pool;
+        let pool = self.inner();
         // Our own reference pins this life, so only the 2^30 local-reference limit can fail.
         protocol::get(
             &pool.map,
@@ -182,37 +188,33 @@ impl Clone for Buffer {
             Access::Read,
         )
         .expect("too many references to one buffer in this process");
-        Buffer::new(self.pool.clone(), self.index, self.generation)
+        Buffer::new(self.ptr, self.index, self.generation)
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        release(&self.pool, self.index);
+        release(self.ptr, self.index);
     }
 }
 
 impl BufferMut {
     /// A buffer just taken from the free set: its metadata is reset to "raw bytes".
-    pub(crate) fn fresh(pool: Arc<PoolInner>, index: u32, generation: u64) -> Self {
-        let m = &pool.map.metas()[index as usize];
-        m.flags.store(0, Relaxed);
-        m.timestamp_ns.store(0, Relaxed);
-        m.sequence.store(0, Relaxed);
-        m.content_type_len.store(0, Relaxed);
-        m.producer_len.store(0, Relaxed);
-        m.user_len.store(0, Relaxed);
+    #[inline]
+    pub(crate) fn fresh(ptr: InnerPtr, index: u32, generation: u64) -> Self {
+        // SAFETY: the caller's handle keeps the attachment alive.
+        unsafe { ptr.0.as_ref() }.map.meta(index).flags.store(0, Relaxed);
         BufferMut {
-            pool,
+            ptr,
             index,
             generation,
         }
     }
 
     /// Exclusive access obtained by `get_mut`: the metadata is what the previous holder left.
-    pub(crate) fn adopt(pool: Arc<PoolInner>, index: u32, generation: u64) -> Self {
+    pub(crate) fn adopt(ptr: InnerPtr, index: u32, generation: u64) -> Self {
         BufferMut {
-            pool,
+            ptr,
             index,
             generation,
         }
@@ -221,21 +223,20 @@ impl BufferMut {
     /// Ends writing: from now on the buffer is read-only and other processes can `get` it.
     pub fn freeze(self) -> Buffer {
         let this = std::mem::ManuallyDrop::new(self);
-        protocol::freeze(&this.pool.map, &*this.pool, this.index);
-        // SAFETY: `this` is never used or dropped again; the Arc moves into the new guard.
-        let pool = unsafe { std::ptr::read(&this.pool) };
-        Buffer::new(pool, this.index, this.generation)
+        let pool = this.inner();
+        protocol::freeze(&pool.map, pool, pool.me, this.index);
+        Buffer::new(this.ptr, this.index, this.generation)
     }
 
     /// Moves this buffer to `peers` (each gets a reference) and returns their token. Sending to
     /// one peer passes exclusive ownership: it may take write access with `get_mut`.
     pub fn send(self, peers: &[Peer]) -> Result<BufferRef> {
-        transfer(&self.pool, self.index, peers, true)?;
+        let pool = self.inner();
+        let to = peer_bits(pool, peers)?;
         let token = self.token();
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again; the reference went to the peers, the
-        // handle on the pool is released here.
-        drop(unsafe { std::ptr::read(&this.pool) });
+        protocol::transfer_writer(&pool.map, pool, self.index, to);
+        std::mem::forget(self); // the write guard went to the peers
+        after_release();
         Ok(token)
     }
 
@@ -245,13 +246,13 @@ impl BufferMut {
         // SAFETY: WRITER in the holder word (set when this guard was made) excludes every other
         // reference in every process, and `&mut self` excludes other uses of this guard; the
         // range is this buffer's, inside the arena.
-        unsafe { std::slice::from_raw_parts_mut(self.pool.map.buffer_ptr(self.index), len) }
+        unsafe { std::slice::from_raw_parts_mut(self.inner().map.buffer_ptr(self.index), len) }
     }
 
     /// The tensor's elements as a mutable slice (contiguous tensors of dtype `T` only).
     pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
         let desc = self.tensor()?;
-        let base = self.pool.map.buffer_ptr(self.index);
+        let base = self.inner().map.buffer_ptr(self.index);
         let n = desc.check_view::<T>(base as usize)?;
         // SAFETY: check_view verified dtype, contiguity and alignment; tensor() validated that
         // the elements lie inside this buffer; exclusivity as in `bytes_mut`.
@@ -269,35 +270,40 @@ impl BufferMut {
             m.shape[d].store(desc.shape().get(d).copied().unwrap_or(0), Relaxed);
             m.strides[d].store(desc.strides().get(d).copied().unwrap_or(0), Relaxed);
         }
-        m.flags.store(META_TENSOR, Relaxed);
+        self.set_flag(META_TENSOR, true);
         Ok(())
     }
 
     /// Forgets the tensor description: the buffer is raw bytes again.
     pub fn clear_tensor(&mut self) {
-        self.meta().flags.store(0, Relaxed);
+        self.set_flag(META_TENSOR, false);
     }
 
     /// Sets the producer's timestamp (nanoseconds; the clock is the producer's choice).
     pub fn set_timestamp_ns(&mut self, ns: u64) {
         self.meta().timestamp_ns.store(ns, Relaxed);
+        self.set_flag(META_TIMESTAMP, true);
     }
 
     /// Sets the producer's sequence number.
     pub fn set_sequence(&mut self, seq: u64) {
         self.meta().sequence.store(seq, Relaxed);
+        self.set_flag(META_SEQUENCE, true);
     }
 
     /// Sets the content type (at most 32 bytes of UTF-8), e.g. `image/rgb`.
     pub fn set_content_type(&mut self, content_type: &str) -> Result<()> {
         let m = self.meta();
+        let bytes = content_type.as_bytes();
         write_field(
             &m.content_type,
             &m.content_type_len,
-            content_type.as_bytes(),
+            bytes,
             "content type",
             MAX_CONTENT_TYPE,
-        )
+        )?;
+        self.set_flag(META_CONTENT_TYPE, true);
+        Ok(())
     }
 
     /// Sets the producer's name (at most 32 bytes of UTF-8).
@@ -309,36 +315,65 @@ impl BufferMut {
             producer.as_bytes(),
             "producer name",
             MAX_PRODUCER,
-        )
+        )?;
+        self.set_flag(META_PRODUCER, true);
+        Ok(())
     }
 
     /// Sets the user metadata (at most 192 bytes).
     pub fn set_user_metadata(&mut self, bytes: &[u8]) -> Result<()> {
         let m = self.meta();
-        write_field(&m.user, &m.user_len, bytes, "user metadata", MAX_USER_METADATA)
+        write_field(&m.user, &m.user_len, bytes, "user metadata", MAX_USER_METADATA)?;
+        self.set_flag(META_USER, true);
+        Ok(())
+    }
+
+    /// Marks a metadata field set or unset. Only the writer changes the flags: load and store do.
+    fn set_flag(&mut self, bit: u32, on: bool) {
+        let flags = &self.meta().flags;
+        let old = flags.load(Relaxed);
+        flags.store(if on { old | bit } else { old & !bit }, Relaxed);
     }
 }
 
 impl Drop for BufferMut {
     fn drop(&mut self) {
-        release(&self.pool, self.index);
+        // SAFETY: this guard keeps the attachment alive until its write access is given up.
+        let pool = unsafe { self.ptr.0.as_ref() };
+        protocol::release_writer(&pool.map, pool, self.index);
+        // From here on the attachment may be gone (see `lifetime`): only statics are touched.
+        after_release();
     }
 }
 
-fn release(pool: &PoolInner, index: u32) {
+fn release(ptr: InnerPtr, index: u32) {
+    // SAFETY: the guard being dropped keeps the attachment alive until its reference is gone.
+    let pool = unsafe { ptr.0.as_ref() };
     if protocol::release(&pool.map, pool, pool.me, index).is_err() {
         // Unreachable through the guards; reported rather than ignored if the table was damaged.
         tracing::error!(pool = %pool.map.label, index, "released a buffer this process did not hold");
+        return;
+    }
+    // From here on the attachment may be gone (see `lifetime`): only statics are touched.
+    after_release();
+}
+
+/// After a reference was given up: finalise attachments whose handles and guards are all gone.
+#[inline(always)]
+fn after_release() {
+    if lifetime::ORPHANS_PENDING.load(Relaxed) {
+        lifetime::sweep_orphans();
     }
 }
 
-fn transfer(pool: &PoolInner, index: u32, peers: &[Peer], consume: bool) -> Result<()> {
+/// The holder bits of `peers`, each checked to still be the process it was when looked up
+/// (slots are reused).
+fn peer_bits(pool: &PoolInner, peers: &[Peer]) -> Result<u64> {
     if peers.is_empty() {
         return Err(Error::InvalidConfig("a hand-off needs at least one peer".into()));
     }
     let mut to = 0u64;
     for p in peers {
-        // The peer must still be the process it was when looked up (slots are reused).
         let now = pool.map.slots()[p.slot].owner.load(Acquire);
         if now != p.owner || p.slot == pool.slot {
             return Err(Error::PeerNotAttached {
@@ -348,14 +383,15 @@ fn transfer(pool: &PoolInner, index: u32, peers: &[Peer], consume: bool) -> Resu
         }
         to |= protocol::slot_bit(p.slot);
     }
+    Ok(to)
+}
+
+fn transfer(pool: &PoolInner, index: u32, peers: &[Peer], consume: bool) -> Result<()> {
+    let to = peer_bits(pool, peers)?;
     protocol::transfer(&pool.map, pool, pool.me, index, to, consume).map_err(|e| match e {
         TransferError::NotHeld => Error::DoubleRelease {
             index,
             pool: pool.map.label.clone(),
-        },
-        TransferError::Writing => Error::Busy {
-            index,
-            reason: "a buffer being written can only be sent, not shared",
         },
         TransferError::RecipientHolds(_) => Error::Busy {
             index,
@@ -425,19 +461,18 @@ macro_rules! read_access {
 
             /// The token naming this buffer's current life, for other processes.
             pub fn token(&self) -> BufferRef {
-                BufferRef::new(self.pool.map.pool_id as u32, self.index, self.generation)
+                BufferRef::new(self.inner().map.pool_id as u32, self.index, self.generation)
             }
 
             /// A handle to the pool this buffer belongs to.
             pub fn pool(&self) -> BufferPool {
-                BufferPool {
-                    inner: self.pool.clone(),
-                }
+                lifetime::handle_from_guard(self.ptr);
+                BufferPool { ptr: self.ptr }
             }
 
             /// The buffer's size in bytes (the pool's buffer size).
             pub fn len(&self) -> usize {
-                self.pool.map.layout.config.size as usize
+                self.inner().map.layout.config.size as usize
             }
 
             /// Never true: buffers have at least one byte.
@@ -450,14 +485,14 @@ macro_rules! read_access {
                 // SAFETY: while this guard lives the buffer cannot be freed (our holder bit), and
                 // no writer exists besides, at most, this very guard (then `&self` excludes
                 // `&mut` uses); the range is this buffer's, inside the arena.
-                unsafe { std::slice::from_raw_parts(self.pool.map.buffer_ptr(self.index), self.len()) }
+                unsafe { std::slice::from_raw_parts(self.inner().map.buffer_ptr(self.index), self.len()) }
             }
 
             /// The buffer's tensor description (raw `U8` bytes if none was set). Validated: a
             /// description that does not fit the buffer is reported as corrupt.
             pub fn tensor(&self) -> Result<TensorDesc> {
                 read_tensor(self.meta(), self.len() as u64).map_err(|detail| Error::Corrupt {
-                    path: self.pool.map.path_buf(),
+                    path: self.inner().map.path_buf(),
                     detail: format!("buffer {}'s tensor description: {detail}", self.index),
                 })
             }
@@ -465,7 +500,7 @@ macro_rules! read_access {
             /// The tensor's elements as a slice (contiguous tensors of dtype `T` only).
             pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
                 let desc = self.tensor()?;
-                let base = self.pool.map.buffer_ptr(self.index);
+                let base = self.inner().map.buffer_ptr(self.index);
                 let n = desc.check_view::<T>(base as usize)?;
                 // SAFETY: dtype, contiguity, alignment checked; elements inside the buffer
                 // (validated); no writer while we read, as in `bytes`.
@@ -476,41 +511,63 @@ macro_rules! read_access {
 
             /// The producer's timestamp in nanoseconds (0 if unset).
             pub fn timestamp_ns(&self) -> u64 {
-                self.meta().timestamp_ns.load(Relaxed)
+                let m = self.meta();
+                if m.flags.load(Relaxed) & META_TIMESTAMP == 0 {
+                    return 0;
+                }
+                m.timestamp_ns.load(Relaxed)
             }
 
             /// The producer's sequence number (0 if unset).
             pub fn sequence(&self) -> u64 {
-                self.meta().sequence.load(Relaxed)
+                let m = self.meta();
+                if m.flags.load(Relaxed) & META_SEQUENCE == 0 {
+                    return 0;
+                }
+                m.sequence.load(Relaxed)
             }
 
             /// The content type (empty if unset).
             pub fn content_type(&self) -> String {
                 let m = self.meta();
+                if m.flags.load(Relaxed) & META_CONTENT_TYPE == 0 {
+                    return String::new();
+                }
                 String::from_utf8_lossy(&read_field(&m.content_type, &m.content_type_len)).into_owned()
             }
 
             /// The producer's name (empty if unset).
             pub fn producer(&self) -> String {
                 let m = self.meta();
+                if m.flags.load(Relaxed) & META_PRODUCER == 0 {
+                    return String::new();
+                }
                 String::from_utf8_lossy(&read_field(&m.producer, &m.producer_len)).into_owned()
             }
 
-            /// The user metadata.
+            /// The user metadata (empty if unset).
             pub fn user_metadata(&self) -> Vec<u8> {
                 let m = self.meta();
+                if m.flags.load(Relaxed) & META_USER == 0 {
+                    return Vec::new();
+                }
                 read_field(&m.user, &m.user_len)
             }
 
             fn meta(&self) -> &BufferMeta {
-                &self.pool.map.metas()[self.index as usize]
+                self.inner().map.meta(self.index)
+            }
+
+            fn inner(&self) -> &PoolInner {
+                // SAFETY: this guard's reference keeps the attachment alive (see `lifetime`).
+                unsafe { self.ptr.0.as_ref() }
             }
         }
 
         impl fmt::Debug for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($t))
-                    .field("pool", &self.pool.map.label)
+                    .field("pool", &self.inner().map.label)
                     .field("index", &self.index)
                     .field("generation", &self.generation)
                     .finish()

@@ -153,12 +153,23 @@ unsafe impl SharedLayout for BufferState {}
 
 /// [`BufferMeta::flags`] bit: a tensor description is set (else the buffer is raw bytes).
 pub const META_TENSOR: u32 = 1;
+/// [`BufferMeta::flags`] bit: `timestamp_ns` is set.
+pub const META_TIMESTAMP: u32 = 1 << 1;
+/// [`BufferMeta::flags`] bit: `sequence` is set.
+pub const META_SEQUENCE: u32 = 1 << 2;
+/// [`BufferMeta::flags`] bit: `content_type` is set.
+pub const META_CONTENT_TYPE: u32 = 1 << 3;
+/// [`BufferMeta::flags`] bit: `producer` is set.
+pub const META_PRODUCER: u32 = 1 << 4;
+/// [`BufferMeta::flags`] bit: `user` is set.
+pub const META_USER: u32 = 1 << 5;
 
 /// A buffer's description. Written only by the buffer's exclusive writer, read by holders.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct BufferMeta {
-    /// [`META_TENSOR`].
+    /// Which fields are set in this life (`META_*` bits); a fresh buffer clears them all with
+    /// one store, whatever the previous life left in the fields.
     pub flags: AtomicU32,
     /// [`DType`](crate::tensor::DType) code.
     pub dtype: AtomicU32,

@@ -132,6 +132,25 @@ impl PoolMap {
         unsafe { &*self.states }
     }
 
+    /// Buffer `index`'s state, without a bounds check on the hot path.
+    ///
+    /// Callers pass only validated indices: hints are checked against the count, tokens by
+    /// `check_token`, guards carry their own; debug builds assert it.
+    #[inline(always)]
+    pub fn state(&self, index: u32) -> &BufferState {
+        debug_assert!(index < self.layout.config.count);
+        // SAFETY: index < count == states().len() (see above); the table lives in our mapping.
+        unsafe { self.states().get_unchecked(index as usize) }
+    }
+
+    /// Buffer `index`'s metadata (index validated as for [`Self::state`]).
+    #[inline(always)]
+    pub fn meta(&self, index: u32) -> &BufferMeta {
+        debug_assert!(index < self.layout.config.count);
+        // SAFETY: as in `state`: metas() has `count` entries.
+        unsafe { self.metas().get_unchecked(index as usize) }
+    }
+
     pub fn metas(&self) -> &[BufferMeta] {
         // SAFETY: as in `header`.
         unsafe { &*self.metas }
@@ -163,11 +182,11 @@ impl SharedCells for PoolMap {
     }
     #[inline(always)]
     fn holders(&self, index: u32) -> &AtomicU64 {
-        &self.states()[index as usize].holders
+        &self.state(index).holders
     }
     #[inline(always)]
     fn generation(&self, index: u32) -> &AtomicU64 {
-        &self.states()[index as usize].generation
+        &self.state(index).generation
     }
     #[inline(always)]
     fn hints(&self) -> &[AtomicU64] {

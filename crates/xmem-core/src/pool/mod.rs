@@ -24,6 +24,7 @@
 mod guard;
 mod inspect;
 pub mod layout;
+mod lifetime;
 mod map;
 pub mod protocol;
 mod registry;
@@ -33,7 +34,7 @@ mod model;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use guard::{Buffer, BufferMut, BufferRef, Peer};
@@ -42,6 +43,7 @@ pub use layout::{PoolConfig, Storage, MAX_BUFFERS, MAX_PROCESSES, MAX_USER_METAD
 pub use registry::{ReclaimReport, SlotState};
 
 use self::layout::{PoolHeader, PoolLayout, LAYOUT_VERSION};
+use self::lifetime::InnerPtr;
 use self::map::{open_spec, PoolMap};
 use self::protocol::{slot_bit, Access, GetError, LocalCells, SharedCells};
 use self::registry::AttachError;
@@ -195,7 +197,7 @@ impl PoolBuilder {
                     path,
                 });
             };
-            if let Some(pool) = cached(&file)? {
+            if let Some(pool) = reuse(&file)? {
                 return Ok(pool);
             }
             let obj = object::open_file(file, &open_spec(true, self.prefault, self.open_timeout))?;
@@ -274,7 +276,7 @@ impl PoolBuilder {
         // Return what dead processes left behind before anyone waits for it.
         registry::sweep(&map, me, false);
         let count = map.layout.config.count as usize;
-        let inner = Arc::new(PoolInner {
+        let inner = PoolInner {
             local: (0..count).map(|_| LocalEntry::default()).collect(),
             me: slot_bit(slot),
             slot,
@@ -282,11 +284,14 @@ impl PoolBuilder {
             parking: Mutex::new(0),
             spin: self.spin,
             cursor: AtomicUsize::new(slot),
+            handles: AtomicUsize::new(0),
+            key,
             path,
             map,
-        });
-        remember(key, &inner);
-        Ok(BufferPool { inner })
+        };
+        Ok(BufferPool {
+            ptr: lifetime::register(inner, key),
+        })
     }
 }
 
@@ -378,10 +383,10 @@ fn describe_users(path: &Path, timeout: Duration) -> String {
     }
 }
 
-/// A process's private word pair for one buffer (see [`protocol`]).
+/// A process's private words for one buffer (see [`protocol`]).
 #[derive(Debug, Default)]
 pub(crate) struct LocalEntry {
-    state: AtomicU32,
+    state: AtomicU64,
     generation: AtomicU64,
 }
 
@@ -398,18 +403,32 @@ pub(crate) struct PoolInner {
     parking: Mutex<u32>,
     spin: Duration,
     cursor: AtomicUsize,
+    /// Live [`BufferPool`] handles on this attachment (see [`lifetime`]).
+    handles: AtomicUsize,
+    /// (device, inode) of the pool's file.
+    key: (u64, u64),
 }
 
 impl LocalCells for PoolInner {
     type W64 = AtomicU64;
     type W32 = AtomicU32;
     #[inline(always)]
-    fn state(&self, index: u32) -> &AtomicU32 {
-        &self.local[index as usize].state
+    fn state(&self, index: u32) -> &AtomicU64 {
+        &self.entry(index).state
     }
     #[inline(always)]
     fn generation(&self, index: u32) -> &AtomicU64 {
-        &self.local[index as usize].generation
+        &self.entry(index).generation
+    }
+}
+
+impl PoolInner {
+    /// This process's words for buffer `index` (validated as for `PoolMap::state`).
+    #[inline(always)]
+    fn entry(&self, index: u32) -> &LocalEntry {
+        debug_assert!((index as usize) < self.local.len());
+        // SAFETY: `local` has one entry per buffer and callers pass only validated indices.
+        unsafe { self.local.get_unchecked(index as usize) }
     }
 }
 
@@ -427,37 +446,40 @@ impl Drop for PoolInner {
     }
 }
 
-/// Process-wide table of open pools, so that every `open` of one pool in a process shares one
-/// attachment (one process slot, one set of private counts).
-static OPEN_POOLS: Mutex<Vec<OpenPool>> = Mutex::new(Vec::new());
-
-/// An entry of [`OPEN_POOLS`]: the object's (device, inode), the pid that opened it, the pool.
-type OpenPool = ((u64, u64), u32, Weak<PoolInner>);
-
-fn cached(file: &ShmFile) -> Result<Option<BufferPool>> {
+fn reuse(file: &ShmFile) -> Result<Option<BufferPool>> {
     let key = file.identity()?;
-    let pid = ProcessIdentity::current().pid;
-    let table = OPEN_POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(table
-        .iter()
-        .filter(|(k, p, _)| *k == key && *p == pid)
-        .find_map(|(_, _, weak)| weak.upgrade())
-        .map(|inner| BufferPool { inner }))
-}
-
-fn remember(key: (u64, u64), inner: &Arc<PoolInner>) {
-    let mut table = OPEN_POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    table.retain(|(_, _, w)| w.strong_count() > 0);
-    table.push((key, inner.identity.pid, Arc::downgrade(inner)));
+    Ok(lifetime::reuse(key, ProcessIdentity::current().pid).map(|ptr| BufferPool { ptr }))
 }
 
 /// A handle to a shared buffer pool. Cheap to clone; `Send` and `Sync`.
 ///
 /// Handles and guards keep the pool's mapping alive, so dropping the handle before its guards is
 /// fine. Do not use a handle across `fork`: open the pool again in the child.
-#[derive(Debug, Clone)]
 pub struct BufferPool {
-    inner: Arc<PoolInner>,
+    ptr: InnerPtr,
+}
+
+impl Clone for BufferPool {
+    fn clone(&self) -> Self {
+        lifetime::clone_handle(self.ptr);
+        BufferPool { ptr: self.ptr }
+    }
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        lifetime::drop_handle(self.ptr);
+    }
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("name", &self.name())
+            .field("config", &self.config())
+            .field("slot", &self.inner().slot)
+            .finish()
+    }
 }
 
 impl BufferPool {
@@ -479,7 +501,7 @@ impl BufferPool {
     /// Opens an anonymous pool from a descriptor another process handed over.
     pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<BufferPool> {
         let file = ShmFile::from_fd(fd)?;
-        if let Some(pool) = cached(&file)? {
+        if let Some(pool) = reuse(&file)? {
             return Ok(pool);
         }
         let b = PoolBuilder::new(None);
@@ -492,24 +514,29 @@ impl BufferPool {
         crate::os::shm::unlink(&object::path_of(&ShmDir::default(), name)?)
     }
 
+    fn inner(&self) -> &PoolInner {
+        // SAFETY: this handle keeps the attachment alive (see `lifetime`).
+        unsafe { self.ptr.0.as_ref() }
+    }
+
     /// The pool's name (`anonymous` for an anonymous pool).
     pub fn name(&self) -> &str {
-        &self.inner.map.label
+        &self.inner().map.label
     }
 
     /// The pool's file (`memfd:…` for an anonymous pool).
     pub fn path(&self) -> &Path {
-        self.inner.map.path()
+        self.inner().map.path()
     }
 
     /// A duplicate of the pool's descriptor, to hand an anonymous pool to another process.
     pub fn fd(&self) -> Result<std::os::fd::OwnedFd> {
-        self.inner.map.object.file.try_clone_fd()
+        self.inner().map.object.file.try_clone_fd()
     }
 
     /// Count, size and alignment of the buffers.
     pub fn config(&self) -> PoolConfig {
-        self.inner.map.layout.config
+        self.inner().map.layout.config
     }
 
     /// Number of buffers.
@@ -524,31 +551,42 @@ impl BufferPool {
 
     /// The pool instance's random identity (tokens carry its low 32 bits).
     pub fn pool_id(&self) -> u64 {
-        self.inner.map.pool_id
+        self.inner().map.pool_id
     }
 
     /// Where the buffers' bytes live.
     pub fn storage(&self) -> Storage {
-        self.inner.map.storage
+        self.inner().map.storage
     }
 
     /// Buffers no process holds right now (a snapshot).
     pub fn free_count(&self) -> u32 {
-        self.inner.map.free_count()
+        self.inner().map.free_count()
+    }
+
+    /// How many processes have a thread parked in a blocking acquire right now.
+    pub fn waiting_processes(&self) -> u32 {
+        self.inner().map.header().parked.load(SeqCst).count_ones()
     }
 
     /// This process's slot in the pool's process table.
     pub fn process_slot(&self) -> usize {
-        self.inner.slot
+        self.inner().slot
     }
 
     /// Takes a free buffer for writing, or fails with [`Error::PoolExhausted`] at once.
+    #[inline]
     pub fn try_acquire(&self) -> Result<BufferMut> {
-        if let Some(b) = self.take() {
-            return Ok(b);
+        match self.take() {
+            Some(b) => Ok(b),
+            None => self.try_acquire_slow(),
         }
+    }
+
+    #[cold]
+    fn try_acquire_slow(&self) -> Result<BufferMut> {
         // A dead holder never releases: reclaim before declaring the pool exhausted.
-        if !self.inner.sweep().is_empty() {
+        if !self.inner().sweep().is_empty() {
             if let Some(b) = self.take() {
                 return Ok(b);
             }
@@ -572,14 +610,14 @@ impl BufferPool {
     /// One pass over the free hints; no system call, no allocation.
     #[inline]
     fn take(&self) -> Option<BufferMut> {
-        let inner = &*self.inner;
+        let inner = self.inner();
         let start = if inner.map.hint_words().len() > 1 {
             inner.cursor.fetch_add(1, Relaxed)
         } else {
             0
         };
         let (index, generation) = protocol::try_acquire(&inner.map, inner, inner.me, start)?;
-        Some(BufferMut::fresh(self.inner.clone(), index, generation))
+        Some(BufferMut::fresh(self.ptr, index, generation))
     }
 
     fn acquire_until(&self, deadline: Option<(Instant, Duration)>) -> Result<BufferMut> {
@@ -587,7 +625,7 @@ impl BufferPool {
             return Ok(b);
         }
         // Spin briefly: a release is often only nanoseconds away, a futex round trip is not.
-        let spin_end = Instant::now() + self.inner.spin;
+        let spin_end = Instant::now() + self.inner().spin;
         loop {
             for _ in 0..16 {
                 std::hint::spin_loop();
@@ -599,7 +637,7 @@ impl BufferPool {
                 break;
             }
         }
-        if !self.inner.sweep().is_empty() {
+        if !self.inner().sweep().is_empty() {
             if let Some(b) = self.take() {
                 return Ok(b);
             }
@@ -608,7 +646,7 @@ impl BufferPool {
     }
 
     fn park(&self, deadline: Option<(Instant, Duration)>) -> Result<BufferMut> {
-        let inner = &*self.inner;
+        let inner = self.inner();
         let _parked = Parked::enter(inner);
         let wake_seq = &inner.map.header().wake_seq;
         loop {
@@ -639,78 +677,70 @@ impl BufferPool {
     }
 
     /// Takes a read-only reference to the buffer a token names.
+    #[inline]
     ///
     /// Fails with [`Error::StaleRef`] if the buffer has been released and reused since, and with
     /// [`Error::Busy`] while its writer has not frozen it.
     pub fn get(&self, token: BufferRef) -> Result<Buffer> {
         self.take_ref(token, Access::Read)?;
-        Ok(Buffer::new(self.inner.clone(), token.index(), token.generation()))
+        Ok(Buffer::new(self.ptr, token.index(), token.generation()))
     }
 
     /// Takes exclusive write access to the buffer a token names. Succeeds only if this process
     /// would be its only holder: typically a buffer [handed](BufferMut::send) to this process.
     pub fn get_mut(&self, token: BufferRef) -> Result<BufferMut> {
         self.take_ref(token, Access::Write)?;
-        Ok(BufferMut::adopt(
-            self.inner.clone(),
-            token.index(),
-            token.generation(),
-        ))
+        Ok(BufferMut::adopt(self.ptr, token.index(), token.generation()))
     }
 
+    #[inline]
     fn take_ref(&self, token: BufferRef, access: Access) -> Result<()> {
         self.check_token(token)?;
-        let inner = &*self.inner;
-        protocol::get(
+        let inner = self.inner();
+        match protocol::get(
             &inner.map,
             inner,
             inner.me,
             token.index(),
             token.generation(),
             access,
-        )
-        .map_err(|e| match e {
-            GetError::Free => Error::StaleRef {
-                reference: token,
-                current: None,
-            },
-            GetError::Stale { current } => Error::StaleRef {
-                reference: token,
-                current: Some(current),
-            },
-            GetError::Busy(reason) => Error::Busy {
-                index: token.index(),
-                reason,
-            },
-            GetError::TooManyRefs => Error::Busy {
-                index: token.index(),
-                reason: "this process holds 2^30 - 1 references to it",
-            },
-        })
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(get_error(token, e)),
+        }
     }
 
+    /// Two comparisons on the hot path; the error is built out of line.
+    #[inline]
     fn check_token(&self, token: BufferRef) -> Result<()> {
-        if token.pool_tag() != self.inner.map.pool_id as u32 {
-            return Err(Error::WrongPool {
+        let map = &self.inner().map;
+        if token.pool_tag() != map.pool_id as u32 || token.index() >= map.layout.config.count {
+            return Err(self.token_error(token));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn token_error(&self, token: BufferRef) -> Error {
+        if token.pool_tag() != self.inner().map.pool_id as u32 {
+            Error::WrongPool {
                 reference: token,
                 pool: self.name().to_string(),
-            });
-        }
-        if token.index() >= self.buffer_count() {
-            return Err(Error::InvalidIndex {
+            }
+        } else {
+            Error::InvalidIndex {
                 index: token.index(),
                 count: self.buffer_count(),
                 pool: self.name().to_string(),
-            });
+            }
         }
-        Ok(())
     }
 
     /// Drops one reference kept by [`Buffer::into_raw`] (or handed to this process and never
     /// taken). Fails with [`Error::DoubleRelease`] if this process holds none.
     pub fn release_raw(&self, token: BufferRef) -> Result<()> {
         self.check_token(token)?;
-        let inner = &*self.inner;
+        let inner = self.inner();
         let index = token.index();
         let entry = &inner.local[index as usize];
         let held_here = entry.state.load(Acquire) & protocol::LOCAL_COUNT > 0;
@@ -735,7 +765,7 @@ impl BufferPool {
 
     /// The process attached with `pid`, to hand buffers to.
     pub fn peer(&self, pid: u32) -> Result<Peer> {
-        self.inner
+        self.inner()
             .map
             .slots()
             .iter()
@@ -743,7 +773,7 @@ impl BufferPool {
             .find_map(|(slot, s)| {
                 let word = s.owner.load(Acquire);
                 let owner = registry::Owner::decode(word);
-                (owner.state == SlotState::Active && owner.pid == pid && slot != self.inner.slot)
+                (owner.state == SlotState::Active && owner.pid == pid && slot != self.inner().slot)
                     .then_some(Peer::new(slot, pid, word))
             })
             .ok_or_else(|| Error::PeerNotAttached {
@@ -757,12 +787,12 @@ impl BufferPool {
     /// Runs by itself when a pool is opened, before an acquire blocks, and every 50 ms while it
     /// stays blocked; call it to be prompt after a known crash.
     pub fn reclaim(&self) -> ReclaimReport {
-        self.inner.sweep()
+        self.inner().sweep()
     }
 
     /// A consistent-enough picture of the pool for people (`xmem inspect`).
     pub fn snapshot(&self) -> PoolSnapshot {
-        inspect::snapshot(&self.inner.map)
+        inspect::snapshot(&self.inner().map)
     }
 
     fn describe_holders(&self) -> String {
@@ -799,6 +829,28 @@ impl PoolInner {
                 .fetch_add(report.references, Relaxed);
         }
         report
+    }
+}
+
+#[cold]
+fn get_error(token: BufferRef, e: GetError) -> Error {
+    match e {
+        GetError::Free => Error::StaleRef {
+            reference: token,
+            current: None,
+        },
+        GetError::Stale { current } => Error::StaleRef {
+            reference: token,
+            current: Some(current),
+        },
+        GetError::Busy(reason) => Error::Busy {
+            index: token.index(),
+            reason,
+        },
+        GetError::TooManyRefs => Error::Busy {
+            index: token.index(),
+            reason: "this process holds 2^30 - 1 references to it",
+        },
     }
 }
 

@@ -70,14 +70,14 @@ impl SharedCells for Cells {
 }
 
 struct Local {
-    state: Vec<AtomicU32>,
+    state: Vec<AtomicU64>,
     gens: Vec<AtomicU64>,
 }
 
 impl Local {
     fn new(n: u32) -> Arc<Local> {
         Arc::new(Local {
-            state: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            state: (0..n).map(|_| AtomicU64::new(0)).collect(),
             gens: (0..n).map(|_| AtomicU64::new(0)).collect(),
         })
     }
@@ -86,7 +86,7 @@ impl Local {
 impl LocalCells for Local {
     type W64 = AtomicU64;
     type W32 = AtomicU32;
-    fn state(&self, i: u32) -> &AtomicU32 {
+    fn state(&self, i: u32) -> &AtomicU64 {
         &self.state[i as usize]
     }
     fn generation(&self, i: u32) -> &AtomicU64 {
@@ -99,8 +99,14 @@ const P1: u64 = 1 << 1;
 const P2: u64 = 1 << 2;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(3, f)
+}
+
+/// Three-thread scenarios explore at a preemption bound of 2 to stay within minutes.
+fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(3);
+    b.preemption_bound = Some(preemptions);
+    b.max_branches = 100_000;
     b.check(f);
 }
 
@@ -136,7 +142,7 @@ fn acquirers_never_share_a_buffer_and_every_release_returns_it() {
                     if let Some((i, _)) = try_acquire(&*c, &*l, me, 0) {
                         assert_eq!(owner.swap(me, SeqCst), 0, "two writers at once");
                         owner.store(0, SeqCst);
-                        assert_eq!(release(&*c, &*l, me, i), Ok(Released::Freed));
+                        assert_eq!(release_writer(&*c, &*l, i), Released::Freed);
                     }
                 })
             })
@@ -158,7 +164,7 @@ fn a_stale_token_never_reaches_another_lifes_data() {
         let l0 = Local::new(1);
         let (i, g1) = try_acquire(&*c, &*l0, P0, 0).unwrap();
         c.data[0].store(g1, Relaxed);
-        freeze(&*c, &*l0, i);
+        freeze(&*c, &*l0, P0, i);
         let producer = {
             let c = c.clone();
             thread::spawn(move || {
@@ -166,7 +172,7 @@ fn a_stale_token_never_reaches_another_lifes_data() {
                 assert!(release(&*c, &*l0, P0, i).is_ok());
                 if let Some((i, g2)) = try_acquire(&*c, &*l0, P0, 0) {
                     c.data[0].store(g2, Relaxed);
-                    freeze(&*c, &*l0, i);
+                    freeze(&*c, &*l0, P0, i);
                     assert!(release(&*c, &*l0, P0, i).is_ok());
                 }
             })
@@ -198,7 +204,7 @@ fn threads_of_one_process_share_its_holder_bit_exactly() {
         let c = Cells::new(1);
         let l0 = Local::new(1);
         let (i, g) = try_acquire(&*c, &*l0, P0, 0).unwrap();
-        freeze(&*c, &*l0, i);
+        freeze(&*c, &*l0, P0, i);
         let l1 = Local::new(1);
         // Process P1's two threads take and drop references while P0 drops its own.
         let t: Vec<_> = (0..2)
@@ -232,7 +238,7 @@ fn a_reclaimer_and_a_live_release_free_a_buffer_exactly_once() {
         // Dead P1 and live P0 share buffer 0.
         let l0 = Local::new(1);
         let (i, g) = try_acquire(&*c, &*l0, P0, 0).unwrap();
-        freeze(&*c, &*l0, i);
+        freeze(&*c, &*l0, P0, i);
         let l1 = Local::new(1);
         get(&*c, &*l1, P1, 0, g, Access::Read).unwrap();
         let live = {
@@ -303,7 +309,7 @@ fn crash_is_reclaimed_while_others_work(crash: Crash) {
                     release(&*c, &*l0, P0, 0).unwrap();
                 }
                 if let Some((i, _)) = try_acquire(&*c, &*l0, P0, 0) {
-                    release(&*c, &*l0, P0, i).unwrap();
+                    release_writer(&*c, &*l0, i);
                 }
             })
         };
@@ -362,7 +368,7 @@ fn a_parking_acquirer_never_misses_the_release_that_frees_a_buffer() {
                 (got.is_some(), seen)
             })
         };
-        release(&*c, &*l0, P0, i).unwrap();
+        release_writer(&*c, &*l0, i);
         let (got, seen) = waiter.join().unwrap();
         // Either the waiter saw the free buffer, or its futex word moved (it would not sleep,
         // or the release's wake reaches it).
@@ -377,7 +383,7 @@ fn a_hand_off_races_the_recipients_own_get_without_losing_a_reference() {
         let c = Cells::new(1);
         let l0 = Local::new(1);
         let (i, g) = try_acquire(&*c, &*l0, P0, 0).unwrap();
-        freeze(&*c, &*l0, i);
+        freeze(&*c, &*l0, P0, i);
         let recipient = {
             let c = c.clone();
             thread::spawn(move || {
@@ -402,5 +408,94 @@ fn a_hand_off_races_the_recipients_own_get_without_losing_a_reference() {
         assert!(release(&*c, &*l1, P1, 0).is_ok());
         assert_eq!(c.holders[0].load(SeqCst), 0);
         assert_all_free(&c);
+    });
+}
+
+#[test]
+fn an_acquire_races_a_same_process_get_with_a_stale_token() {
+    model(|| {
+        let c = Cells::new(1);
+        let l0 = Local::new(1);
+        let (i, g1) = try_acquire(&*c, &*l0, P0, 0).unwrap();
+        freeze(&*c, &*l0, P0, i);
+        release(&*c, &*l0, P0, i).unwrap(); // free; the token of life g1 is stale
+        let stale = {
+            let (c, l0) = (c.clone(), l0.clone());
+            thread::spawn(move || match get(&*c, &*l0, P0, 0, g1, Access::Read) {
+                Ok(()) => panic!("a stale token was accepted"),
+                Err(_) => {}
+            })
+        };
+        // Another thread of the same process takes the buffer for a new life meanwhile.
+        if let Some((i, g2)) = try_acquire(&*c, &*l0, P0, 0) {
+            assert_ne!(g2, g1);
+            assert_eq!(
+                l0.state[0].load(SeqCst),
+                1 | LOCAL_WRITE,
+                "the acquirer's local state was lost"
+            );
+            freeze(&*c, &*l0, P0, i);
+            release(&*c, &*l0, P0, i).unwrap();
+        }
+        stale.join().unwrap();
+        assert_eq!(l0.state[0].load(SeqCst), 0);
+        assert_all_free(&c);
+    });
+}
+
+#[test]
+fn a_writers_release_and_a_same_process_acquirer_hand_over_cleanly() {
+    model(|| {
+        let c = Cells::new(1);
+        let l0 = Local::new(1);
+        let (i, _) = try_acquire(&*c, &*l0, P0, 0).unwrap();
+        let other = {
+            let (c, l0) = (c.clone(), l0.clone());
+            thread::spawn(move || {
+                if let Some((i, _)) = try_acquire(&*c, &*l0, P0, 0) {
+                    assert_eq!(release_writer(&*c, &*l0, i), Released::Freed);
+                }
+            })
+        };
+        assert_eq!(release_writer(&*c, &*l0, i), Released::Freed);
+        other.join().unwrap();
+        assert_eq!(l0.state[0].load(SeqCst), 0);
+        assert_all_free(&c);
+    });
+}
+
+#[test]
+fn a_stale_get_during_two_releases_neither_leaks_nor_frees_twice() {
+    model_bounded(2, || {
+        let c = Cells::new(1);
+        let l0 = Local::new(1);
+        let (i, g1) = try_acquire(&*c, &*l0, P0, 0).unwrap();
+        release_writer(&*c, &*l0, i); // free; the token of life g1 is stale
+        let stale = {
+            let (c, l0) = (c.clone(), l0.clone());
+            thread::spawn(move || assert!(get(&*c, &*l0, P0, 0, g1, Access::Read).is_err()))
+        };
+        // Life 2, frozen with two references held by two threads, which then both let go while
+        // the stale getter may be leaving. If its exit cleared a releaser's BUSY, the other
+        // releaser could run its own 1 → 0 transition concurrently and one release would fail
+        // or free the buffer twice.
+        let (i, g2) = try_acquire(&*c, &*l0, P0, 0).unwrap();
+        freeze(&*c, &*l0, P0, i);
+        get(&*c, &*l0, P0, 0, g2, Access::Read).unwrap();
+        let other = {
+            let (c, l0) = (c.clone(), l0.clone());
+            thread::spawn(move || release(&*c, &*l0, P0, 0).unwrap())
+        };
+        let mine = release(&*c, &*l0, P0, i).unwrap();
+        let theirs = other.join().unwrap();
+        stale.join().unwrap();
+        // The stale getter may have counted itself in on the fast path; then its own undo is
+        // the release that frees the buffer. Never twice, and free in the end.
+        assert!(
+            !(mine == Released::Freed && theirs == Released::Freed),
+            "freed twice"
+        );
+        assert_eq!(c.holders[0].load(SeqCst), 0, "never freed");
+        assert_eq!(l0.state[0].load(SeqCst), 0);
     });
 }

@@ -8,7 +8,9 @@
 //! it, so a token outliving its buffer's life is detected.
 //!
 //! How *many* references a process holds is private to that process (its local state word per
-//! buffer). Only the 0↔1 transitions of that count touch the shared word, each with one CAS.
+//! buffer: the count, WRITE while the one reference is a write guard, BUSY plus the moving
+//! thread's token while a thread moves the count between 0 and 1). Only the 0↔1 transitions of
+//! that count touch the shared word, each with one atomic operation.
 //!
 //! # Why this survives `kill -9` at any instruction
 //!
@@ -27,6 +29,21 @@
 //! words by [`rebuild_hints`]. A double release cannot corrupt anything: releasing requires the
 //! caller's bit to be set, and is reported when it is not.
 //!
+//! # Single-writer words
+//!
+//! While WRITER is set the holder word has exactly one writer, its holder: getters fail without
+//! writing, acquirers need it to be 0, reclaimers only clear bits of dead processes (the writer
+//! lives), and hand-offs need a holder. The local state word of a write guard (`1|WRITE`) is not
+//! changed by any other thread either: getters see WRITE and fail, acquirers need it to be 0. So
+//! freezing, a writer's release and a writer's hand-off are plain stores.
+//!
+//! An acquirer sets its local word with a plain store too, after waiting until it reads 0. The
+//! one thread that could write that word meanwhile is one of ours trying a stale token, which
+//! takes BUSY from 0 and would be overwritten; its BUSY carries its thread token and it leaves
+//! only by `CAS(its BUSY → 0)`, which then fails harmlessly and can never clear another thread's
+//! BUSY. So acquire plus drop cost three locked instructions: claim a hint, take the holder word,
+//! publish the hint.
+//!
 //! # Waiting
 //!
 //! A thread that must park sets its process's bit in `parked` and sleeps on the futex word
@@ -36,7 +53,7 @@
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
-use crate::sync::{backoff, seqcst_store_load, Word32, Word64};
+use crate::sync::{backoff, seqcst_store_load, thread_token, Word32, Word64};
 
 /// Holder-word bit: the single holder has exclusive write access.
 pub const WRITER: u64 = 1 << 63;
@@ -44,11 +61,17 @@ pub const WRITER: u64 = 1 << 63;
 pub const HOLDERS: u64 = !WRITER;
 
 /// Local state: number of references this process holds.
-pub const LOCAL_COUNT: u32 = (1 << 30) - 1;
-/// Local state: the reference is the exclusive writer.
-pub const LOCAL_WRITE: u32 = 1 << 30;
-/// Local state: a thread is moving the count between 0 and 1 (others wait).
-pub const LOCAL_BUSY: u32 = 1 << 31;
+pub const LOCAL_COUNT: u64 = (1 << 30) - 1;
+/// Local state: the one reference is the exclusive writer.
+pub const LOCAL_WRITE: u64 = 1 << 30;
+/// Local state: a thread is moving the count between 0 and 1 (others wait); bits 32.. name it.
+pub const LOCAL_BUSY: u64 = 1 << 31;
+
+/// This thread's BUSY value: the flag plus its token, so only it can clear it.
+#[inline]
+fn busy() -> u64 {
+    LOCAL_BUSY | (u64::from(thread_token()) << 32)
+}
 
 /// The holder-word bit of process slot `slot`.
 pub fn slot_bit(slot: usize) -> u64 {
@@ -78,15 +101,15 @@ pub trait SharedCells {
     fn wake_one(&self);
 }
 
-/// The calling process's private words, one pair per buffer.
+/// The calling process's private words, per buffer.
 pub trait LocalCells {
     /// 64-bit word type.
     type W64: Word64;
     /// 32-bit word type.
     type W32: Word32;
-    /// `count | LOCAL_WRITE | LOCAL_BUSY`.
-    fn state(&self, index: u32) -> &Self::W32;
-    /// The generation of the life this process holds (valid while count > 0).
+    /// `count | LOCAL_WRITE | LOCAL_BUSY | token << 32`.
+    fn state(&self, index: u32) -> &Self::W64;
+    /// The generation of the life this process holds (valid while it holds it).
     fn generation(&self, index: u32) -> &Self::W64;
 }
 
@@ -135,8 +158,6 @@ pub enum TransferError {
     NotHeld,
     /// A recipient already holds (or was already handed) this buffer.
     RecipientHolds(u64),
-    /// The buffer is being written: it can be moved, not shared.
-    Writing,
 }
 
 fn hint_of(index: u32) -> (usize, u64) {
@@ -146,55 +167,67 @@ fn hint_of(index: u32) -> (usize, u64) {
 /// Takes a free buffer for exclusive writing. Returns its index and new generation.
 ///
 /// `start` picks the first hint word to look at, to spread contending acquirers.
+#[inline]
 pub fn try_acquire<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, start: usize) -> Option<(u32, u64)> {
     let hints = c.hints();
     let words = hints.len();
-    for k in 0..words {
-        let w = (start + k) % words;
-        let cell = &hints[w];
+    // No division on the hot path: `start` is almost always 0 (pools of up to 64 buffers).
+    let mut w = if start < words { start } else { start % words };
+    for _ in 0..words {
+        let word = w;
+        w = if w + 1 == words { 0 } else { w + 1 };
+        let cell = &hints[word];
         // SeqCst: pairs with a parking waiter's SeqCst `parked` update (see module docs).
         let mut bits = cell.load(SeqCst);
         while bits != 0 {
             let mask = 1u64 << bits.trailing_zeros();
-            let before = cell.fetch_and(!mask, AcqRel);
-            bits = before & !mask;
-            if before & mask == 0 {
-                continue; // another acquirer claimed this hint first
+            // Only this bit of the old value is used, so this is one `lock btr` on x86.
+            let claimed = cell.fetch_and(!mask, AcqRel) & mask != 0;
+            if !claimed {
+                bits = cell.load(Relaxed); // another acquirer claimed this hint first
+                continue;
             }
-            let index = (w as u32) * 64 + mask.trailing_zeros();
+            let index = (word as u32) * 64 + mask.trailing_zeros();
             if index >= c.count() {
-                continue; // a hint beyond the last buffer: drop it
+                bits = cell.load(Relaxed); // a hint beyond the last buffer: dropped
+                continue;
             }
             crate::crash_point!("acquire.after_hint");
             if c.holders(index).cas(0, WRITER | me, AcqRel, Relaxed).is_err() {
-                continue; // stale hint: the buffer is in use; the hint is dropped
+                bits = cell.load(Relaxed); // a stale hint (the buffer is in use): dropped
+                continue;
             }
             crate::crash_point!("acquire.after_take");
             // Exclusive now: nobody else writes the generation while WRITER is set.
             let generation = c.generation(index).load(Relaxed).wrapping_add(1);
             c.generation(index).store(generation, Relaxed);
-            // A same-process `get` with a stale token may be mid-transition; let it finish.
+            // This process holds no reference to a free buffer, so its local word is 0, or not
+            // yet 0 while a thread of ours finishes releasing the buffer's previous life: wait
+            // that out, then store (see "Single-writer words" for why a store is enough).
             let state = l.state(index);
             let mut spins = 0;
-            while state.cas(0, 1 | LOCAL_WRITE, Acquire, Relaxed).is_err() {
+            while state.load(Acquire) != 0 {
                 backoff(&mut spins);
             }
             l.generation(index).store(generation, Relaxed);
+            state.store(1 | LOCAL_WRITE, Release);
             return Some((index, generation));
         }
     }
     None
 }
 
-/// Ends exclusive writing: the buffer becomes shared and readable by token.
-pub fn freeze<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32) {
+/// Ends exclusive writing: the buffer becomes shared and readable by token, and the write guard
+/// becomes this process's one read reference. Plain stores: see "Single-writer words".
+#[inline]
+pub fn freeze<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) {
     // Release: the data and metadata written so far happen-before any later `get`.
-    c.holders(index).fetch_and(!WRITER, Release);
-    // The writer's is the only local reference; no other thread changes this word meanwhile.
+    c.holders(index).store(me, Release);
     l.state(index).store(1, Release);
 }
 
 /// Takes another reference to the buffer `(index, generation)` for this process.
+#[inline]
 pub fn get<C: SharedCells, L: LocalCells>(
     c: &C,
     l: &L,
@@ -205,16 +238,16 @@ pub fn get<C: SharedCells, L: LocalCells>(
 ) -> Result<(), GetError> {
     let state = l.state(index);
     let mut spins = 0;
-    loop {
+    let mine = loop {
         let s = state.load(Acquire);
         if s & LOCAL_BUSY != 0 {
             backoff(&mut spins);
             continue;
         }
-        let n = s & LOCAL_COUNT;
-        if n == 0 {
-            if state.cas(0, LOCAL_BUSY, Acquire, Relaxed).is_ok() {
-                break; // this thread makes the 0 → 1 transition
+        if s == 0 {
+            let mine = busy();
+            if state.cas(0, mine, Acquire, Relaxed).is_ok() {
+                break mine; // this thread makes the 0 → 1 transition
             }
             continue;
         }
@@ -227,7 +260,7 @@ pub fn get<C: SharedCells, L: LocalCells>(
                 "it is shared; write access needs the only reference",
             ));
         }
-        if n == LOCAL_COUNT {
+        if s == LOCAL_COUNT {
             return Err(GetError::TooManyRefs);
         }
         if state.cas(s, s + 1, Acquire, Relaxed).is_err() {
@@ -239,15 +272,17 @@ pub fn get<C: SharedCells, L: LocalCells>(
             return Err(GetError::Stale { current: held });
         }
         return Ok(());
-    }
+    };
     match take_shared(c, me, index, generation, access) {
         Ok(write) => {
             l.generation(index).store(generation, Relaxed);
-            state.store(1 | if write { LOCAL_WRITE } else { 0 }, Release);
+            state.store(if write { 1 | LOCAL_WRITE } else { 1 }, Release);
             Ok(())
         }
         Err(e) => {
-            state.store(0, Release);
+            // Only if it is still our BUSY: for a free buffer an acquirer of ours may have
+            // stored its own state over it (see the module docs).
+            let _ = state.cas(mine, 0, Release, Relaxed);
             Err(e)
         }
     }
@@ -311,7 +346,8 @@ fn take_shared<C: SharedCells>(
     Ok(false)
 }
 
-/// Drops one of this process's references.
+/// Drops one of this process's read references (write guards use [`release_writer`]).
+#[inline]
 pub fn release<C: SharedCells, L: LocalCells>(
     c: &C,
     l: &L,
@@ -326,18 +362,20 @@ pub fn release<C: SharedCells, L: LocalCells>(
             backoff(&mut spins);
             continue;
         }
-        let n = s & LOCAL_COUNT;
-        if n == 0 {
+        if s == 0 {
             // Not held locally; a reference handed to us but never adopted is still ours.
             return release_pending(c, l, me, index);
         }
-        if n > 1 {
+        if s & LOCAL_WRITE != 0 {
+            return Err(NotHeld); // a write guard, not a read reference: see `release_writer`
+        }
+        if s > 1 {
             if state.cas(s, s - 1, Release, Relaxed).is_ok() {
                 return Ok(Released::Kept);
             }
             continue;
         }
-        if state.cas(s, LOCAL_BUSY, Acquire, Relaxed).is_ok() {
+        if state.cas(1, busy(), Acquire, Relaxed).is_ok() {
             break; // this thread makes the 1 → 0 transition
         }
     }
@@ -345,6 +383,19 @@ pub fn release<C: SharedCells, L: LocalCells>(
     let result = remove_holder(c, me, index);
     state.store(0, Release);
     result
+}
+
+/// Gives up a write guard, freeing the buffer (the writer is its only holder). Plain stores: see
+/// "Single-writer words". The local word stays `1|WRITE` until the end, which keeps our own
+/// acquirers (they CAS from 0) off the buffer until this thread is done with it.
+#[inline]
+pub fn release_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32) -> Released {
+    crate::crash_point!("release.after_local");
+    c.holders(index).store(0, Release);
+    crate::crash_point!("release.after_empty");
+    publish_free(c, index);
+    l.state(index).store(0, Release);
+    Released::Freed
 }
 
 /// Drops a reference handed to this process that it never adopted.
@@ -355,14 +406,15 @@ fn release_pending<C: SharedCells, L: LocalCells>(
     index: u32,
 ) -> Result<Released, NotHeld> {
     let state = l.state(index);
-    if state.cas(0, LOCAL_BUSY, Acquire, Relaxed).is_err() {
+    let mine = busy();
+    if state.cas(0, mine, Acquire, Relaxed).is_err() {
         return Err(NotHeld); // a thread is taking it right now; it was not ours to drop
     }
     let result = match c.holders(index).load(Acquire) {
         h if h & me != 0 && h & WRITER == 0 => remove_holder(c, me, index),
         _ => Err(NotHeld),
     };
-    state.store(0, Release);
+    let _ = state.cas(mine, 0, Release, Relaxed); // as in `get`: it may have been overwritten
     result
 }
 
@@ -370,6 +422,7 @@ fn release_pending<C: SharedCells, L: LocalCells>(
 ///
 /// This is the single step both a live release and a reclaimer take, so whichever of them clears
 /// the last bit frees the buffer, exactly once.
+#[inline]
 pub fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Released, NotHeld> {
     let cell = c.holders(index);
     let mut h = cell.load(Relaxed);
@@ -393,6 +446,7 @@ pub fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Rele
 }
 
 /// Makes a freed buffer findable again and wakes a parked acquirer if there is one.
+#[inline]
 pub fn publish_free<C: SharedCells>(c: &C, index: u32) {
     let (word, mask) = hint_of(index);
     c.hints()[word].fetch_or(mask, SeqCst);
@@ -407,7 +461,7 @@ pub fn publish_free<C: SharedCells>(c: &C, index: u32) {
 pub fn try_upgrade<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) -> bool {
     let state = l.state(index);
     // Only the sole local reference may upgrade; BUSY keeps other threads out meanwhile.
-    if state.cas(1, 1 | LOCAL_BUSY, Acquire, Relaxed).is_err() {
+    if state.cas(1, 1 | busy(), Acquire, Relaxed).is_err() {
         return false;
     }
     let ok = c.holders(index).cas(me, WRITER | me, Acquire, Relaxed).is_ok();
@@ -416,7 +470,7 @@ pub fn try_upgrade<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: 
 }
 
 /// Hands references to the processes in `to` (a mask of slot bits). With `consume`, one of the
-/// caller's references goes with it (a move); without, the caller keeps all of its own.
+/// caller's read references goes with it (a move); without, the caller keeps all of its own.
 ///
 /// Each recipient gets its bit set: a reference it owns from this moment, adopted by its first
 /// `get` and returned by its exit or death like any other.
@@ -431,19 +485,18 @@ pub fn transfer<C: SharedCells, L: LocalCells>(
     debug_assert!(to != 0 && to & (me | WRITER) == 0);
     let state = l.state(index);
     let mut spins = 0;
-    // Decide whether this moves the process's last local reference (then its bit goes too).
+    // Decide whether this moves the process's last reference (then its bit goes too).
     let last = loop {
         let s = state.load(Acquire);
         if s & LOCAL_BUSY != 0 {
             backoff(&mut spins);
             continue;
         }
-        let n = s & LOCAL_COUNT;
-        if n == 0 {
-            return Err(TransferError::NotHeld);
+        if s & LOCAL_COUNT == 0 || s & LOCAL_WRITE != 0 {
+            return Err(TransferError::NotHeld); // write guards move with `transfer_writer`
         }
-        if consume && n == 1 {
-            if state.cas(s, LOCAL_BUSY, Acquire, Relaxed).is_ok() {
+        if consume && s == 1 {
+            if state.cas(1, busy(), Acquire, Relaxed).is_ok() {
                 break true;
             }
             continue;
@@ -459,10 +512,7 @@ pub fn transfer<C: SharedCells, L: LocalCells>(
         if h & to != 0 {
             break Err(TransferError::RecipientHolds(h & to));
         }
-        if !last && h & WRITER != 0 {
-            break Err(TransferError::Writing);
-        }
-        let new = if last { (h & !me & !WRITER) | to } else { h | to };
+        let new = if last { (h & !me) | to } else { h | to };
         match cell.cas(h, new, AcqRel, Relaxed) {
             Ok(_) => break Ok(()),
             Err(now) => h = now,
@@ -475,6 +525,15 @@ pub fn transfer<C: SharedCells, L: LocalCells>(
         let _ = release(c, l, me, index);
     }
     result
+}
+
+/// Moves a write guard to the processes in `to`: the buffer is theirs (each holds a reference,
+/// write access is no one's), and this process holds nothing of it any more.
+pub fn transfer_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32, to: u64) {
+    debug_assert!(to != 0 && to & WRITER == 0);
+    // Release: what was written happens-before the recipients' `get`.
+    c.holders(index).store(to, Release);
+    l.state(index).store(0, Release);
 }
 
 /// What reclaiming a dead process returned.
