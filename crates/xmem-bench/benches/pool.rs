@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the buffer pool.
 //!
+//! * `floor/*`: N uncontended locked instructions, the cost the hot paths cannot go below.
 //! * `pool/*`: the uncontended hot paths (no system call; see `tests/pool_syscalls.rs`).
 //! * `wake/*`: cross-process wake-up of a blocked acquire, beside a raw futex wake measured in
 //!   the same run (the floor it cannot beat).
@@ -8,6 +9,8 @@
 
 use std::hint::black_box;
 use std::time::Duration;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use xmem_bench::wake::{PoolWake, RawFutexWake};
@@ -53,22 +56,63 @@ fn hot_paths(c: &mut Criterion) {
     drop(holder);
 }
 
+/// The floor under the hot paths, measured in the same run: uncontended locked read-modify-write
+/// instructions on separate cache lines. acquire+drop needs 3, get+drop 2 (another reference of
+/// this process) or 4 (this process's first), and no shared-memory pool can do with fewer than
+/// one per change of shared state.
+fn floors(c: &mut Criterion) {
+    #[repr(align(64))]
+    struct Line(AtomicU64);
+    let lines: Vec<Line> = (0..4).map(|_| Line(AtomicU64::new(0))).collect();
+    let mut g = c.benchmark_group("floor");
+    g.measurement_time(Duration::from_secs(5)).sample_size(200);
+    for n in [2usize, 3, 4] {
+        g.bench_function(format!("{n}-locked-rmw"), |b| {
+            b.iter(|| {
+                for l in &lines[..n] {
+                    l.0.fetch_add(black_box(1), Ordering::AcqRel);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn wake(c: &mut Criterion) {
     let mut g = c.benchmark_group("wake");
     g.sample_size(30)
-        .measurement_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(300));
     let mut raw = RawFutexWake::start(&program()).unwrap();
-    g.bench_function("raw-futex", |b| {
-        b.iter_custom(|iters| Duration::from_nanos((0..iters).map(|_| raw.sample()).sum()))
-    });
-    drop(raw);
     let mut pool = PoolWake::start(&program()).unwrap();
+    // Paired: every recorded sample of one kind follows one (discarded) sample of the other, so
+    // both are measured under the same conditions on a shared, noisy machine.
+    g.bench_function("raw-futex", |b| {
+        b.iter_custom(|iters| {
+            Duration::from_nanos(
+                (0..iters)
+                    .map(|_| {
+                        pool.sample();
+                        raw.sample()
+                    })
+                    .sum(),
+            )
+        })
+    });
     g.bench_function("pool-acquire", |b| {
-        b.iter_custom(|iters| Duration::from_nanos((0..iters).map(|_| pool.sample()).sum()))
+        b.iter_custom(|iters| {
+            Duration::from_nanos(
+                (0..iters)
+                    .map(|_| {
+                        raw.sample();
+                        pool.sample()
+                    })
+                    .sum(),
+            )
+        })
     });
     g.finish();
 }
 
-criterion_group!(benches, hot_paths, wake);
+criterion_group!(benches, floors, hot_paths, wake);
 criterion_main!(benches);

@@ -1,9 +1,10 @@
 //! The shared-memory layout of a buffer pool.
 //!
 //! ```text
-//! 0            PoolHeader (384 B): object header, configuration, registry, parking words
+//! 0            PoolHeader (384 B): object header, configuration, registry
 //! 384          ProcessSlot × 63 (64 B each): who is attached
-//! …            free hints: one bit per buffer, 64 per word
+//! …            free set: `WakeWords` (parked, wake_seq), then the free hints, one bit per
+//!              buffer, 64 per word, starting in the same cache line
 //! …            BufferState × N (64 B each, one cache line): holder word + generation
 //! …            BufferMeta × N (512 B each): tensor description and metadata
 //! arena_offset the data arena, N × stride bytes, page-aligned, each buffer `alignment`-aligned
@@ -89,18 +90,30 @@ pub struct PoolHeader {
     _config_reserved: [AtomicU64; 12],
     /// Bit `s` set: process slot `s` is attached. Bit 63: the pool is closing (no new attach).
     pub registry: AtomicU64,
-    _pad_registry: [AtomicU64; 7],
-    /// Bit `s` set: some thread of process slot `s` is parked waiting for a free buffer.
-    pub parked: AtomicU64,
-    /// Futex word: bumped by a release that frees a buffer while someone is parked.
-    pub wake_seq: AtomicU32,
-    _pad_wake: [AtomicU32; 13],
+    _pad_registry: [AtomicU64; 15],
 }
 
 assert_layout!(PoolHeader, size 384, align 64, {
     object: 0, buffer_count: 128, alignment: 132, buffer_size: 136, pool_id: 144, storage: 152,
-    max_processes: 156, registry: 256, parked: 320, wake_seq: 328,
+    max_processes: 156, registry: 256,
 });
+
+/// The parking words, at the start of the free set: every release that frees a buffer sets a
+/// free hint and reads `parked`, so keeping them in the hints' first cache line makes that one
+/// line, which also halves what a waker must pull from a sleeping waiter's cache.
+#[repr(C)]
+#[derive(Debug)]
+pub struct WakeWords {
+    /// Bit `s` set: some thread of process slot `s` is parked waiting for a free buffer.
+    pub parked: AtomicU64,
+    /// Futex word: bumped by a release that frees a buffer while someone is parked.
+    pub wake_seq: AtomicU32,
+    _pad: AtomicU32,
+}
+
+assert_layout!(WakeWords, size 16, align 8, { parked: 0, wake_seq: 8 });
+// SAFETY: repr(C), only atomics, layout asserted above.
+unsafe impl SharedLayout for WakeWords {}
 // SAFETY: repr(C), only atomics, layout asserted above.
 unsafe impl SharedLayout for PoolHeader {}
 
@@ -234,7 +247,9 @@ pub struct PoolLayout {
     pub stride: u64,
     /// Offset of the process table.
     pub processes: usize,
-    /// Offset of the free-hint words.
+    /// Offset of the free set (64-aligned): [`WakeWords`], then the free-hint words.
+    pub free_set: usize,
+    /// Offset of the free-hint words (`free_set + 16`).
     pub hints: usize,
     /// Number of free-hint words.
     pub hint_words: usize,
@@ -282,7 +297,8 @@ impl PoolLayout {
         let stride = round_up(size, u64::from(alignment)).ok_or_else(too_big)?;
         let n = u64::from(count);
         let processes = std::mem::size_of::<PoolHeader>() as u64;
-        let hints = processes + (MAX_PROCESSES * std::mem::size_of::<ProcessSlot>()) as u64;
+        let free_set = processes + (MAX_PROCESSES * std::mem::size_of::<ProcessSlot>()) as u64;
+        let hints = free_set + std::mem::size_of::<WakeWords>() as u64;
         let hint_words = n.div_ceil(64);
         let states = round_up(hints + hint_words * 8, 64).ok_or_else(too_big)?;
         let metas = states + n * std::mem::size_of::<BufferState>() as u64;
@@ -298,6 +314,7 @@ impl PoolLayout {
             config,
             stride,
             processes: processes as usize,
+            free_set: free_set as usize,
             hints: hints as usize,
             hint_words: hint_words as usize,
             states: states as usize,
@@ -325,6 +342,8 @@ mod tests {
             alignment: 4096,
         })
         .unwrap();
+        assert_eq!(l.free_set % 64, 0);
+        assert_eq!(l.hints, l.free_set + 16);
         assert_eq!(l.states % 64, 0);
         assert_eq!(l.metas % 64, 0);
         assert_eq!(l.arena % 4096, 0);

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use super::layout::{
-    BufferMeta, BufferState, PoolConfig, PoolHeader, PoolLayout, ProcessSlot, Storage, LAYOUT_VERSION,
-    MAX_PROCESSES,
+    BufferMeta, BufferState, PoolConfig, PoolHeader, PoolLayout, ProcessSlot, Storage, WakeWords,
+    LAYOUT_VERSION, MAX_PROCESSES,
 };
 use super::protocol::SharedCells;
 use crate::error::{Error, Result};
@@ -37,6 +37,7 @@ pub(crate) struct PoolMap {
     pub storage: Storage,
     header: *const PoolHeader,
     slots: *const [ProcessSlot],
+    wake: *const WakeWords,
     hints: *const [AtomicU64],
     states: *const [BufferState],
     metas: *const [BufferMeta],
@@ -84,6 +85,7 @@ impl PoolMap {
         let map = &object.map;
         let n = config.count as usize;
         let slots: *const [ProcessSlot] = map.slice_at::<ProcessSlot>(layout.processes, MAX_PROCESSES)?;
+        let wake: *const WakeWords = map.at::<WakeWords>(layout.free_set)?;
         let hints: *const [AtomicU64] = map.slice_at::<AtomicU64>(layout.hints, layout.hint_words)?;
         let states: *const [BufferState] = map.slice_at::<BufferState>(layout.states, n)?;
         let metas: *const [BufferMeta] = map.slice_at::<BufferMeta>(layout.metas, n)?;
@@ -95,6 +97,7 @@ impl PoolMap {
             storage,
             header: h,
             slots,
+            wake,
             hints,
             states,
             metas,
@@ -120,6 +123,11 @@ impl PoolMap {
     pub fn slots(&self) -> &[ProcessSlot] {
         // SAFETY: as in `header`.
         unsafe { &*self.slots }
+    }
+
+    pub fn wake(&self) -> &WakeWords {
+        // SAFETY: as in `header`.
+        unsafe { &*self.wake }
     }
 
     pub fn hint_words(&self) -> &[AtomicU64] {
@@ -194,13 +202,13 @@ impl SharedCells for PoolMap {
     }
     #[inline(always)]
     fn parked(&self) -> &AtomicU64 {
-        &self.header().parked
+        &self.wake().parked
     }
     #[inline(always)]
     fn wake_seq(&self) -> &AtomicU32 {
-        &self.header().wake_seq
+        &self.wake().wake_seq
     }
     fn wake_one(&self) {
-        futex::wake(&self.header().wake_seq, 1);
+        futex::wake(&self.wake().wake_seq, 1);
     }
 }

@@ -566,7 +566,7 @@ impl BufferPool {
 
     /// How many processes have a thread parked in a blocking acquire right now.
     pub fn waiting_processes(&self) -> u32 {
-        self.inner().map.header().parked.load(SeqCst).count_ones()
+        self.inner().map.wake().parked.load(SeqCst).count_ones()
     }
 
     /// This process's slot in the pool's process table.
@@ -648,7 +648,7 @@ impl BufferPool {
     fn park(&self, deadline: Option<(Instant, Duration)>) -> Result<BufferMut> {
         let inner = self.inner();
         let _parked = Parked::enter(inner);
-        let wake_seq = &inner.map.header().wake_seq;
+        let wake_seq = &inner.map.wake().wake_seq;
         loop {
             let seen = wake_seq.load(SeqCst);
             if let Some(b) = self.take() {
