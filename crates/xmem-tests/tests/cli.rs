@@ -9,18 +9,19 @@ use xmem_tests::{PeerProcess, ShmScope};
 
 const PEER: &str = env!("CARGO_BIN_EXE_xmem-test-peer");
 
-/// The `xmem` binary, built beside the peer (built on demand when only this crate is tested).
+/// The `xmem` binary, built beside the peer. Built (or found up to date) once per test run:
+/// `cargo test` does not rebuild a binary whose package has no integration tests.
 fn xmem_bin() -> PathBuf {
-    let bin = Path::new(PEER).with_file_name("xmem");
-    if !bin.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "-q", "-p", "xmem-cli"]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
         assert!(cmd.status().unwrap().success(), "building xmem");
-    }
-    bin
+    });
+    Path::new(PEER).with_file_name("xmem")
 }
 
 struct Dir {

@@ -43,6 +43,43 @@ pub const MAX_PRODUCER: usize = 32;
 /// Bytes reserved per buffer for a device-memory handle (a CUDA IPC handle is 64).
 pub const DEVICE_HANDLE_SIZE: usize = 64;
 
+/// A hash of every shared struct's size and field offsets, stored in each pool and compared on
+/// open: two builds whose layouts differ refuse each other's pools even if someone forgot to
+/// bump [`LAYOUT_VERSION`].
+pub const LAYOUT_HASH: u64 = {
+    use std::mem::{offset_of, size_of};
+    let parts = [
+        size_of::<PoolHeader>(),
+        offset_of!(PoolHeader, registry),
+        offset_of!(PoolHeader, layout_hash),
+        size_of::<ProcessSlot>(),
+        offset_of!(ProcessSlot, owner),
+        offset_of!(ProcessSlot, reclaimed_refs),
+        size_of::<WakeWords>(),
+        offset_of!(WakeWords, wake_seq),
+        size_of::<BufferState>(),
+        offset_of!(BufferState, generation),
+        size_of::<BufferMeta>(),
+        offset_of!(BufferMeta, flags),
+        offset_of!(BufferMeta, shape),
+        offset_of!(BufferMeta, strides),
+        offset_of!(BufferMeta, content_type),
+        offset_of!(BufferMeta, producer),
+        offset_of!(BufferMeta, device_handle),
+        offset_of!(BufferMeta, user),
+        MAX_PROCESSES,
+        crate::tensor::MAX_DIMS,
+    ];
+    // FNV-1a over the numbers.
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut i = 0;
+    while i < parts.len() {
+        h = (h ^ parts[i] as u64).wrapping_mul(0x100000001b3);
+        i += 1;
+    }
+    h
+};
+
 /// Where the buffers' bytes live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
@@ -87,7 +124,9 @@ pub struct PoolHeader {
     pub storage: AtomicU32,
     /// [`MAX_PROCESSES`], recorded so a reader can check it.
     pub max_processes: AtomicU32,
-    _config_reserved: [AtomicU64; 12],
+    /// [`LAYOUT_HASH`] of the build that created the pool.
+    pub layout_hash: AtomicU64,
+    _config_reserved: [AtomicU64; 11],
     /// Bit `s` set: process slot `s` is attached. Bit 63: the pool is closing (no new attach).
     pub registry: AtomicU64,
     _pad_registry: [AtomicU64; 15],
@@ -95,7 +134,7 @@ pub struct PoolHeader {
 
 assert_layout!(PoolHeader, size 384, align 64, {
     object: 0, buffer_count: 128, alignment: 132, buffer_size: 136, pool_id: 144, storage: 152,
-    max_processes: 156, registry: 256,
+    max_processes: 156, layout_hash: 160, registry: 256,
 });
 
 /// The parking words, at the start of the free set: every release that frees a buffer sets a

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use super::layout::{
     BufferMeta, BufferState, PoolConfig, PoolHeader, PoolLayout, ProcessSlot, Storage, WakeWords,
-    LAYOUT_VERSION, MAX_PROCESSES,
+    LAYOUT_HASH, LAYOUT_VERSION, MAX_PROCESSES,
 };
 use super::protocol::SharedCells;
 use crate::error::{Error, Result};
@@ -60,6 +60,14 @@ impl PoolMap {
             detail,
         };
         let h = object.map.at::<PoolHeader>(0)?;
+        let hash = h.layout_hash.load(Relaxed);
+        if hash != LAYOUT_HASH {
+            return Err(Error::VersionMismatch {
+                path: path.clone(),
+                found: (hash >> 32) as u32,
+                supported: (LAYOUT_HASH >> 32) as u32,
+            });
+        }
         let config = PoolConfig {
             count: h.buffer_count.load(Relaxed),
             size: h.buffer_size.load(Relaxed),

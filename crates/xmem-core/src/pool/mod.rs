@@ -304,6 +304,7 @@ fn init_pool(map: &crate::os::Mapping, layout: &PoolLayout) -> Result<()> {
     h.pool_id.store(random_id(), Relaxed);
     h.storage.store(Storage::Host.code(), Relaxed);
     h.max_processes.store(MAX_PROCESSES as u32, Relaxed);
+    h.layout_hash.store(layout::LAYOUT_HASH, Relaxed);
     let hints = map.slice_at::<AtomicU64>(layout.hints, layout.hint_words)?;
     for (w, word) in hints.iter().enumerate() {
         let first = w as u64 * 64;
