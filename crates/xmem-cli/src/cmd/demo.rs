@@ -84,6 +84,8 @@ struct Consumer {
     stdin: Option<ChildStdin>,
     peer: Peer,
     stats: Arc<Mutex<ConsumerStats>>,
+    /// Reads the consumer's report lines; ends when the consumer exits.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -130,7 +132,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let peer = pool.peer(pid)?;
         let stats = Arc::new(Mutex::new(ConsumerStats::default()));
         let sink = stats.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if let Some(s) = parse_stats(&line) {
                     *sink.lock().unwrap() = s;
@@ -142,6 +144,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             child,
             peer,
             stats,
+            reader: Some(reader),
         });
     }
 
@@ -221,6 +224,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut failures = 0;
     for (i, c) in consumers.iter_mut().enumerate() {
         let status = c.child.wait()?;
+        // Its final report may still be in the pipe: let the reader finish first.
+        if let Some(reader) = c.reader.take() {
+            let _ = reader.join();
+        }
         let s = c.stats.lock().unwrap().clone();
         if !status.success() || !s.done || s.bad > 0 || s.frames != produced {
             failures += 1;

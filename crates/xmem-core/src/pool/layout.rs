@@ -163,7 +163,7 @@ pub const REGISTRY_CLOSED: u64 = 1 << 63;
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct ProcessSlot {
-    /// See [`OwnerWord`]: free, or attached / being reclaimed, with pid and start time.
+    /// `state:2 | pid:22 | start_ticks:40`: free, attached, or being reclaimed (see `registry`).
     pub owner: AtomicU64,
     /// Inode of the process's pid namespace.
     pub pidns: AtomicU64,
