@@ -14,17 +14,24 @@ fn peer() -> PeerProcess {
     PeerProcess::spawn(PEER, &[], &[])
 }
 
+/// A pool of `count` buffers of `size` bytes in `scope`, a peer process that opened it, and the
+/// peer's pid.
+fn pool_with_peer(scope: &ShmScope, count: u32, size: u64) -> (BufferPool, PeerProcess, u32) {
+    let name = scope.name("pool");
+    let pool = BufferPool::builder(&name)
+        .buffers(count)
+        .buffer_size(size)
+        .create()
+        .unwrap();
+    let mut peer = peer();
+    let pid = peer.ok(&format!("open {name}"))[0].parse().unwrap();
+    (pool, peer, pid)
+}
+
 #[test]
 fn hand_off_across_processes_outlives_the_producers_reference() {
     let scope = ShmScope::new("handoff");
-    let name = scope.name("pool");
-    let pool = BufferPool::builder(&name)
-        .buffers(4)
-        .buffer_size(4096)
-        .create()
-        .unwrap();
-    let mut consumer = peer();
-    consumer.ok(&format!("open {name}"));
+    let (pool, mut consumer, _pid) = pool_with_peer(&scope, 4, 4096);
 
     let mut b = pool.acquire().unwrap();
     b.set_tensor(&TensorDesc::contiguous(DType::F32, &[32, 32]).unwrap())
@@ -61,14 +68,7 @@ fn hand_off_across_processes_outlives_the_producers_reference() {
 #[test]
 fn send_moves_exclusive_ownership_to_another_process() {
     let scope = ShmScope::new("send");
-    let name = scope.name("pool");
-    let pool = BufferPool::builder(&name)
-        .buffers(2)
-        .buffer_size(1024)
-        .create()
-        .unwrap();
-    let mut worker = peer();
-    let pid: u32 = worker.ok(&format!("open {name}"))[0].parse().unwrap();
+    let (pool, mut worker, pid) = pool_with_peer(&scope, 2, 1024);
 
     let mut b = pool.acquire().unwrap();
     b.bytes_mut().fill(3);
@@ -95,14 +95,7 @@ fn send_moves_exclusive_ownership_to_another_process() {
 #[test]
 fn a_reference_handed_to_a_process_that_dies_untaken_is_returned() {
     let scope = ShmScope::new("sendkill");
-    let name = scope.name("pool");
-    let pool = BufferPool::builder(&name)
-        .buffers(2)
-        .buffer_size(64)
-        .create()
-        .unwrap();
-    let mut worker = peer();
-    let pid: u32 = worker.ok(&format!("open {name}"))[0].parse().unwrap();
+    let (pool, mut worker, pid) = pool_with_peer(&scope, 2, 64);
     let b = pool.acquire().unwrap().freeze();
     b.share_with(&[pool.peer(pid).unwrap()]).unwrap();
     drop(b);
@@ -167,14 +160,7 @@ fn stale_and_foreign_tokens_are_rejected_across_processes() {
 #[test]
 fn blocking_acquire_is_woken_when_another_process_releases() {
     let scope = ShmScope::new("wake");
-    let name = scope.name("pool");
-    let pool = BufferPool::builder(&name)
-        .buffers(2)
-        .buffer_size(64)
-        .create()
-        .unwrap();
-    let mut holder = peer();
-    holder.ok(&format!("open {name}"));
+    let (pool, mut holder, _pid) = pool_with_peer(&scope, 2, 64);
     assert_eq!(holder.ok("acquire_all"), ["2"]);
     let holder_slot_index = {
         let snap = pool.snapshot();
@@ -211,14 +197,8 @@ fn blocking_acquire_is_woken_when_another_process_releases() {
 #[test]
 fn an_exhausted_pool_fails_try_acquire_and_times_out_naming_the_holders() {
     let scope = ShmScope::new("exhaust");
-    let name = scope.name("pool");
-    let pool = BufferPool::builder(&name)
-        .buffers(3)
-        .buffer_size(64)
-        .create()
-        .unwrap();
-    let mut holder = peer();
-    let pid = holder.ok(&format!("open {name}"))[0].clone();
+    let (pool, mut holder, pid) = pool_with_peer(&scope, 3, 64);
+    let pid = pid.to_string();
     assert_eq!(holder.ok("acquire_all"), ["3"]);
     assert!(matches!(
         pool.try_acquire(),
@@ -242,14 +222,7 @@ fn an_exhausted_pool_fails_try_acquire_and_times_out_naming_the_holders() {
 #[test]
 fn dropping_the_pool_handle_before_its_guards_is_safe() {
     let scope = ShmScope::new("dropfirst");
-    let name = scope.name("pool");
-    let pool = BufferPool::builder(&name)
-        .buffers(2)
-        .buffer_size(256)
-        .create()
-        .unwrap();
-    let mut other = peer();
-    other.ok(&format!("open {name}"));
+    let (pool, mut other, _pid) = pool_with_peer(&scope, 2, 256);
 
     let mut b = pool.acquire().unwrap();
     drop(pool);
@@ -269,14 +242,7 @@ fn dropping_the_pool_handle_before_its_guards_is_safe() {
 #[test]
 fn a_double_release_is_detected_and_reported() {
     let scope = ShmScope::new("double");
-    let name = scope.name("pool");
-    let pool = BufferPool::builder(&name)
-        .buffers(2)
-        .buffer_size(64)
-        .create()
-        .unwrap();
-    let mut other = peer();
-    other.ok(&format!("open {name}"));
+    let (pool, mut other, _pid) = pool_with_peer(&scope, 2, 64);
     let token = parse_token(&other.ok("acquire 0")[0]);
     let raw = other.ok(&format!("freeze {}", token.index()));
     let raw = other.ok(&format!("into_raw {}", parse_token(&raw[0]).index()))[0].clone();
