@@ -97,18 +97,8 @@ impl ProcessIdentity {
 
     /// Whether this process is alive, dead, or unknown.
     pub fn liveness(&self) -> Liveness {
-        if self.pid == 0 {
-            return Liveness::Dead;
-        }
-        match read_stat(self.pid) {
-            Ok(stat) if stat.start_ticks != self.start_ticks && self.start_ticks != 0 => Liveness::Dead,
-            Ok(stat) if matches!(stat.state, 'Z' | 'X' | 'x') => Liveness::Dead,
-            Ok(_) => Liveness::Alive,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Liveness::Dead,
-            // ESRCH can surface while the entry disappears under us.
-            Err(e) if e.raw_os_error() == Some(libc_esrch()) => Liveness::Dead,
-            Err(_) => Liveness::Unknown,
-        }
+        let start = self.start_ticks;
+        liveness_of(self.pid, |ticks| start == 0 || ticks == start)
     }
 
     /// The command name of the process, if it is alive and visible.
@@ -146,8 +136,22 @@ pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> io::Result<bool> {
     }
 }
 
-fn libc_esrch() -> i32 {
-    rustix::io::Errno::SRCH.raw_os_error()
+/// Whether process `pid` lives, given a test of its start time (pid reuse makes a different
+/// start time mean a different, so dead, process). Zombies count as dead: they were killed and
+/// only wait to be reaped.
+pub fn liveness_of(pid: u32, same_start: impl FnOnce(u64) -> bool) -> Liveness {
+    if pid == 0 {
+        return Liveness::Dead;
+    }
+    match read_stat(pid) {
+        Ok(stat) if !same_start(stat.start_ticks) => Liveness::Dead,
+        Ok(stat) if matches!(stat.state, 'Z' | 'X' | 'x') => Liveness::Dead,
+        Ok(_) => Liveness::Alive,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Liveness::Dead,
+        // ESRCH can surface while the entry disappears under us.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => Liveness::Dead,
+        Err(_) => Liveness::Unknown,
+    }
 }
 
 /// The inode of the caller's pid namespace (0 if `/proc` does not say).

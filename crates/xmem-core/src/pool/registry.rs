@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering::*;
 use super::layout::{MAX_PROCESSES, REGISTRY_CLOSED};
 use super::map::PoolMap;
 use super::protocol::{self, slot_bit};
-use crate::os::process::read_stat;
 use crate::os::{time, Liveness, ProcessIdentity};
 
 const STATE_SHIFT: u32 = 62;
@@ -76,19 +75,10 @@ impl Owner {
         self.pid == id.pid && self.start == id.start_ticks & START_MASK
     }
 
-    /// Whether the owning process lives.
+    /// Whether the owning process lives (the word holds the low 40 bits of its start time).
     pub fn liveness(&self) -> Liveness {
-        if self.pid == 0 {
-            return Liveness::Dead;
-        }
-        match read_stat(self.pid) {
-            Ok(s) if s.start_ticks & START_MASK != self.start => Liveness::Dead,
-            Ok(s) if matches!(s.state, 'Z' | 'X' | 'x') => Liveness::Dead,
-            Ok(_) => Liveness::Alive,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Liveness::Dead,
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => Liveness::Dead,
-            Err(_) => Liveness::Unknown,
-        }
+        let start = self.start;
+        crate::os::process::liveness_of(self.pid, |ticks| ticks & START_MASK == start)
     }
 }
 
