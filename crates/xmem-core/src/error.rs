@@ -279,6 +279,74 @@ pub enum Error {
     #[error("malformed buffer reference: {0}")]
     MalformedRef(String),
 
+    /// A segment size that is out of range or not whole pages.
+    #[error("invalid segment size {size}: {reason}")]
+    InvalidSize {
+        /// The size given.
+        size: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Another live process writes this segment.
+    #[error("segment {name:?} already has a writer, pid {pid}; a segment has one writer at a time (open it with SegmentReader to read it)")]
+    WriterExists {
+        /// The segment's name.
+        name: String,
+        /// The writer's pid.
+        pid: u32,
+    },
+
+    /// The segment's writer is gone (exited or killed): its value is stale or was left half
+    /// written.
+    #[error("the writer of segment {name:?} (pid {pid}) is gone; the value is stale. Open the segment again once a new writer has created it")]
+    WriterGone {
+        /// The segment's name.
+        name: String,
+        /// The writer's pid.
+        pid: u32,
+    },
+
+    /// A read kept meeting writes in progress.
+    #[error("segment {name:?}: no consistent read in {attempts} attempts, the writer writes without pause; retry, or allow more attempts (ReaderBuilder::max_retries)")]
+    Contended {
+        /// The segment's name.
+        name: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+
+    /// A typed segment opened as another type.
+    #[error("segment {name:?} holds {found}, not {expected}")]
+    TypeMismatch {
+        /// The segment's name.
+        name: String,
+        /// The type asked for.
+        expected: String,
+        /// What the segment holds.
+        found: String,
+    },
+
+    /// A write or read beyond the end of a segment.
+    #[error("{len} bytes at offset {offset} do not fit the segment's {size} bytes")]
+    OutOfBounds {
+        /// Start of the access.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The segment's size.
+        size: u64,
+    },
+
+    /// A placement option (huge pages, NUMA node, locked memory) cannot be honoured here.
+    #[error("{what} is not available: {reason}")]
+    Placement {
+        /// The option.
+        what: &'static str,
+        /// Why, and what to change.
+        reason: String,
+    },
+
     /// Any other operating-system error.
     #[error("{op} {} failed: {source}", path.display())]
     Os {

@@ -6,6 +6,8 @@
 //! * [`BufferPool`]: a fixed pool of reference-counted buffers; guards ([`Buffer`],
 //!   [`BufferMut`]) in this process, 16-byte tokens ([`BufferRef`]) for others. The references
 //!   of a process that dies are returned exactly.
+//! * [`segment`]: seqlock segments: one writer publishes a latest value that many readers take
+//!   without locks, never torn.
 //! * [`object`]: what every shared object has: a name, an owner, a published header, discovery.
 //! * [`tensor`]: dtype, shape and strides, validated against the buffer they describe.
 //! * [`os`]: the only module that makes system calls.
@@ -22,6 +24,7 @@ mod error;
 pub mod object;
 pub mod os;
 pub mod pool;
+pub mod segment;
 mod sync;
 pub mod tensor;
 

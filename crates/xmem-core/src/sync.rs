@@ -102,6 +102,15 @@ word64!(loom::sync::atomic::AtomicU64, swap);
 #[cfg(loom)]
 word32!(loom::sync::atomic::AtomicU32, swap);
 
+/// A memory fence (loom's under `cfg(loom)`, so models see it).
+#[inline(always)]
+pub fn fence(order: Ordering) {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(order);
+    #[cfg(not(loom))]
+    std::sync::atomic::fence(order);
+}
+
 /// Orders a preceding `SeqCst` read-modify-write before a following `SeqCst` load of another
 /// word (the store→load order of a Dekker handshake).
 ///

@@ -14,7 +14,7 @@ pub use name::{file_name, name_of_file, validate_name, FILE_PREFIX, MAX_NAME_LEN
 use crate::error::{Error, Result};
 use crate::os::map::MapOptions;
 use crate::os::shm::Created;
-use crate::os::{futex, process, time, Liveness, Mapping, ProcessIdentity, ShmDir, ShmFile};
+use crate::os::{futex, placement, process, time, Liveness, Mapping, ProcessIdentity, ShmDir, ShmFile};
 
 /// Size of [`ObjectHeader`].
 pub const HEADER_SIZE: usize = std::mem::size_of::<ObjectHeader>();
@@ -54,6 +54,20 @@ pub struct CreateSpec {
     pub mode: u32,
     /// Fault all pages in at creation.
     pub populate: bool,
+    /// Where the pages come from.
+    pub placement: Placement,
+    /// Keep the creation lock (an exclusive `flock`) for as long as the object is open: the
+    /// creator stays the object's only writer, and its death frees the lock.
+    pub keep_lock: bool,
+}
+
+/// Where an object's pages come from (see [`crate::os::placement`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Bind the pages to this NUMA node.
+    pub numa_node: Option<u32>,
+    /// Lock the pages in RAM.
+    pub lock_in_memory: bool,
 }
 
 /// Outcome of [`create`].
@@ -99,7 +113,7 @@ fn initialise(
     init: impl FnOnce(&Mapping) -> Result<()>,
 ) -> Result<OpenObject> {
     file.lock_exclusive()?;
-    file.allocate(spec.total_size)?;
+    file.set_size(spec.total_size)?;
     let len =
         usize::try_from(spec.total_size).map_err(|_| Error::InvalidConfig("object too large".into()))?;
     let map = Mapping::map(
@@ -107,10 +121,27 @@ fn initialise(
         len,
         MapOptions {
             writable: true,
-            populate: spec.populate,
+            populate: false,
         },
         file.path(),
     )?;
+    // The NUMA policy first: the pages are allocated just below, on the chosen node.
+    if let Some(node) = spec.placement.numa_node {
+        placement::bind_to_node(map.base(), len, node).map_err(|reason| Error::Placement {
+            what: "NUMA binding",
+            reason,
+        })?;
+    }
+    file.reserve(spec.total_size)?;
+    if spec.populate {
+        map.prefault();
+    }
+    if spec.placement.lock_in_memory {
+        placement::lock_in_memory(map.base(), len).map_err(|reason| Error::Placement {
+            what: "locking in memory",
+            reason,
+        })?;
+    }
     let h = map.at::<ObjectHeader>(0)?;
     let me = ProcessIdentity::current();
     let now = time::unix_now_ns();
@@ -129,7 +160,9 @@ fn initialise(
     crate::crash_point!("object.before_ready");
     h.ready.store(READY, Release);
     futex::wake(&h.ready, u32::MAX);
-    file.unlock()?;
+    if !spec.keep_lock {
+        file.unlock()?;
+    }
     Ok(OpenObject { file, map })
 }
 

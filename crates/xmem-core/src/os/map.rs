@@ -142,19 +142,28 @@ impl Mapping {
         Ok(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<T>(), count) })
     }
 
-    /// Advises the kernel to fault in `len` bytes at `offset` for writing (prefault).
-    pub fn populate_write(&self, offset: usize, len: usize) {
-        if !self.writable || offset.checked_add(len).is_none_or(|end| end > self.len) || len == 0 {
-            return;
+    /// Faults every page in now, so that no later access pays for it (`MADV_POPULATE_WRITE`,
+    /// or touching each page where the kernel is older than 5.14).
+    pub fn prefault(&self) {
+        let page = 4096;
+        if self.writable {
+            // SAFETY: the range is our own mapping; MADV_POPULATE_WRITE changes no contents.
+            let done = unsafe {
+                mm::madvise(
+                    self.ptr.as_ptr().cast::<c_void>(),
+                    self.len,
+                    mm::Advice::LinuxPopulateWrite,
+                )
+            };
+            if done.is_ok() {
+                return;
+            }
         }
-        // SAFETY: the range lies inside our own mapping; MADV_POPULATE_WRITE changes no contents.
-        let _ = unsafe {
-            mm::madvise(
-                self.ptr.as_ptr().add(offset).cast::<c_void>(),
-                len,
-                mm::Advice::LinuxPopulateWrite,
-            )
-        };
+        for offset in (0..self.len).step_by(page) {
+            // SAFETY: offset < len, inside our mapping; a volatile read faults the page in and
+            // changes nothing.
+            unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(offset)) };
+        }
     }
 }
 

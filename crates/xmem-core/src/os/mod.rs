@@ -6,6 +6,7 @@
 
 pub mod futex;
 pub mod map;
+pub mod placement;
 pub mod process;
 pub mod shm;
 pub mod time;

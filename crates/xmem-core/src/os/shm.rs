@@ -185,16 +185,26 @@ impl ShmFile {
         Ok((st.st_mtime as u64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as u64)
     }
 
-    /// Sets the size and reserves the memory, so that running out of space is an error here
-    /// and not a `SIGBUS` on first touch.
-    pub fn allocate(&self, size: u64) -> Result<()> {
-        rfs::ftruncate(&self.fd, size).map_err(|e| self.space_error("truncate", size, e))?;
+    /// Sets the file's size (no memory is allocated yet).
+    pub fn set_size(&self, size: u64) -> Result<()> {
+        rfs::ftruncate(&self.fd, size).map_err(|e| self.space_error("truncate", size, e))
+    }
+
+    /// Allocates the file's memory now, so that running out of space is an error here and not a
+    /// `SIGBUS` on first touch.
+    pub fn reserve(&self, size: u64) -> Result<()> {
         match rfs::fallocate(&self.fd, rfs::FallocateFlags::empty(), 0, size) {
             Ok(()) => Ok(()),
             // Some file systems cannot preallocate; the size is set, touching will allocate.
             Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => Ok(()),
             Err(e) => Err(self.space_error("allocate", size, e)),
         }
+    }
+
+    /// [`set_size`](Self::set_size) then [`reserve`](Self::reserve).
+    pub fn allocate(&self, size: u64) -> Result<()> {
+        self.set_size(size)?;
+        self.reserve(size)
     }
 
     fn space_error(&self, op: &'static str, size: u64, e: Errno) -> Error {

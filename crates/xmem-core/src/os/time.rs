@@ -22,3 +22,14 @@ pub fn unix_now_ns() -> u64 {
 pub fn monotonic_ns() -> u64 {
     now(libc::CLOCK_MONOTONIC)
 }
+
+/// `CLOCK_MONOTONIC_COARSE` in ns: a few ns to read (no TSC read), ticks every few ms. Good
+/// enough for heartbeats on hot paths.
+pub fn monotonic_coarse_ns() -> u64 {
+    now(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// `CLOCK_REALTIME_COARSE` in ns since the epoch (see [`monotonic_coarse_ns`]).
+pub fn unix_coarse_ns() -> u64 {
+    now(libc::CLOCK_REALTIME_COARSE)
+}

@@ -246,6 +246,8 @@ impl PoolBuilder {
             total_size: layout.total,
             mode: self.mode,
             populate: self.prefault,
+            placement: Default::default(),
+            keep_lock: false,
         }
     }
 
