@@ -225,9 +225,10 @@ impl SegmentBuilder {
             },
             keep_lock: true,
         };
-        let placed = u32::from(huge) * PLACED_HUGE
-            | u32::from(self.lock_in_memory) * PLACED_LOCKED
-            | u32::from(self.numa_node.is_some()) * PLACED_NUMA;
+        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
+        let placed = flag(huge, PLACED_HUGE)
+            | flag(self.lock_in_memory, PLACED_LOCKED)
+            | flag(self.numa_node.is_some(), PLACED_NUMA);
         for _ in 0..4 {
             let init = |map: &crate::os::Mapping| {
                 let h = map.at::<SegmentHeader>(0)?;
