@@ -38,6 +38,19 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// The wall-clock time of day, `HH:MM:SS.mmm` (UTC), for event lines.
+pub fn clock() -> String {
+    let ns = xmem_core::os::time::unix_now_ns();
+    let s = ns / 1_000_000_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        (ns / 1_000_000) % 1000
+    )
+}
+
 /// Nanoseconds as `812ns`, `12.3µs`, `4.1ms`.
 pub fn nanos(ns: u64) -> String {
     match ns {

@@ -52,6 +52,18 @@ enum Command {
         /// Also remove damaged files (`xmem.*` files that are not valid xmem objects).
         #[arg(long)]
         damaged: bool,
+        /// Remove an orphan only once it has been one this long (`0s`, `10s`, `5m`).
+        #[arg(long, default_value = "0s", value_parser = cmd::demo::parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// Print objects being created and removed, and owners dying, as it happens.
+    Watch {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this long (`10s`, `1m`).
+        #[arg(long, value_parser = cmd::demo::parse_duration)]
+        duration: Option<std::time::Duration>,
     },
     /// Run a producer process and consumer processes handing 1080p frames through a pool.
     Demo(cmd::demo::DemoArgs),
@@ -72,7 +84,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ls { format } => cmd::ls::run(format),
         Command::Inspect { name, format } => cmd::inspect::run(&name, format),
-        Command::Clean { dry_run, damaged } => cmd::clean::run(dry_run, damaged),
+        Command::Clean {
+            dry_run,
+            damaged,
+            grace,
+        } => cmd::clean::run(dry_run, damaged, grace),
+        Command::Watch { count, duration } => cmd::watch::run(count, duration),
         Command::Demo(args) => cmd::demo::run(args),
         Command::DemoConsumer(args) => cmd::demo::consumer(args),
     };

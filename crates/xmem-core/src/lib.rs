@@ -8,6 +8,7 @@
 //!   of a process that dies are returned exactly.
 //! * [`segment`]: seqlock segments: one writer publishes a latest value that many readers take
 //!   without locks, never torn.
+//! * [`discovery`]: what exists, who owns it, whether it lives; change events; orphan cleanup.
 //! * [`object`]: what every shared object has: a name, an owner, a published header, discovery.
 //! * [`tensor`]: dtype, shape and strides, validated against the buffer they describe.
 //! * [`os`]: the only module that makes system calls.
@@ -20,6 +21,7 @@
 compile_error!("xmem supports Linux only (futex, /proc, memfd, tmpfs)");
 
 pub mod crash;
+pub mod discovery;
 mod error;
 pub mod object;
 pub mod os;

@@ -231,3 +231,68 @@ impl Rng {
         self.next_u64() % n.max(1)
     }
 }
+
+/// Fills `out` with the value a segment stress writer publishes as write number `seq`: the
+/// first word is `seq`, every other word is derived from `seq` and its position, so a reader can
+/// tell one complete write from a mixture of two.
+pub fn segment_value(seq: u64, out: &mut [u8]) {
+    out[..8].copy_from_slice(&seq.to_ne_bytes());
+    for (i, w) in out[8..].chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&mix(seq, i as u64).to_ne_bytes());
+    }
+}
+
+/// Whether `value` is exactly one [`segment_value`].
+pub fn is_segment_value(value: &[u8]) -> bool {
+    let seq = u64::from_ne_bytes(value[..8].try_into().unwrap());
+    value[8..]
+        .chunks_exact(8)
+        .enumerate()
+        .all(|(i, w)| u64::from_ne_bytes(w.try_into().unwrap()) == mix(seq, i as u64))
+}
+
+fn mix(seq: u64, i: u64) -> u64 {
+    // splitmix64 of (seq, position)
+    let mut z = seq.wrapping_mul(0x9E3779B97F4A7C15) ^ i.wrapping_add(0xD1B54A32D192ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+/// What a checking reader saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadTally {
+    /// Reads returned.
+    pub reads: u64,
+    /// Reads returned that were not one complete write (must stay 0).
+    pub torn: u64,
+    /// Reads that failed (contended, writer gone).
+    pub errors: u64,
+}
+
+/// Opens segment `name` and reads it until `end` (at least once), checking every value.
+pub fn check_segment_reads(name: &str, end: std::time::Instant) -> ReadTally {
+    let mut tally = ReadTally::default();
+    let mut r = xmem_core::segment::SegmentReader::open(name).expect("open segment");
+    let mut buf = vec![0u8; r.size()];
+    let mut last_seq = 0u64;
+    // At least one read, however late this thread got to run.
+    let mut first = true;
+    while std::mem::take(&mut first) || std::time::Instant::now() < end {
+        match r.read_into(&mut buf) {
+            Ok(_) => {
+                tally.reads += 1;
+                if !is_segment_value(&buf) {
+                    tally.torn += 1;
+                }
+                let seq = u64::from_ne_bytes(buf[..8].try_into().unwrap());
+                if seq < last_seq {
+                    tally.torn += 1; // older than a value already returned: not a latest value
+                }
+                last_seq = seq;
+            }
+            Err(_) => tally.errors += 1,
+        }
+    }
+    tally
+}

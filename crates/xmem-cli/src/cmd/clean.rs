@@ -1,67 +1,59 @@
 //! `xmem clean`
 
-use anyhow::Result;
-use xmem_core::object::{self, ObjectKind, ObjectState};
-use xmem_core::os::{shm, ShmDir};
+use std::time::Duration;
 
-pub fn run(dry_run: bool, damaged: bool) -> Result<()> {
-    let dir = ShmDir::default();
-    let verb = if dry_run { "would remove" } else { "removed" };
+use anyhow::Result;
+use xmem_core::discovery::{self, Action, CleanupOptions};
+use xmem_core::os::{placement, ShmDir};
+
+use crate::fmt;
+
+pub fn run(dry_run: bool, damaged: bool, grace: Duration) -> Result<()> {
+    let options = CleanupOptions {
+        grace,
+        dry_run,
+        damaged,
+    };
+    let mut dirs = vec![ShmDir::default()];
+    dirs.extend(
+        placement::hugetlbfs_mounts()
+            .into_iter()
+            .map(|m| ShmDir::new(m.path)),
+    );
     let mut acted = 0;
-    for info in object::list(&dir)? {
-        let name = &info.name;
-        match (&info.state, info.kind) {
-            (ObjectState::Ready, Some(ObjectKind::Pool)) => {
-                let report = match xmem_core::pool::clean_path(&info.path, dry_run) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        println!("{name}: skipped: {e}");
-                        continue;
-                    }
-                };
-                let r = &report.reclaimed;
-                if !r.is_empty() {
-                    acted += 1;
+    for dir in &dirs {
+        for c in discovery::cleanup_in(dir, options)? {
+            acted += 1;
+            let name = &c.name;
+            match c.action {
+                Action::Reclaimed {
+                    dead_processes,
+                    references,
+                } => println!(
+                    "{name}: {} {references} reference(s) of dead process(es) {dead_processes:?}",
+                    if dry_run { "would return" } else { "returned" }
+                ),
+                Action::Removed { why } => {
                     println!(
-                        "{name}: {} {} reference(s) of dead process(es) {:?}",
-                        if dry_run { "would return" } else { "returned" },
-                        r.references,
-                        r.dead_processes
-                    );
+                        "{name}: {} ({why})",
+                        if dry_run { "would remove" } else { "removed" }
+                    )
                 }
-                if report.removed {
-                    acted += 1;
-                    println!("{name}: {verb} (no live process uses it)");
+                Action::Waiting { left } => {
+                    println!("{name}: orphaned; removable in {}", fmt::duration(left))
                 }
             }
-            (ObjectState::Abandoned, _) => {
-                acted += 1;
-                if !dry_run {
-                    shm::unlink(&info.path)?;
+        }
+        if !damaged {
+            for e in discovery::list_in(dir)? {
+                if let xmem_core::object::ObjectState::Damaged(why) = &e.state {
+                    println!("{}: damaged ({why}); `xmem clean --damaged` removes it", e.name);
                 }
-                println!("{name}: {verb} (abandoned by a creator that died during initialisation)");
-            }
-            (ObjectState::Damaged(why), _) if damaged => {
-                acted += 1;
-                if !dry_run {
-                    shm::unlink(&info.path)?;
-                }
-                println!("{name}: {verb} (damaged: {why})");
-            }
-            (ObjectState::Damaged(why), _) => {
-                println!("{name}: damaged ({why}); `xmem clean --damaged` removes it");
-            }
-            (ObjectState::Initialising, _) => println!("{name}: being initialised, left alone"),
-            (ObjectState::Ready, kind) => {
-                println!(
-                    "{name}: {} objects are not cleaned by this xmem",
-                    kind.map(|k| k.to_string()).unwrap_or_default()
-                )
             }
         }
     }
     if acted == 0 {
-        println!("nothing to clean in {}", dir.path().display());
+        println!("nothing to clean in {}", dirs[0].path().display());
     }
     Ok(())
 }

@@ -28,6 +28,17 @@ pub fn run(name: &str, format: Format) -> Result<()> {
             }
             Ok(())
         }
+        (ObjectState::Ready, Some(ObjectKind::Segment)) => {
+            let seg = xmem_core::segment::inspect_path(&path, name)?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&segment_json(name, &path, &seg))?
+                ),
+                Format::Text => print_segment(name, &path, &seg),
+            }
+            Ok(())
+        }
         (ObjectState::Ready, Some(kind)) => bail!("{name} is a {kind}; this xmem cannot inspect that kind"),
         (ObjectState::Damaged(why), _) => bail!(
             "{} is damaged: {why}; remove it with `xmem clean --damaged`",
@@ -173,4 +184,45 @@ fn print_pool(s: &PoolSnapshot) {
         })
         .collect();
     fmt::table(&["BUFFER", "GEN", "STATE", "HOLDERS", "SEQ", "TENSOR"], &rows);
+}
+
+fn segment_json(name: &str, path: &std::path::Path, s: &xmem_core::segment::SegmentInfo) -> Value {
+    json!({
+        "name": name,
+        "kind": "segment",
+        "path": path,
+        "size": s.size,
+        "page_size": s.page_size,
+        "version": s.version,
+        "writes": s.version / 2,
+        "writer": {"pid": s.writer.pid, "alive": s.writer_alive},
+        "heartbeat_age_ns": s.heartbeat_age.as_nanos() as u64,
+        "typed_value_size": s.type_size,
+        "huge_pages": s.huge_pages,
+        "locked_in_memory": s.locked,
+        "numa_node": s.numa_node,
+    })
+}
+
+fn print_segment(name: &str, path: &std::path::Path, s: &xmem_core::segment::SegmentInfo) {
+    println!("segment {name}  ({})", path.display());
+    println!(
+        "  {} of data on {} pages{}{}{}",
+        fmt::bytes(s.size),
+        fmt::bytes(s.page_size),
+        if s.huge_pages { " (huge)" } else { "" },
+        if s.locked { ", locked in RAM" } else { "" },
+        s.numa_node.map_or(String::new(), |n| format!(", NUMA node {n}"))
+    );
+    if s.type_size > 0 {
+        println!("  holds a typed value of {} bytes", s.type_size);
+    }
+    println!(
+        "  writer pid {} ({}), version {} ({} writes), last write or heartbeat {} ago",
+        s.writer.pid,
+        if s.writer_alive { "alive" } else { "gone" },
+        s.version,
+        s.version / 2,
+        fmt::duration(s.heartbeat_age)
+    );
 }

@@ -2,74 +2,113 @@
 
 use anyhow::Result;
 use serde_json::json;
-use xmem_core::object::{self, ObjectKind, ObjectState};
+use xmem_core::discovery::{self, Detail, Entry};
+use xmem_core::object::ObjectState;
 use xmem_core::os::{Liveness, ShmDir};
 
 use crate::{fmt, Format};
 
 pub fn run(format: Format) -> Result<()> {
-    let dir = ShmDir::default();
-    let objects = object::list(&dir)?;
-    let mut rows = Vec::new();
-    let mut items = Vec::new();
-    for info in &objects {
-        let mut usage = String::new();
-        let mut detail = json!(null);
-        if info.kind == Some(ObjectKind::Pool) && info.state == ObjectState::Ready {
-            match xmem_core::pool::inspect_path(&info.path, &info.name) {
-                Ok(snap) => {
-                    let used = snap.buffers.iter().filter(|b| !b.holder_slots.is_empty()).count();
-                    let alive = snap
-                        .processes
-                        .iter()
-                        .filter(|p| p.liveness != Liveness::Dead)
-                        .count();
-                    usage = format!("{used}/{} buffers, {alive} process(es)", snap.config.count);
-                    detail = json!({"buffers": snap.config.count, "in_use": used, "processes": alive});
-                }
-                Err(e) => usage = format!("unreadable: {e}"),
-            }
-        }
-        let state = state_word(&info.state);
-        let alive = info.owner_liveness.map(liveness_word).unwrap_or("?");
-        rows.push(vec![
-            info.name.clone(),
-            info.kind.map(|k| k.to_string()).unwrap_or_else(|| "?".into()),
-            state.to_string(),
-            info.owner
-                .map(|o| o.pid.to_string())
-                .unwrap_or_else(|| "?".into()),
-            alive.to_string(),
-            fmt::bytes(info.file_size),
-            fmt::age(if info.created_unix_ns != 0 {
-                info.created_unix_ns
-            } else {
-                info.modified_unix_ns
-            }),
-            usage,
-        ]);
-        items.push(json!({
-            "name": info.name,
-            "path": info.path,
-            "kind": info.kind.map(|k| k.to_string()),
-            "state": state,
-            "detail": match &info.state { ObjectState::Damaged(d) => Some(d.clone()), _ => None },
-            "owner_pid": info.owner.map(|o| o.pid),
-            "owner_alive": info.owner_liveness.map(liveness_word),
-            "size": info.file_size,
-            "created_unix_ns": info.created_unix_ns,
-            "usage": detail,
-        }));
-    }
+    let entries = discovery::list()?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&items)?),
-        Format::Text if rows.is_empty() => println!("no xmem objects in {}", dir.path().display()),
-        Format::Text => fmt::table(
-            &["NAME", "KIND", "STATE", "OWNER", "ALIVE", "SIZE", "AGE", "USE"],
-            &rows,
-        ),
+        Format::Json => {
+            let items: Vec<_> = entries.iter().map(entry_json).collect();
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+        Format::Text if entries.is_empty() => {
+            println!("no xmem objects in {}", ShmDir::default().path().display())
+        }
+        Format::Text => {
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.name.clone(),
+                        e.kind.map(|k| k.to_string()).unwrap_or_else(|| "?".into()),
+                        state_word(&e.state).to_string(),
+                        e.owner.map(|o| o.pid.to_string()).unwrap_or_else(|| "?".into()),
+                        e.owner_liveness.map(liveness_word).unwrap_or("?").to_string(),
+                        fmt::bytes(e.file_size),
+                        fmt::age(e.created_unix_ns),
+                        usage(e),
+                    ]
+                })
+                .collect();
+            fmt::table(
+                &["NAME", "KIND", "STATE", "OWNER", "ALIVE", "SIZE", "AGE", "USE"],
+                &rows,
+            );
+        }
     }
     Ok(())
+}
+
+fn usage(e: &Entry) -> String {
+    match &e.detail {
+        Detail::Pool {
+            buffers,
+            in_use,
+            processes,
+            dead_processes,
+        } => {
+            let mut s = format!("{in_use}/{buffers} buffers, {processes} process(es)");
+            if *dead_processes > 0 {
+                s += &format!(", {dead_processes} dead (xmem clean returns their references)");
+            }
+            s
+        }
+        Detail::Segment {
+            version,
+            writer_alive,
+            heartbeat_age,
+            ..
+        } => format!(
+            "v{version}, writer {}, last write {} ago",
+            if *writer_alive { "alive" } else { "gone" },
+            fmt::duration(*heartbeat_age)
+        ),
+        Detail::Unreadable(why) => format!("unreadable: {why}"),
+        Detail::None => match &e.state {
+            ObjectState::Damaged(why) => why.clone(),
+            _ => String::new(),
+        },
+    }
+}
+
+pub fn entry_json(e: &Entry) -> serde_json::Value {
+    let detail = match &e.detail {
+        Detail::Pool {
+            buffers,
+            in_use,
+            processes,
+            dead_processes,
+        } => {
+            json!({"buffers": buffers, "in_use": in_use, "processes": processes, "dead_processes": dead_processes})
+        }
+        Detail::Segment {
+            size,
+            version,
+            writer_alive,
+            heartbeat_age,
+        } => {
+            json!({"size": size, "version": version, "writer_alive": writer_alive, "heartbeat_age_ns": heartbeat_age.as_nanos() as u64})
+        }
+        Detail::Unreadable(why) => json!({"error": why}),
+        Detail::None => json!(null),
+    };
+    json!({
+        "name": e.name,
+        "path": e.path,
+        "kind": e.kind.map(|k| k.to_string()),
+        "state": state_word(&e.state),
+        "damage": match &e.state { ObjectState::Damaged(d) => Some(d.clone()), _ => None },
+        "owner_pid": e.owner.map(|o| o.pid),
+        "owner_alive": e.owner_liveness.map(liveness_word),
+        "size": e.file_size,
+        "created_unix_ns": e.created_unix_ns,
+        "orphan": e.is_orphan(),
+        "usage": detail,
+    })
 }
 
 pub fn state_word(state: &ObjectState) -> &'static str {

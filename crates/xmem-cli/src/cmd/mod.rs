@@ -4,3 +4,4 @@ pub mod clean;
 pub mod demo;
 pub mod inspect;
 pub mod ls;
+pub mod watch;

@@ -102,13 +102,16 @@ pub struct ObjectHeader {
     pub heartbeat_unix_ns: AtomicU64,
     /// Kind-specific flags.
     pub flags: AtomicU64,
-    _reserved: [AtomicU64; 6],
+    /// When a cleaner first found the object orphaned (ns since the epoch; 0 while it is not):
+    /// the start of its grace period (see `discovery::cleanup_orphans`).
+    pub orphan_since_unix_ns: AtomicU64,
+    _reserved: [AtomicU64; 5],
 }
 
 assert_layout!(ObjectHeader, size 128, align 64, {
     magic: 0, ready: 8, kind: 12, layout_version: 16, header_size: 20, total_size: 24,
     owner_pid: 32, owner_uid: 36, owner_start_ticks: 40, owner_pidns: 48, created_unix_ns: 56,
-    heartbeat_unix_ns: 64, flags: 72,
+    heartbeat_unix_ns: 64, flags: 72, orphan_since_unix_ns: 80,
 });
 
 // SAFETY: repr(C), only atomics, layout asserted above.

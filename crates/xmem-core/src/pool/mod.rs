@@ -899,6 +899,20 @@ pub fn inspect_path(path: &Path, label: &str) -> Result<PoolSnapshot> {
     Ok(inspect::snapshot(&PoolMap::new(label.to_string(), obj)?))
 }
 
+/// Returns the references of dead processes in the pool at `path` without attaching to it.
+/// With `dry_run`, only reports them.
+pub fn reclaim_path(path: &Path, dry_run: bool) -> Result<ReclaimReport> {
+    let obj =
+        object::open(path, &open_spec(!dry_run, false, object::DEFAULT_OPEN_TIMEOUT))?.ok_or_else(|| {
+            Error::NotFound {
+                name: path.display().to_string(),
+                path: path.to_path_buf(),
+            }
+        })?;
+    let map = PoolMap::new(path.display().to_string(), obj)?;
+    Ok(registry::sweep(&map, ProcessIdentity::current(), dry_run))
+}
+
 /// What `clean_path` did (or would do, on a dry run).
 #[derive(Debug, Clone, Default)]
 pub struct CleanReport {

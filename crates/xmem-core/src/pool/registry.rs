@@ -128,7 +128,11 @@ pub(crate) fn attach(map: &PoolMap, me: ProcessIdentity, pidns: u64) -> Result<u
             return Err(AttachError::Closing);
         }
         match registry.compare_exchange(r, r | bit, AcqRel, Acquire) {
-            Ok(_) => return Ok(slot),
+            Ok(_) => {
+                // Used again: whatever grace period a cleaner started is void.
+                map.header().object.orphan_since_unix_ns.store(0, Relaxed);
+                return Ok(slot);
+            }
             Err(now) => r = now,
         }
     }

@@ -422,6 +422,7 @@ impl SegmentWriter {
         let v = write_begin(&h.version);
         // SAFETY: offset + len ≤ size (checked), inside the mapping we own.
         unsafe { store_bytes(self.m.data.add(offset), bytes) };
+        crate::crash_point!("segment.mid_write");
         write_end(&h.version, v);
         h.heartbeat_ns.store(time::monotonic_coarse_ns(), Relaxed);
         Ok(())

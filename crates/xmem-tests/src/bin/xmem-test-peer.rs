@@ -12,6 +12,11 @@
 //! `churn NAME SEED TOKEN` opens a pool and changes references at random forever (for kill
 //! tests); `nosyscall NAME TOKEN ITERATIONS` runs the hot paths under a seccomp filter that kills
 //! the process on any system call.
+//!
+//! Segments: `segcreate NAME SIZE` (a REPL command: creates and holds a writer), `segopen NAME`
+//! (holds a reader), `segwriter NAME SIZE START_VERSION` (prints `ready`, then writes
+//! self-checking values forever), `segreader NAME THREADS MILLIS` (reads and checks from
+//! THREADS threads, prints `done READS TORN ERRORS LEAST_READS_OF_A_THREAD`).
 
 use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
@@ -44,6 +49,8 @@ impl Held {
 struct State {
     pool: Option<BufferPool>,
     held: Vec<Held>,
+    segment_writer: Option<xmem_core::segment::SegmentWriter>,
+    segment_reader: Option<xmem_core::segment::SegmentReader>,
 }
 
 fn kind(e: &Error) -> String {
@@ -58,6 +65,8 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("churn") => churn(&args[1], args[2].parse().unwrap(), &args[3]),
         Some("nosyscall") => nosyscall(&args[1], &args[2], &args[3]),
+        Some("segwriter") => segment_writer(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
+        Some("segreader") => segment_reader(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
         _ => repl(),
     }
 }
@@ -66,6 +75,8 @@ fn repl() {
     let mut st = State {
         pool: None,
         held: Vec::new(),
+        segment_writer: None,
+        segment_reader: None,
     };
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -236,6 +247,25 @@ fn run(w: &[&str], st: &mut State) -> Result<String, Error> {
                 None => return Err(Error::InvalidConfig("not held".into())),
             };
             Ok(format!("{} {:?}", desc.dtype(), desc.shape()))
+        }
+        ["segcreate", name, size] => {
+            st.segment_writer = Some(xmem_core::segment::SegmentWriter::create(
+                name,
+                size.parse().unwrap(),
+            )?);
+            Ok(std::process::id().to_string())
+        }
+        ["segopen", name] => {
+            st.segment_reader = Some(xmem_core::segment::SegmentReader::open(name)?);
+            Ok(std::process::id().to_string())
+        }
+        ["segwrite", text] => {
+            let w = st
+                .segment_writer
+                .as_mut()
+                .ok_or_else(|| Error::InvalidConfig("no segment writer".into()))?;
+            w.write(text.as_bytes())?;
+            Ok(w.version().to_string())
         }
         ["free"] => Ok(pool(st)?.free_count().to_string()),
         ["reclaim"] => {
@@ -410,4 +440,45 @@ fn install_seccomp() {
             "seccomp"
         );
     }
+}
+
+/// Writes self-checking values forever (see `xmem_tests::segment_value`).
+fn segment_writer(name: &str, size: u64, start_version: u64) {
+    let mut w = xmem_core::segment::SegmentWriter::builder(name)
+        .size(size)
+        .initial_version(start_version)
+        .create()
+        .expect("create");
+    let mut value = vec![0u8; size as usize];
+    xmem_tests::segment_value(1, &mut value);
+    w.write(&value).unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    for seq in 2u64.. {
+        xmem_tests::segment_value(seq, &mut value);
+        w.write(&value).unwrap();
+    }
+}
+
+/// Reads and checks from `threads` threads for `millis` ms; prints the totals.
+fn segment_reader(name: &str, threads: usize, millis: u64) {
+    let end = std::time::Instant::now() + Duration::from_millis(millis);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let name = name.to_string();
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || xmem_tests::check_segment_reads(&name, end))
+                .unwrap()
+        })
+        .collect();
+    let (mut reads, mut torn, mut errors, mut least) = (0u64, 0u64, 0u64, u64::MAX);
+    for w in workers {
+        let t = w.join().unwrap();
+        reads += t.reads;
+        torn += t.torn;
+        errors += t.errors;
+        least = least.min(t.reads);
+    }
+    println!("done {reads} {torn} {errors} {least}");
 }

@@ -1,0 +1,294 @@
+//! Change events: objects created and removed (inotify on the directory) and owners dying (a
+//! pidfd per owner), behind one epoll descriptor, so that an event loop can wait on a watcher
+//! beside everything else. Nothing is scanned periodically; only an object caught in the middle
+//! of its creation is looked at again every few milliseconds until it is ready.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll;
+use rustix::fs::inotify;
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::object::{self, ObjectKind, ObjectState};
+use crate::os::{Liveness, ProcessIdentity, ShmDir};
+
+/// A change among the xmem objects of a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An object appeared (reported once it is ready; `kind` is `None` for a file that is not
+    /// a valid xmem object).
+    Created {
+        /// Its name.
+        name: String,
+        /// Its kind.
+        kind: Option<ObjectKind>,
+        /// Its creator (for a segment, its writer).
+        owner: Option<u32>,
+    },
+    /// An object's name was removed.
+    Removed {
+        /// Its name.
+        name: String,
+    },
+    /// The process that created an object (a segment's writer) exited or was killed.
+    OwnerDied {
+        /// The object's name.
+        name: String,
+        /// Its kind.
+        kind: Option<ObjectKind>,
+        /// The owner's pid.
+        pid: u32,
+    },
+}
+
+const INOTIFY_KEY: u64 = u64::MAX;
+/// How often an object still being created is looked at again.
+const UNREADY_POLL: Duration = Duration::from_millis(5);
+
+/// Watches one directory. See [`watch`].
+#[derive(Debug)]
+pub struct Watcher {
+    dir: ShmDir,
+    epoll: OwnedFd,
+    inotify: OwnedFd,
+    known: HashMap<String, Option<ObjectKind>>,
+    owners: HashMap<u32, (OwnedFd, BTreeSet<String>)>,
+    unready: BTreeSet<String>,
+    queue: VecDeque<Event>,
+}
+
+/// Watches the default directory (`$XMEM_SHM_DIR` or `/dev/shm`).
+pub fn watch() -> Result<Watcher> {
+    watch_in(&ShmDir::default())
+}
+
+/// Watches `dir`. Objects that exist already produce no `Created` event, but their removal and
+/// their owners' deaths are reported.
+pub fn watch_in(dir: &ShmDir) -> Result<Watcher> {
+    let os = |op: &'static str| move |e: Errno| Error::os(op, dir.path(), e);
+    let inotify = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+        .map_err(os("inotify"))?;
+    let flags = inotify::WatchFlags::CREATE
+        | inotify::WatchFlags::DELETE
+        | inotify::WatchFlags::MOVED_FROM
+        | inotify::WatchFlags::MOVED_TO
+        | inotify::WatchFlags::CLOSE_WRITE;
+    inotify::add_watch(&inotify, dir.path(), flags).map_err(os("watch"))?;
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(os("epoll"))?;
+    epoll::add(
+        &epoll,
+        &inotify,
+        epoll::EventData::new_u64(INOTIFY_KEY),
+        epoll::EventFlags::IN,
+    )
+    .map_err(os("epoll"))?;
+    let mut w = Watcher {
+        dir: dir.clone(),
+        epoll,
+        inotify,
+        known: HashMap::new(),
+        owners: HashMap::new(),
+        unready: BTreeSet::new(),
+        queue: VecDeque::new(),
+    };
+    for info in object::list(dir)? {
+        w.known.insert(info.name.clone(), info.kind);
+        if let Some(owner) = info.owner {
+            w.track_owner(&info.name, info.kind, owner);
+        }
+    }
+    w.queue.clear(); // owners already dead before the watch started are not news
+    Ok(w)
+}
+
+impl Watcher {
+    /// The objects currently known.
+    pub fn known(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.known.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The next event, waiting at most `timeout` (`None`: as long as it takes). `Ok(None)` when
+    /// the time ran out.
+    pub fn next(&mut self, timeout: Option<Duration>) -> Result<Option<Event>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Ok(Some(e));
+            }
+            let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if !self.unready.is_empty() {
+                wait = Some(wait.map_or(UNREADY_POLL, |w| w.min(UNREADY_POLL)));
+            }
+            let ts = wait.map(|w| rustix::time::Timespec {
+                tv_sec: w.as_secs() as _,
+                tv_nsec: w.subsec_nanos() as _,
+            });
+            let mut events = Vec::with_capacity(16);
+            match epoll::wait(&self.epoll, spare_capacity(&mut events), ts.as_ref()) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::os("epoll wait", self.dir.path(), e)),
+            }
+            for event in events {
+                match event.data.u64() {
+                    INOTIFY_KEY => self.drain_inotify()?,
+                    pid => self.owner_exited(pid as u32),
+                }
+            }
+            self.check_unready();
+            if self.queue.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn drain_inotify(&mut self) -> Result<()> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut seen = Vec::new();
+        {
+            let mut reader = inotify::Reader::new(&self.inotify, &mut buf);
+            loop {
+                match reader.next() {
+                    Ok(ev) => {
+                        let Some(file) = ev.file_name().and_then(|n| n.to_str().ok()) else {
+                            continue;
+                        };
+                        if let Some(name) = object::name_of_file(file) {
+                            seen.push((name.to_string(), ev.events()));
+                        }
+                    }
+                    Err(Errno::AGAIN) | Err(Errno::INTR) => break,
+                    Err(e) => return Err(Error::os("inotify read", self.dir.path(), e)),
+                }
+            }
+        }
+        for (name, flags) in seen {
+            use inotify::ReadFlags as F;
+            if flags.intersects(F::DELETE | F::MOVED_FROM) {
+                self.removed(&name);
+            }
+            if flags.intersects(F::CREATE | F::MOVED_TO) {
+                self.unready.insert(name.clone());
+            }
+            if flags.contains(F::CLOSE_WRITE) && !self.known.contains_key(&name) {
+                self.unready.insert(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks again at objects caught while being created.
+    fn check_unready(&mut self) {
+        let names: Vec<String> = self.unready.iter().cloned().collect();
+        for name in names {
+            let Ok(path) = object::path_of(&self.dir, &name) else {
+                self.unready.remove(&name);
+                continue;
+            };
+            match object::probe(&path) {
+                Ok(Some(info)) if info.state == ObjectState::Initialising => {}
+                Ok(Some(info)) => {
+                    self.unready.remove(&name);
+                    if self.known.insert(name.clone(), info.kind).is_none() {
+                        let ready = info.state == ObjectState::Ready;
+                        self.queue.push_back(Event::Created {
+                            name: name.clone(),
+                            kind: info.kind.filter(|_| ready),
+                            owner: info.owner.map(|o| o.pid),
+                        });
+                        if let (true, Some(owner)) = (ready, info.owner) {
+                            self.track_owner(&name, info.kind, owner);
+                        }
+                    }
+                }
+                // Gone again (its removal event follows), or unreadable to us.
+                Ok(None) | Err(_) => {
+                    self.unready.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn removed(&mut self, name: &str) {
+        self.unready.remove(name);
+        if self.known.remove(name).is_some() {
+            self.queue.push_back(Event::Removed {
+                name: name.to_string(),
+            });
+        }
+        let mut empty = Vec::new();
+        for (pid, (_, names)) in self.owners.iter_mut() {
+            names.remove(name);
+            if names.is_empty() {
+                empty.push(*pid);
+            }
+        }
+        for pid in empty {
+            if let Some((fd, _)) = self.owners.remove(&pid) {
+                let _ = epoll::delete(&self.epoll, &fd);
+            }
+        }
+    }
+
+    /// Watches `owner` with a pidfd; reports at once if it is already dead.
+    fn track_owner(&mut self, name: &str, kind: Option<ObjectKind>, owner: ProcessIdentity) {
+        if let Some((_, names)) = self.owners.get_mut(&owner.pid) {
+            names.insert(name.to_string());
+            return;
+        }
+        let died = || Event::OwnerDied {
+            name: name.to_string(),
+            kind,
+            pid: owner.pid,
+        };
+        let Some(pid) = rustix::process::Pid::from_raw(owner.pid as i32) else {
+            return;
+        };
+        // The pidfd first, then the identity check: the pidfd pins the process we checked.
+        let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(_) => {
+                self.queue.push_back(died());
+                return;
+            }
+        };
+        if owner.liveness() == Liveness::Dead {
+            self.queue.push_back(died());
+            return;
+        }
+        if epoll::add(
+            &self.epoll,
+            &fd,
+            epoll::EventData::new_u64(u64::from(owner.pid)),
+            epoll::EventFlags::IN,
+        )
+        .is_ok()
+        {
+            self.owners
+                .insert(owner.pid, (fd, BTreeSet::from([name.to_string()])));
+        }
+    }
+
+    fn owner_exited(&mut self, pid: u32) {
+        if let Some((fd, names)) = self.owners.remove(&pid) {
+            let _ = epoll::delete(&self.epoll, &fd);
+            for name in names {
+                let kind = self.known.get(&name).copied().flatten();
+                self.queue.push_back(Event::OwnerDied { name, kind, pid });
+            }
+        }
+    }
+}
+
+impl AsFd for Watcher {
+    /// An epoll descriptor that is readable when [`Watcher::next`] has something to report.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+}
