@@ -273,7 +273,8 @@ fn sizes_names_collisions_and_damaged_headers_are_typed_errors() {
 
     // Damaged copies of a segment's file.
     let image = std::fs::read(path(&name)).unwrap();
-    let cases: [(&str, fn(&mut Vec<u8>), &str); 5] = [
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage, &str); 5] = [
         (
             "size",
             |b| b[136..144].copy_from_slice(&5000u64.to_le_bytes()),
