@@ -202,3 +202,59 @@ fn the_demo_runs_hands_frames_to_every_consumer_and_leaves_nothing() {
     }
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
+
+#[test]
+fn segments_are_listed_inspected_watched_and_cleaned() {
+    use std::io::BufRead;
+    let scope = ShmScope::new("cliseg");
+    let dir = Dir::new(&scope);
+    let mut watch = Command::new(xmem_bin())
+        .args(["watch", "--count", "3", "--duration", "60s"])
+        .env("XMEM_SHM_DIR", &dir.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watching"), "{line}");
+
+    let mut writer = dir.peer();
+    let pid = writer.ok("segcreate state 8192")[0].clone();
+    writer.ok("segwrite hello");
+    let ls = dir.ok(&["ls"]);
+    assert!(ls.contains("segment") && ls.contains("v2, writer alive"), "{ls}");
+    let info: serde_json::Value =
+        serde_json::from_str(&dir.ok(&["inspect", "state", "--format", "json"])).unwrap();
+    assert_eq!(info["kind"], "segment");
+    assert_eq!(info["writes"], 1);
+    assert_eq!(info["writer"]["pid"].to_string(), pid);
+    assert_eq!(info["writer"]["alive"], true);
+    writer.kill();
+    assert!(dir.ok(&["ls"]).contains("writer gone"));
+    assert!(dir
+        .ok(&["clean", "--grace", "1h"])
+        .contains("state: orphaned; removable in"));
+    assert_eq!(dir.files(), ["xmem.state"], "kept during its grace period");
+    assert!(dir.ok(&["clean"]).contains("state: removed (its writer is gone)"));
+    assert!(dir.files().is_empty());
+
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let events = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = events.lines().collect();
+    assert_eq!(lines.len(), 3, "{events}");
+    assert!(
+        lines[0].contains("created") && lines[0].contains("state (segment, owner pid"),
+        "{events}"
+    );
+    assert!(
+        lines[1].contains("owner died") && lines[1].contains(&pid),
+        "{events}"
+    );
+    assert!(
+        lines[2].contains("removed") && lines[2].contains("state"),
+        "{events}"
+    );
+}

@@ -46,7 +46,7 @@ pub struct ConsumerArgs {
     shape: String,
 }
 
-/// Parses `3s`, `250ms`, `2m`, `1.5s`.
+/// Parses `3s`, `250ms`, `2m`, `1h`, `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -56,10 +56,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("not a duration: {s:?} (try 3s or 500ms)"))?;
     let secs = match unit {
+        "us" | "µs" => v / 1e6,
         "ms" => v / 1e3,
         "s" | "" => v,
         "m" => v * 60.0,
-        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
+        "h" => v * 3600.0,
+        _ => return Err(format!("unknown unit in {s:?}: use us, ms, s, m or h")),
     };
     if !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("duration {s:?} out of range"));
@@ -350,6 +352,7 @@ mod tests {
         assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
     }
