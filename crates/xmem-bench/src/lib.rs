@@ -5,6 +5,7 @@
 //! Cross-process roles run in a peer process ([`peer_main`]); the criterion benches start the
 //! `xmem-bench-peer` binary for them.
 
+pub mod segment;
 pub mod wake;
 
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -70,6 +71,15 @@ pub fn peer_main(args: &[String]) -> i32 {
         ["futex", path] => wake::raw_futex_waiter(path),
         ["pool", name] => wake::pool_waiter(name),
         ["hold", name] => hold(name),
+        ["segreader", name, threads, poll_us] => {
+            segment::reader_role(name, threads.parse().unwrap(), poll_us.parse().unwrap())
+        }
+        ["segwriter", name, size, len, period] => segment::writer_role(
+            name,
+            size.parse().unwrap(),
+            len.parse().unwrap(),
+            period.parse().unwrap(),
+        ),
         _ => {
             eprintln!("unknown peer role {words:?}");
             2

@@ -54,7 +54,8 @@ pub struct SegmentHeader {
     _reserved: AtomicU64,
     /// The seqlock version: even when the data is complete, odd while the writer writes.
     pub version: AtomicU64,
-    /// `CLOCK_MONOTONIC_COARSE` ns of the writer's last write or heartbeat.
+    /// `CLOCK_MONOTONIC_COARSE` ns of the writer's last heartbeat: explicit ones, and at least
+    /// one write in 32.
     pub heartbeat_ns: AtomicU64,
     _pad: [AtomicU64; 6],
 }
