@@ -61,7 +61,7 @@ pub fn read_validate<W: Word64>(version: &W, s: u64) -> bool {
 /// `dst .. dst + src.len()` must lie in a mapping that stays mapped during the call.
 #[inline]
 pub unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
-    // SAFETY (all calls below): every access is inside dst .. dst + len (the caller's range)
+    // SAFETY: every access below is inside dst .. dst + len (the caller's range)
     // and aligned for its width, which the loop conditions establish.
     unsafe { store_bytes_with(dst, src, wide::available()) }
 }
