@@ -2,7 +2,9 @@
 //!
 //! With the feature on, `XMEM_CRASH_AT=name` (or `name:n` for the n-th hit, counting from 1)
 //! makes the process `_exit(137)` at that point: no destructor, no unlock, no cleanup, exactly
-//! like a `SIGKILL` there. Without the feature the points compile to nothing.
+//! like a `SIGKILL` there. `XMEM_PAUSE_AT=name:ms` instead holds the process at that point for
+//! `ms` milliseconds, so that a test can look at what others see while it is there. Without the
+//! feature the points compile to nothing.
 
 #[cfg(feature = "crash-points")]
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,19 @@ use std::sync::OnceLock;
 
 /// Environment variable naming the crash point.
 pub const CRASH_AT_ENV: &str = "XMEM_CRASH_AT";
+
+/// Environment variable naming a point to pause at, and for how long (`name:ms`).
+pub const PAUSE_AT_ENV: &str = "XMEM_PAUSE_AT";
+
+#[cfg(feature = "crash-points")]
+fn pause() -> &'static Option<(String, u64)> {
+    static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    PAUSE.get_or_init(|| {
+        let spec = std::env::var(PAUSE_AT_ENV).ok()?;
+        let (name, ms) = spec.split_once(':')?;
+        Some((name.to_string(), ms.parse().ok()?))
+    })
+}
 
 #[cfg(feature = "crash-points")]
 fn target() -> &'static Option<(String, u64)> {
@@ -27,6 +42,11 @@ fn target() -> &'static Option<(String, u64)> {
 /// Called at each crash point; exits the process if it is the chosen one.
 #[cfg(feature = "crash-points")]
 pub fn hit(name: &str) {
+    if let Some((point, ms)) = pause() {
+        if point == name {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
     static HITS: AtomicU64 = AtomicU64::new(0);
     if let Some((target, nth)) = target() {
         if target == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {

@@ -141,9 +141,15 @@ impl PeerProcess {
 
     /// Sends a command that must succeed; returns the words after `ok`.
     pub fn ok(&mut self, line: &str) -> Vec<String> {
-        let answer = self.cmd(line);
+        self.send(line);
+        self.reply_ok()
+    }
+
+    /// Reads the answer to a command sent earlier, which must be `ok`; returns the words after it.
+    pub fn reply_ok(&mut self) -> Vec<String> {
+        let answer = self.line();
         let mut words = answer.split_whitespace();
-        assert_eq!(words.next(), Some("ok"), "peer answered {answer:?} to {line:?}");
+        assert_eq!(words.next(), Some("ok"), "peer answered {answer:?}");
         words.map(str::to_string).collect()
     }
 

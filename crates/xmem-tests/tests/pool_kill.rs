@@ -187,18 +187,19 @@ fn a_reclaimer_killed_halfway_is_taken_over_by_the_next() {
 }
 
 #[test]
-fn a_creator_killed_before_publishing_leaves_an_object_that_is_reported_and_replaced() {
+fn a_creator_killed_before_publishing_leaves_nothing_and_the_name_free() {
     let scope = ShmScope::new("creator");
     let name = scope.name("pool");
-    let mut creator = PeerProcess::spawn(PEER, &[], &[("XMEM_CRASH_AT", "object.before_ready")]);
-    creator.send(&format!("create {name} 4 64"));
-    assert_eq!(exit_code(&mut creator, "object.before_ready"), Some(137));
-    assert_eq!(scope.leftovers().len(), 1);
-    match BufferPool::open(&name) {
-        Err(Error::Abandoned { .. }) => {}
-        other => panic!("expected Abandoned, got {other:?}"),
+    for point in ["object.before_ready", "object.before_publish"] {
+        let mut creator = PeerProcess::spawn(PEER, &[], &[("XMEM_CRASH_AT", point)]);
+        creator.send(&format!("create {name} 4 64"));
+        assert_eq!(exit_code(&mut creator, point), Some(137));
+        assert!(scope.leftovers().is_empty(), "{point}: {:?}", scope.leftovers());
+        match BufferPool::open(&name) {
+            Err(Error::NotFound { .. }) => {}
+            other => panic!("{point}: expected NotFound, got {other:?}"),
+        }
     }
-    // Creating the name again removes the abandoned object and succeeds.
     let pool = BufferPool::builder(&name)
         .buffers(4)
         .buffer_size(64)

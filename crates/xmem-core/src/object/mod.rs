@@ -81,17 +81,36 @@ pub enum CreateOutcome {
 
 /// Creates the object at `path`, initialises it with `init`, and publishes it.
 ///
-/// Until `init` returns, the file carries an exclusive `flock`, and `ready` is 0; openers wait.
-/// If anything fails, the file is removed again.
+/// Where the directory allows (`O_TMPFILE`: tmpfs, hugetlbfs), the object is built unnamed and
+/// linked at `path` only once complete, so openers and `xmem watch` never meet it half made and a
+/// creator killed on the way leaves nothing. Elsewhere it is created in place with `O_EXCL`;
+/// until `init` returns the file carries an exclusive `flock` and `ready` is 0, so openers wait,
+/// and if anything fails the file is removed again.
 pub fn create(
     path: &Path,
     spec: &CreateSpec,
     init: impl FnOnce(&Mapping) -> Result<()>,
 ) -> Result<CreateOutcome> {
+    // Cheap first look: building (and prefaulting) a whole object only to find the name taken
+    // would waste the work. The link below still decides races.
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(CreateOutcome::Exists);
+    }
+    if let Some(file) = ShmFile::create_unnamed(path, spec.mode)? {
+        crate::crash_point!("object.opened");
+        let obj = initialise(file, spec, init)?;
+        crate::crash_point!("object.before_publish");
+        return Ok(if obj.file.publish()? {
+            CreateOutcome::Created(obj)
+        } else {
+            CreateOutcome::Exists
+        });
+    }
     let file = match ShmFile::create_exclusive(path, spec.mode)? {
         Created::New(file) => file,
         Created::Exists => return Ok(CreateOutcome::Exists),
     };
+    crate::crash_point!("object.opened");
     match initialise(file, spec, init) {
         Ok(obj) => Ok(CreateOutcome::Created(obj)),
         Err(e) => {

@@ -60,6 +60,17 @@ impl ShmDir {
     }
 }
 
+fn missing_directory(op: &'static str, path: &Path) -> Error {
+    Error::os(
+        op,
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the shared-memory directory does not exist",
+        ),
+    )
+}
+
 /// An open shared-memory file (named or anonymous).
 #[derive(Debug)]
 pub struct ShmFile {
@@ -90,15 +101,52 @@ impl ShmFile {
                 Ok(Created::New(file))
             }
             Err(Errno::EXIST) => Ok(Created::Exists),
-            Err(Errno::NOENT) => Err(Error::os(
-                "create",
-                path,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the shared-memory directory does not exist",
-                ),
-            )),
+            Err(Errno::NOENT) => Err(missing_directory("create", path)),
             Err(e) => Err(Error::os("create", path, e)),
+        }
+    }
+
+    /// Creates an unnamed file in `path`'s directory (`O_TMPFILE`) that becomes `path` only when
+    /// [`ShmFile::publish`] links it there: nobody sees it half made, and a creator that dies
+    /// before publishing leaves nothing behind. `Ok(None)` where the filesystem cannot do this.
+    pub fn create_unnamed(path: &Path, mode: u32) -> Result<Option<ShmFile>> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rfs::open(dir, flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => {
+                let file = ShmFile {
+                    fd,
+                    path: path.to_path_buf(),
+                };
+                rfs::fchmod(&file.fd, Mode::from_raw_mode(mode)).map_err(|e| Error::os("chmod", path, e))?;
+                Ok(Some(file))
+            }
+            // Filesystems (and old kernels) without O_TMPFILE.
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Ok(None),
+            Err(Errno::NOENT) => Err(missing_directory("create", path)),
+            Err(e) => Err(Error::os("create", path, e)),
+        }
+    }
+
+    /// Gives a file made by [`ShmFile::create_unnamed`] its name, atomically and never replacing
+    /// another file: `Ok(false)` if the name is taken (this file then stays unnamed).
+    pub fn publish(&self) -> Result<bool> {
+        let cwd = rfs::CWD;
+        let linked = match rfs::linkat(&self.fd, "", cwd, &self.path, rfs::AtFlags::EMPTY_PATH) {
+            // Without CAP_DAC_READ_SEARCH older kernels refuse AT_EMPTY_PATH; /proc does the same.
+            Err(Errno::NOENT | Errno::PERM) => {
+                let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.fd));
+                rfs::linkat(cwd, fd.as_str(), cwd, &self.path, rfs::AtFlags::SYMLINK_FOLLOW)
+            }
+            other => other,
+        };
+        match linked {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(Error::os("publish", &self.path, e)),
         }
     }
 
