@@ -94,12 +94,7 @@ fn hold(name: &str) -> i32 {
     let hex: String = b.token().to_bytes().iter().map(|x| format!("{x:02x}")).collect();
     println!("{hex}");
     std::io::stdout().flush().unwrap();
-    let mut sink = String::new();
-    while std::io::stdin()
-        .read_line(&mut sink)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {}
+    wait_for_stdin_to_close();
     drop(b);
     0
 }
@@ -111,4 +106,16 @@ pub fn parse_token(hex: &str) -> xmem_core::BufferRef {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
         .collect();
     xmem_core::BufferRef::from_bytes(&bytes).expect("token")
+}
+
+/// Blocks until the parent closes this peer's stdin (how a bench tells a peer to stop).
+pub(crate) fn wait_for_stdin_to_close() {
+    let mut sink = String::new();
+    while std::io::stdin()
+        .read_line(&mut sink)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
+        sink.clear();
+    }
 }

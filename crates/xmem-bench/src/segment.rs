@@ -2,7 +2,7 @@
 //! histograms, read with the time-stamp counter (calibrated against `CLOCK_MONOTONIC`; the cost
 //! of an empty measurement, taken in the same run, is subtracted).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -249,13 +249,7 @@ pub(crate) fn reader_role(name: &str, threads: usize, poll_us: u64) -> i32 {
         .collect();
     println!("ready");
     std::io::stdout().flush().unwrap();
-    let mut sink = String::new();
-    while std::io::stdin()
-        .lock()
-        .read_line(&mut sink)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {}
+    crate::wait_for_stdin_to_close();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {
         let _ = w.join();
@@ -272,13 +266,7 @@ pub(crate) fn writer_role(name: &str, size: u64, len: usize, period_ns: u64) -> 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = stop.clone();
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        while std::io::stdin()
-            .lock()
-            .read_line(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
+        crate::wait_for_stdin_to_close();
         s2.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     println!("ready");
