@@ -161,29 +161,32 @@ fn one_writer_at_a_time_and_a_dead_writers_segment_is_taken_over() {
 #[test]
 fn a_writer_killed_mid_write_never_yields_a_torn_value() {
     let scope = ShmScope::new("segkill");
-    // Deterministic: the writer dies between its data and its closing version.
+    // Deterministic: the writer dies between its data and its closing version. In a directory
+    // of its own, so that the cleanup below sees no other test's objects.
+    let dir = std::path::PathBuf::from("/dev/shm").join(scope.name("dir"));
+    std::fs::create_dir(&dir).unwrap();
     for nth in [1, 2, 50] {
-        let name = scope.name(&format!("mid{nth}"));
+        let name = format!("mid{nth}");
         let at = format!("segment.mid_write:{nth}");
         let mut writer = PeerProcess::spawn(
             PEER,
             &["segwriter", &name, "8192", "0"],
-            &[("XMEM_CRASH_AT", &at)],
+            &[("XMEM_CRASH_AT", &at), ("XMEM_SHM_DIR", dir.to_str().unwrap())],
         );
         assert!(
             wait_exit(writer.pid, Duration::from_secs(20)).unwrap(),
             "never reached {at}"
         );
         assert_eq!(writer.wait().code(), Some(137));
-        let mut r = SegmentReader::open(&name).unwrap();
+        let mut r = SegmentReader::builder(&name).directory(&dir).open().unwrap();
         let mut buf = vec![0u8; 8192];
         assert_eq!(kind(r.read_into(&mut buf).unwrap_err()), "WriterGone", "{at}");
-        let removed = xmem_core::discovery::cleanup_in(&ShmDir::default(), Default::default()).unwrap();
-        assert!(
-            removed.iter().any(|c| c.name == name),
-            "cleanup_orphans removes it"
-        );
+        let removed = xmem_core::discovery::cleanup_in(&ShmDir::new(&dir), Default::default()).unwrap();
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert_eq!(removed[0].name, name, "cleanup_orphans removes it");
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
     }
+    std::fs::remove_dir(&dir).unwrap();
     // Random: kill it anywhere while readers read.
     let mut rng = Rng::from_env("a_writer_killed_mid_write_never_yields_a_torn_value");
     for i in 0..30 {
