@@ -347,6 +347,46 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another live process publishes this stream.
+    #[error("stream {name:?} already has a publisher, pid {pid}; a stream has one publisher at a time (subscribe to it with Subscriber)")]
+    PublisherExists {
+        /// The stream's name.
+        name: String,
+        /// The publisher's pid.
+        pid: u32,
+    },
+
+    /// The stream's publisher closed it or died, and every frame it published has been received.
+    #[error("the publisher of stream {name:?} (pid {pid}) is gone and every frame it published was received; subscribe again once a new publisher has created it")]
+    PublisherGone {
+        /// The stream's name.
+        name: String,
+        /// The publisher's pid.
+        pid: u32,
+    },
+
+    /// Under [`Policy::Block`](crate::stream::Policy), a subscriber's queue stayed full.
+    #[error("stream {name:?}: subscriber pid {pid} took no frame for {waited:?} and its queue of {depth} is full; the frame was not published (make the subscriber faster, the queue deeper, or use Policy::DropOldest)")]
+    QueueFull {
+        /// The stream's name.
+        name: String,
+        /// The stalled subscriber's pid.
+        pid: u32,
+        /// Its queue depth.
+        depth: u32,
+        /// How long the publisher waited.
+        waited: Duration,
+    },
+
+    /// Every subscriber place of a stream is taken.
+    #[error("stream {name:?} has {max} subscribers already; create it with more (PublisherBuilder::max_subscribers)")]
+    TooManySubscribers {
+        /// The stream's name.
+        name: String,
+        /// Its limit.
+        max: u32,
+    },
+
     /// Any other operating-system error.
     #[error("{op} {} failed: {source}", path.display())]
     Os {

@@ -27,6 +27,7 @@ pub mod object;
 pub mod os;
 pub mod pool;
 pub mod segment;
+pub mod stream;
 mod sync;
 pub mod tensor;
 

@@ -18,6 +18,8 @@ pub trait Word64: Sync {
     fn fetch_or(&self, value: u64, order: Ordering) -> u64;
     /// `fetch_and`.
     fn fetch_and(&self, value: u64, order: Ordering) -> u64;
+    /// `swap`.
+    fn swap(&self, value: u64, order: Ordering) -> u64;
 }
 
 /// A 32-bit atomic word.
@@ -30,6 +32,8 @@ pub trait Word32: Sync {
     fn cas(&self, current: u32, new: u32, success: Ordering, failure: Ordering) -> Result<u32, u32>;
     /// `fetch_add` (wrapping).
     fn fetch_add(&self, value: u32, order: Ordering) -> u32;
+    /// `swap`.
+    fn swap(&self, value: u32, order: Ordering) -> u32;
 }
 
 macro_rules! word64 {
@@ -55,6 +59,10 @@ macro_rules! word64 {
             fn fetch_and(&self, v: u64, o: Ordering) -> u64 {
                 <$t>::fetch_and(self, v, o)
             }
+            #[inline(always)]
+            fn swap(&self, v: u64, o: Ordering) -> u64 {
+                <$t>::swap(self, v, o)
+            }
         }
     };
 }
@@ -77,6 +85,10 @@ macro_rules! word32 {
             #[inline(always)]
             fn fetch_add(&self, v: u32, o: Ordering) -> u32 {
                 <$t>::fetch_add(self, v, o)
+            }
+            #[inline(always)]
+            fn swap(&self, v: u32, o: Ordering) -> u32 {
+                <$t>::swap(self, v, o)
             }
         }
     };

@@ -120,6 +120,49 @@ pub fn create(
     }
 }
 
+/// For objects with one owner that holds the creation lock for its whole life (a segment's
+/// writer, a stream's publisher): when `path` exists, removes it if it is a `kind` whose owner is
+/// gone, or an abandoned creation. `Err(pid)` if its owner lives; `Ok(Err(_))` for an object
+/// that is not to be replaced (another kind, damaged).
+pub fn take_over(name: &str, path: &Path, kind: ObjectKind) -> std::result::Result<Result<()>, u32> {
+    let info = match probe(path) {
+        Ok(Some(info)) => info,
+        Ok(None) => return Ok(Ok(())), // gone meanwhile
+        Err(e) => return Ok(Err(e)),
+    };
+    let owner = info.owner.map_or(0, |o| o.pid);
+    Ok(match (&info.state, info.kind) {
+        (ObjectState::Ready, Some(k)) if k == kind => {
+            let file = match ShmFile::open_read_only(path) {
+                Ok(Some(file)) => file,
+                Ok(None) => return Ok(Ok(())),
+                Err(e) => return Ok(Err(e)),
+            };
+            match file.try_lock_exclusive() {
+                Ok(true) => {}
+                Ok(false) => return Err(owner),
+                Err(e) => return Ok(Err(e)),
+            }
+            // Its owner is gone; we hold its lock now, so no one else takes it over meanwhile.
+            tracing::info!(name, kind = %kind, "replacing an object whose owner is gone");
+            crate::os::shm::unlink(path).map(|_| ())
+        }
+        (ObjectState::Abandoned, _) => crate::os::shm::unlink(path).map(|_| ()),
+        (ObjectState::Initialising, _) => return Err(owner),
+        (ObjectState::Damaged(why), _) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: why.clone(),
+        }),
+        (ObjectState::Ready, other) => Err(Error::AlreadyExists {
+            name: name.to_string(),
+            detail: format!(
+                "it is a {}",
+                other.map_or("different object".into(), |k| k.to_string())
+            ),
+        }),
+    })
+}
+
 /// Creates an anonymous object (a memfd), shared by handing its descriptor to other processes.
 pub fn create_anonymous(spec: &CreateSpec, init: impl FnOnce(&Mapping) -> Result<()>) -> Result<OpenObject> {
     let file = ShmFile::anonymous("xmem-anonymous")?;

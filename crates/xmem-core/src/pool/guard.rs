@@ -211,6 +211,11 @@ impl BufferMut {
         }
     }
 
+    /// The attachment this guard belongs to.
+    pub(crate) fn pool_ptr(&self) -> std::ptr::NonNull<super::PoolInner> {
+        self.ptr.0
+    }
+
     /// Exclusive access obtained by `get_mut`: the metadata is what the previous holder left.
     pub(crate) fn adopt(ptr: InnerPtr, index: u32, generation: u64) -> Self {
         BufferMut {
@@ -283,6 +288,11 @@ impl BufferMut {
     pub fn set_timestamp_ns(&mut self, ns: u64) {
         self.meta().timestamp_ns.store(ns, Relaxed);
         self.set_flag(META_TIMESTAMP, true);
+    }
+
+    /// Whether a timestamp was set since the buffer was acquired.
+    pub fn has_timestamp(&self) -> bool {
+        self.meta().flags.load(Relaxed) & META_TIMESTAMP != 0
     }
 
     /// Sets the producer's sequence number.
@@ -360,7 +370,7 @@ fn release(ptr: InnerPtr, index: u32) {
 
 /// After a reference was given up: finalise attachments whose handles and guards are all gone.
 #[inline(always)]
-fn after_release() {
+pub(crate) fn after_release() {
     if lifetime::ORPHANS_PENDING.load(Relaxed) {
         lifetime::sweep_orphans();
     }

@@ -22,7 +22,7 @@ use crate::os::map::SharedLayout;
 use crate::tensor::MAX_DIMS;
 
 /// Version of this layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Most processes attached to one pool at a time: one bit each in a 64-bit holder word, whose
 /// top bit is the writer flag.
@@ -55,6 +55,7 @@ pub const LAYOUT_HASH: u64 = {
         size_of::<ProcessSlot>(),
         offset_of!(ProcessSlot, owner),
         offset_of!(ProcessSlot, reclaimed_refs),
+        offset_of!(ProcessSlot, manager),
         size_of::<WakeWords>(),
         offset_of!(WakeWords, wake_seq),
         size_of::<BufferState>(),
@@ -177,11 +178,14 @@ pub struct ProcessSlot {
     pub timeouts: AtomicU64,
     /// References of dead processes it returned to the pool.
     pub reclaimed_refs: AtomicU64,
-    _reserved: AtomicU64,
+    /// For a slot managed by a stream's publisher (a subscriber's): that publisher, encoded like
+    /// `owner` (state bits `ACTIVE`); 0 for an ordinary slot. See `registry`.
+    pub manager: AtomicU64,
 }
 
 assert_layout!(ProcessSlot, size 64, align 64, {
     owner: 0, pidns: 8, attached_unix_ns: 16, start_ticks: 24, waits: 32, timeouts: 40, reclaimed_refs: 48,
+    manager: 56,
 });
 // SAFETY: repr(C), only atomics, layout asserted above.
 unsafe impl SharedLayout for ProcessSlot {}

@@ -43,14 +43,17 @@ static ORPHANS: Mutex<Vec<InnerPtr>> = Mutex::new(Vec::new());
 /// finalise an attachment.
 pub(crate) static ORPHANS_PENDING: AtomicBool = AtomicBool::new(false);
 
-/// Moves a new attachment to the heap, with one handle, registered for re-use.
-pub(crate) fn register(inner: PoolInner, key: (u64, u64)) -> InnerPtr {
+/// Moves a new attachment to the heap, with one handle; a `reusable` one is registered for
+/// re-use by later opens in this process (a stream subscriber's private one is not).
+pub(crate) fn register(inner: PoolInner, key: (u64, u64), reusable: bool) -> InnerPtr {
     inner.handles.store(1, Relaxed);
     let pid = inner.identity.pid;
     let ptr = InnerPtr(NonNull::from(Box::leak(Box::new(inner))));
-    OPEN.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((key, pid, ptr));
+    if reusable {
+        OPEN.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, pid, ptr));
+    }
     ptr
 }
 
@@ -83,7 +86,9 @@ pub(crate) fn handle_from_guard(ptr: InnerPtr) {
         let mut orphans = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
         orphans.retain(|o| o.0 != ptr.0);
         ORPHANS_PENDING.store(!orphans.is_empty(), Release);
-        open.push((inner.key, inner.identity.pid, ptr));
+        if !inner.private {
+            open.push((inner.key, inner.identity.pid, ptr));
+        }
     }
 }
 

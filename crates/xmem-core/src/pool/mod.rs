@@ -69,6 +69,8 @@ pub struct PoolBuilder {
     prefault: bool,
     open_timeout: Duration,
     spin: Duration,
+    /// Manager word of the slot to attach (a stream subscriber's private attachment).
+    manager: u64,
 }
 
 impl PoolBuilder {
@@ -83,6 +85,7 @@ impl PoolBuilder {
             prefault: true,
             open_timeout: object::DEFAULT_OPEN_TIMEOUT,
             spin: DEFAULT_SPIN,
+            manager: 0,
         }
     }
 
@@ -260,7 +263,7 @@ impl PoolBuilder {
             return Err(Error::ForeignPidNamespace { pool: self.label() });
         }
         let me = ProcessIdentity::current();
-        let slot = match registry::attach(&map, me, pidns) {
+        let slot = match registry::attach(&map, me, pidns, self.manager) {
             Ok(slot) => slot,
             Err(AttachError::Full) => {
                 return Err(Error::TooManyProcesses {
@@ -287,12 +290,14 @@ impl PoolBuilder {
             spin: self.spin,
             cursor: AtomicUsize::new(slot),
             handles: AtomicUsize::new(0),
+            private: self.manager != 0,
             key,
             path,
             map,
         };
+        let reusable = !inner.private;
         Ok(BufferPool {
-            ptr: lifetime::register(inner, key),
+            ptr: lifetime::register(inner, key, reusable),
         })
     }
 }
@@ -408,6 +413,9 @@ pub(crate) struct PoolInner {
     cursor: AtomicUsize,
     /// Live [`BufferPool`] handles on this attachment (see [`lifetime`]).
     handles: AtomicUsize,
+    /// A stream subscriber's own attachment: never re-used by `open`, so that only its stream
+    /// delivers to its slot.
+    private: bool,
     /// (device, inode) of the pool's file.
     key: (u64, u64),
 }
@@ -820,6 +828,118 @@ impl BufferPool {
             parts.push("nobody (the pool may be corrupt)".into());
         }
         parts.join(", ")
+    }
+}
+
+/// What streams (`crate::stream`) need from a pool: private attachments for subscribers, and
+/// deliveries that hand a written buffer to several of them in one store.
+impl BufferPool {
+    /// A new attachment of this process with its own slot, managed by `manager` (the stream's
+    /// publisher): what a subscriber holds is told apart from everything else of this process,
+    /// and its slot is not re-used while the publisher may still deliver to it.
+    pub(crate) fn attach_managed(&self, manager: ProcessIdentity) -> Result<BufferPool> {
+        let inner = self.inner();
+        let file = ShmFile::from_fd(inner.map.object.file.try_clone_fd()?)?;
+        let mut b = PoolBuilder::new(Some(self.name()));
+        b.manager = registry::manager_word(Some(manager));
+        b.spin = inner.spin;
+        let obj = object::open_file(file, &open_spec(true, b.prefault, b.open_timeout))?;
+        b.finish_open(obj, inner.path.clone())
+    }
+
+    /// This attachment (to check that a guard belongs to it).
+    pub(crate) fn attachment_ptr(&self) -> std::ptr::NonNull<PoolInner> {
+        self.ptr.0
+    }
+
+    /// Gives up managing slots: the publisher that managed them is done, so their next detach
+    /// or reclaim frees them, and retired ones are freed now.
+    pub(crate) fn unmanage_all(&self) {
+        let inner = self.inner();
+        registry::unmanage(&inner.map, inner.identity);
+    }
+
+    /// Returns references delivered to this (private) attachment that no queue entry names any
+    /// more and no guard holds (a publisher died between delivering and queueing). Only sound
+    /// once nothing more can be delivered to this attachment.
+    pub(crate) fn drop_unclaimed_deliveries(&self) {
+        let inner = self.inner();
+        for index in 0..inner.map.layout.config.count {
+            let h = inner.map.state(index).holders.load(Acquire);
+            if h & inner.me != 0 && h & protocol::WRITER == 0 {
+                let _ = protocol::drop_delivered(&inner.map, inner, inner.me, index);
+            }
+        }
+        guard::after_release();
+    }
+
+    /// The identity of this process as the pool records it.
+    pub(crate) fn identity(&self) -> ProcessIdentity {
+        self.inner().identity
+    }
+
+    /// State of process slot `slot`, and whether `manager` manages it.
+    pub(crate) fn slot_state(&self, slot: usize, manager: ProcessIdentity) -> (SlotState, bool) {
+        let s = &self.inner().map.slots()[slot];
+        let state = registry::Owner::decode(s.owner.load(Acquire)).state;
+        (state, s.manager.load(Acquire) == registry::manager_word(Some(manager)))
+    }
+
+    /// Frees a RETIRED slot this process manages. Returns whether it did.
+    pub(crate) fn release_retired(&self, slot: usize) -> bool {
+        let inner = self.inner();
+        registry::release_retired(&inner.map, slot, inner.identity)
+    }
+
+    /// Hands a written buffer to the slots in `to`; with `keep`, this process keeps a read
+    /// reference, returned as a guard. The caller ensures `to` names no slot of another process
+    /// than those it may deliver to (its managed subscribers').
+    #[inline]
+    pub(crate) fn deliver(&self, frame: BufferMut, to: u64, keep: bool) -> Option<Buffer> {
+        debug_assert!(frame.pool_ptr() == self.ptr.0);
+        let inner = self.inner();
+        let (index, generation) = (frame.index(), frame.generation());
+        if to == 0 && !keep {
+            drop(frame); // nobody to give it to: free it
+            return None;
+        }
+        std::mem::forget(frame);
+        protocol::share_written(&inner.map, inner, inner.me, index, to, keep);
+        if !keep {
+            guard::after_release();
+        }
+        keep.then(|| Buffer::new(self.ptr, index, generation))
+    }
+
+    /// Takes up a reference delivered to this (private) attachment.
+    #[inline]
+    pub(crate) fn adopt_delivered(&self, index: u32, generation: u64) -> Result<Buffer> {
+        let inner = self.inner();
+        if index >= inner.map.layout.config.count {
+            return Err(self.token_error(BufferRef::new(inner.map.pool_id as u32, index, generation)));
+        }
+        match protocol::adopt_delivered(&inner.map, inner, inner.me, index, generation) {
+            Ok(()) => Ok(Buffer::new(self.ptr, index, generation)),
+            Err(e) => Err(get_error(BufferRef::new(inner.map.pool_id as u32, index, generation), e)),
+        }
+    }
+
+    /// Drops a delivered reference never taken up (a subscriber leaving).
+    pub(crate) fn drop_delivered(&self, index: u32) {
+        let inner = self.inner();
+        if index < inner.map.layout.config.count {
+            let _ = protocol::drop_delivered(&inner.map, inner, inner.me, index);
+            guard::after_release();
+        }
+    }
+
+    /// Takes back a reference delivered to the managed slot `bit` that its subscriber never took
+    /// up (a frame dropped from its queue). Only the slot's manager may call this.
+    pub(crate) fn revoke_delivered(&self, bit: u64, index: u32) {
+        let inner = self.inner();
+        if index < inner.map.layout.config.count {
+            let _ = protocol::remove_holder(&inner.map, bit, index);
+        }
     }
 }
 

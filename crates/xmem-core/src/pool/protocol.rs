@@ -527,6 +527,49 @@ pub fn transfer<C: SharedCells, L: LocalCells>(
     result
 }
 
+/// Publishes a write guard to the processes in `to` (a stream's delivery): each holds a
+/// reference from this moment, taken up by [`adopt_delivered`]; with `keep`, this process keeps
+/// one as well (its write guard becomes a read reference). One plain store each: see
+/// "Single-writer words".
+#[inline]
+pub fn share_written<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32, to: u64, keep: bool) {
+    debug_assert!(to & (me | WRITER) == 0 && (to != 0 || keep));
+    // Release: what was written happens-before the recipients' reads.
+    c.holders(index).store(if keep { to | me } else { to }, Release);
+    l.state(index).store(u64::from(keep), Release);
+}
+
+/// Takes up in this process's count a reference a publisher delivered with [`share_written`].
+///
+/// The delivery set this process's bit, which pins the life `generation`, and the caller learnt
+/// of it through an acquire that synchronises with the delivery; so no shared word needs to be
+/// read or written: one CAS on a process-local word.
+#[inline]
+pub fn adopt_delivered<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    index: u32,
+    generation: u64,
+) -> Result<(), GetError> {
+    let state = l.state(index);
+    let mine = busy();
+    if state.cas(0, mine, Acquire, Relaxed).is_ok() {
+        l.generation(index).store(generation, Relaxed);
+        state.store(1, Release);
+        return Ok(());
+    }
+    // This process holds the life already (a `get` took up the delivered reference): the
+    // general path adds one.
+    get(c, l, me, index, generation, Access::Read)
+}
+
+/// Drops a delivered reference that was never taken up (a subscriber leaving with frames still
+/// queued). Does nothing, and reports `NotHeld`, if this process took it up meanwhile.
+pub fn drop_delivered<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) -> Result<Released, NotHeld> {
+    release_pending(c, l, me, index)
+}
+
 /// Moves a write guard to the processes in `to`: the buffer is theirs (each holds a reference,
 /// write access is no one's), and this process holds nothing of it any more.
 pub fn transfer_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32, to: u64) {

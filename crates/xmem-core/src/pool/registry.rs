@@ -14,6 +14,16 @@
 //! a reclaim is idempotent (clearing bits that may already be clear), a reclaimer killed halfway
 //! is simply redone by the next one. The registry word (one bit per attached slot, plus CLOSED)
 //! lets the last process out remove the pool without racing a late opener.
+//!
+//! A *managed* slot belongs to a stream subscriber; its manager is the stream's publisher, which
+//! sets the slot's holder bits when it delivers. Such a slot must not go to another process while
+//! the publisher may still deliver to it, so its detach and its reclaim end in RETIRED instead of
+//! FREE while the manager lives:
+//!
+//! ```text
+//! ACTIVE(p) ──detach / reclaim──▶ RETIRED ──manager releases it, or any sweeper once the
+//!                                            manager is dead──▶ FREE
+//! ```
 
 use std::sync::atomic::Ordering::*;
 
@@ -36,6 +46,8 @@ pub enum SlotState {
     Active,
     /// A reclaimer is returning a dead process's references.
     Reclaiming,
+    /// Done with, but kept from reuse until its manager (a stream's publisher) releases it.
+    Retired,
 }
 
 /// A decoded owner word.
@@ -52,6 +64,7 @@ impl Owner {
         let state = match word >> STATE_SHIFT {
             1 => SlotState::Active,
             2 => SlotState::Reclaiming,
+            3 => SlotState::Retired,
             _ => SlotState::Free,
         };
         Owner {
@@ -66,6 +79,7 @@ impl Owner {
             SlotState::Free => return 0,
             SlotState::Active => 1,
             SlotState::Reclaiming => 2,
+            SlotState::Retired => 3,
         };
         (s << STATE_SHIFT) | ((u64::from(id.pid) & PID_MASK) << PID_SHIFT) | (id.start_ticks & START_MASK)
     }
@@ -80,6 +94,34 @@ impl Owner {
         let start = self.start;
         crate::os::process::liveness_of(self.pid, |ticks| ticks & START_MASK == start)
     }
+
+    /// The same identity in another (non-free) state.
+    fn with_state(word: u64, state: SlotState) -> u64 {
+        let identity = word & ((1 << STATE_SHIFT) - 1);
+        identity | (Owner::encode(state, ProcessIdentity::current()) & !((1 << STATE_SHIFT) - 1))
+    }
+}
+
+/// The manager word for `manager` (0: not managed).
+pub(crate) fn manager_word(manager: Option<ProcessIdentity>) -> u64 {
+    manager.map_or(0, |m| Owner::encode(SlotState::Active, m))
+}
+
+/// Whether slot `s` is managed by a process that is still alive.
+fn managed_by_live(s: &super::layout::ProcessSlot) -> bool {
+    let m = s.manager.load(Acquire);
+    m != 0 && Owner::decode(m).liveness() != Liveness::Dead
+}
+
+/// Ends a slot's use: RETIRED (keeping `word`'s identity) while a live manager may still deliver
+/// to it, else FREE. The caller holds the slot (ACTIVE as its owner, or RECLAIMING).
+fn finish_slot(s: &super::layout::ProcessSlot, word: u64) {
+    if managed_by_live(s) {
+        s.owner.store(Owner::with_state(word, SlotState::Retired), Release);
+    } else {
+        s.manager.store(0, Relaxed);
+        s.owner.store(0, Release);
+    }
 }
 
 /// Why attaching failed.
@@ -91,8 +133,14 @@ pub(crate) enum AttachError {
     Closing,
 }
 
-/// Claims a free slot for `me` and publishes it in the registry. Returns the slot.
-pub(crate) fn attach(map: &PoolMap, me: ProcessIdentity, pidns: u64) -> Result<usize, AttachError> {
+/// Claims a free slot for `me` and publishes it in the registry. Returns the slot. A slot with a
+/// `manager` word (see the module docs) is a stream subscriber's.
+pub(crate) fn attach(
+    map: &PoolMap,
+    me: ProcessIdentity,
+    pidns: u64,
+    manager: u64,
+) -> Result<usize, AttachError> {
     let slots = map.slots();
     let mut claimed = None;
     for pass in 0..2 {
@@ -116,6 +164,9 @@ pub(crate) fn attach(map: &PoolMap, me: ProcessIdentity, pidns: u64) -> Result<u
     s.waits.store(0, Relaxed);
     s.timeouts.store(0, Relaxed);
     s.reclaimed_refs.store(0, Relaxed);
+    // A FREE slot's manager word is 0, so a process killed before this store leaves an
+    // ordinary slot behind.
+    s.manager.store(manager, Release);
     // A hand-off aimed at this slot's previous process may have landed after its reclaim: such
     // bits are not ours. Clearing them here means no attach ever inherits a reference.
     let bit = slot_bit(slot);
@@ -124,6 +175,7 @@ pub(crate) fn attach(map: &PoolMap, me: ProcessIdentity, pidns: u64) -> Result<u
     let mut r = registry.load(Acquire);
     loop {
         if r & REGISTRY_CLOSED != 0 {
+            s.manager.store(0, Relaxed);
             s.owner.store(0, Release);
             return Err(AttachError::Closing);
         }
@@ -154,8 +206,28 @@ pub(crate) fn detach(map: &PoolMap, slot: usize, close_if_last: bool) -> bool {
             Err(now) => r = now,
         }
     };
-    map.slots()[slot].owner.store(0, Release);
+    let s = &map.slots()[slot];
+    finish_slot(s, s.owner.load(Relaxed));
     closed
+}
+
+/// Frees `slot` if it is RETIRED and managed by `me` (a publisher done delivering to it).
+/// Returns whether it did.
+pub(crate) fn release_retired(map: &PoolMap, slot: usize, me: ProcessIdentity) -> bool {
+    let s = &map.slots()[slot];
+    let word = s.owner.load(Acquire);
+    if Owner::decode(word).state != SlotState::Retired || s.manager.load(Acquire) != manager_word(Some(me)) {
+        return false;
+    }
+    let mine = Owner::encode(SlotState::Reclaiming, me);
+    if s.owner.compare_exchange(word, mine, AcqRel, Relaxed).is_err() {
+        return false;
+    }
+    // Deliveries made after the slot's reclaim left bits that nobody holds.
+    protocol::reclaim_holder(map, slot_bit(slot));
+    s.manager.store(0, Relaxed);
+    s.owner.store(0, Release);
+    true
 }
 
 /// What a sweep found and did.
@@ -184,6 +256,13 @@ pub(crate) fn sweep(map: &PoolMap, me: ProcessIdentity, dry_run: bool) -> Reclai
     for (slot, s) in map.slots().iter().enumerate().take(MAX_PROCESSES) {
         let word = s.owner.load(Acquire);
         let owner = Owner::decode(word);
+        if owner.state == SlotState::Retired {
+            if !dry_run && !managed_by_live(s) {
+                // Its manager died or gave it up: nobody else will free it.
+                free_abandoned_retired(map, slot, word, me);
+            }
+            continue;
+        }
         if owner.state == SlotState::Free || owner.is(me) || owner.liveness() != Liveness::Dead {
             continue;
         }
@@ -207,7 +286,9 @@ pub(crate) fn sweep(map: &PoolMap, me: ProcessIdentity, dry_run: bool) -> Reclai
         crate::crash_point!("reclaim.after_clear");
         report.hints_restored += protocol::rebuild_hints(map);
         map.header().registry.fetch_and(!bit, AcqRel);
-        let _ = s.owner.compare_exchange(mine, 0, AcqRel, Relaxed);
+        if s.owner.load(Acquire) == mine {
+            finish_slot(s, word);
+        }
         tracing::info!(
             pool = %map.label,
             pid = owner.pid,
@@ -222,11 +303,41 @@ pub(crate) fn sweep(map: &PoolMap, me: ProcessIdentity, dry_run: bool) -> Reclai
     report
 }
 
-/// Whether any slot is attached or being reclaimed.
+/// Ends `me`'s management of every slot it manages: a retired one is freed now, an active one
+/// is freed by its own detach or reclaim.
+pub(crate) fn unmanage(map: &PoolMap, me: ProcessIdentity) {
+    let mine = manager_word(Some(me));
+    for slot in 0..MAX_PROCESSES {
+        let s = &map.slots()[slot];
+        if s.manager.compare_exchange(mine, 0, AcqRel, Relaxed).is_err() {
+            continue;
+        }
+        let word = s.owner.load(Acquire);
+        if Owner::decode(word).state == SlotState::Retired {
+            free_abandoned_retired(map, slot, word, me);
+        }
+    }
+}
+
+/// Frees a RETIRED slot whose manager died: nobody will release it otherwise.
+fn free_abandoned_retired(map: &PoolMap, slot: usize, word: u64, me: ProcessIdentity) {
+    let s = &map.slots()[slot];
+    let mine = Owner::encode(SlotState::Reclaiming, me);
+    if s.owner.compare_exchange(word, mine, AcqRel, Relaxed).is_ok() {
+        protocol::reclaim_holder(map, slot_bit(slot));
+        s.manager.store(0, Relaxed);
+        s.owner.store(0, Release);
+    }
+}
+
+/// Whether any slot is attached or being reclaimed (RETIRED slots hold nothing).
 pub(crate) fn anyone_attached(map: &PoolMap) -> bool {
-    map.slots()
-        .iter()
-        .any(|s| Owner::decode(s.owner.load(Acquire)).state != SlotState::Free)
+    map.slots().iter().any(|s| {
+        !matches!(
+            Owner::decode(s.owner.load(Acquire)).state,
+            SlotState::Free | SlotState::Retired
+        )
+    })
 }
 
 /// Live attached processes, for error messages.

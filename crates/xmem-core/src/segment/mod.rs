@@ -38,7 +38,7 @@ use self::layout::{
 use self::seqlock::{load_bytes, read_begin, read_validate, store_bytes, write_begin, write_end};
 use crate::error::{Error, Result};
 use crate::object::{
-    self, CreateOutcome, CreateSpec, ObjectKind, ObjectState, OpenObject, OpenSpec, Placement,
+    self, CreateOutcome, CreateSpec, ObjectKind, OpenObject, OpenSpec, Placement,
 };
 use crate::os::{placement, shm, time, ProcessIdentity, ShmDir, ShmFile};
 
@@ -259,42 +259,11 @@ impl SegmentBuilder {
 /// An existing object holds the name: remove it if it is a segment whose writer is gone (or an
 /// abandoned creation), else refuse.
 fn take_over_or_refuse(name: &str, path: &Path) -> Result<()> {
-    let Some(info) = object::probe(path)? else {
-        return Ok(()); // gone meanwhile
-    };
-    match (&info.state, info.kind) {
-        (ObjectState::Ready, Some(ObjectKind::Segment)) => {
-            let Some(file) = ShmFile::open_read_only(path)? else {
-                return Ok(());
-            };
-            if !file.try_lock_exclusive()? {
-                return Err(Error::WriterExists {
-                    name: name.to_string(),
-                    pid: info.owner.map_or(0, |o| o.pid),
-                });
-            }
-            // Its writer is gone; we hold its lock now, so no one else takes it over meanwhile.
-            tracing::info!(segment = name, "replacing a segment whose writer is gone");
-            shm::unlink(path)?;
-            Ok(())
-        }
-        (ObjectState::Abandoned, _) => shm::unlink(path).map(|_| ()),
-        (ObjectState::Initialising, _) => Err(Error::WriterExists {
+    object::take_over(name, path, ObjectKind::Segment)
+        .map_err(|pid| Error::WriterExists {
             name: name.to_string(),
-            pid: info.owner.map_or(0, |o| o.pid),
-        }),
-        (ObjectState::Damaged(why), _) => Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            detail: why.clone(),
-        }),
-        (ObjectState::Ready, kind) => Err(Error::AlreadyExists {
-            name: name.to_string(),
-            detail: format!(
-                "it is a {}",
-                kind.map_or("different object".into(), |k| k.to_string())
-            ),
-        }),
-    }
+            pid,
+        })?
 }
 
 /// Pointers into a validated segment mapping.

@@ -1,0 +1,422 @@
+//! The receiving side of a stream.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::*;
+use std::time::{Duration, Instant};
+
+use super::layout::{Member, MemberState, NOTIFY_FD, PARKED_FD, PARKED_FUTEX, PUBLISHER_CLOSED};
+use super::queue::{self, Take};
+use super::{notify_address, StreamMap};
+use crate::error::{Error, Result};
+use crate::object;
+use crate::os::{futex, time, ProcessIdentity, ShmDir};
+use crate::pool::{Buffer, BufferPool, BufferRef};
+use crate::segment::seqlock;
+
+/// How often a subscriber that finds its queue empty checks that the publisher lives.
+const LIVENESS_EVERY_NS: u64 = 10_000_000;
+
+/// Longest single sleep of a blocked receive (it then checks the publisher).
+const PARK_SLICE: Duration = Duration::from_millis(10);
+
+/// How to subscribe. Start with [`Subscriber::builder`].
+#[derive(Debug, Clone)]
+pub struct SubscriberBuilder {
+    name: String,
+    dir: ShmDir,
+    spin: Duration,
+    notify_fd: bool,
+}
+
+impl SubscriberBuilder {
+    fn new(name: &str) -> Self {
+        SubscriberBuilder {
+            name: name.to_string(),
+            dir: ShmDir::default(),
+            spin: Duration::from_micros(20),
+            notify_fd: false,
+        }
+    }
+
+    /// Directory of the stream (default `$XMEM_SHM_DIR` or `/dev/shm`).
+    pub fn directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = ShmDir::new(dir);
+        self
+    }
+
+    /// How long a blocking receive spins before it sleeps (default 20 µs: waking a sleeping
+    /// thread costs tens of µs on a VM).
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Also signal new frames on a descriptor an event loop can poll ([`Subscriber::notify_fd`]).
+    pub fn notify_fd(mut self, on: bool) -> Self {
+        self.notify_fd = on;
+        self
+    }
+
+    /// Joins the stream. Frames published from now on are delivered, after the stream's history.
+    pub fn open(&self) -> Result<Subscriber> {
+        let path = object::path_of(&self.dir, &self.name)?;
+        let map = StreamMap::open(&self.name, &path, true)?;
+        let h = map.header();
+        let publisher = h.object.owner();
+        if h.publisher_state.load(Acquire) == PUBLISHER_CLOSED || super::lock_is_free(&map)? {
+            return Err(Error::PublisherGone {
+                name: self.name.clone(),
+                pid: publisher.pid,
+            });
+        }
+        let pool_name = map.pool_name()?;
+        let shared = BufferPool::builder(&pool_name).directory(self.dir.path()).open()?;
+        if shared.pool_id() != h.pool_id.load(Relaxed) {
+            return Err(Error::ConfigMismatch {
+                name: self.name.clone(),
+                detail: format!("its pool {pool_name:?} is not the one the stream was made with"),
+            });
+        }
+        let pool = shared.attach_managed(publisher)?;
+        drop(shared);
+        let me = pool.identity();
+        let joining = Member::encode(MemberState::Joining, me);
+        let record = (0..map.layout.max_subscribers as usize)
+            .find(|&r| {
+                map.record(r)
+                    .state
+                    .compare_exchange(0, joining, AcqRel, Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| Error::TooManySubscribers {
+                name: self.name.clone(),
+                max: map.layout.max_subscribers,
+            })?;
+        // Until ACTIVE below, the publisher ignores this record: set it up freely.
+        let notify = if self.notify_fd {
+            Some(NotifySocket::bind()?)
+        } else {
+            None
+        };
+        let r = map.record(record);
+        r.pool_slot.store(pool.process_slot() as u32, Relaxed);
+        r.flags.store(if notify.is_some() { NOTIFY_FD } else { 0 }, Relaxed);
+        r.notify_key.store(notify.as_ref().map_or(0, |n| n.key), Relaxed);
+        r.joined_unix_ns.store(time::unix_now_ns(), Relaxed);
+        r.received.store(0, Relaxed);
+        r.dropped.store(0, Relaxed);
+        queue::reset(&map.queue(record, None));
+        let backlog = read_history(&map, &pool);
+        let word = Member::encode(MemberState::Active, me);
+        r.state.store(word, Release);
+        h.roster_epoch.fetch_add(1, AcqRel);
+        Ok(Subscriber {
+            map,
+            pool,
+            record,
+            word,
+            head: 0,
+            backlog,
+            publisher,
+            spin: self.spin,
+            notify,
+            next_liveness_ns: 0,
+            gone: false,
+            received: 0,
+        })
+    }
+}
+
+/// The frames of the stream's history that are still alive, oldest first.
+fn read_history(map: &StreamMap, pool: &BufferPool) -> VecDeque<Buffer> {
+    let mut found: Vec<(u64, u32, u64)> = Vec::new();
+    for e in map.history() {
+        for _ in 0..100 {
+            let Some(v) = seqlock::read_begin(&e.version) else {
+                std::hint::spin_loop();
+                continue;
+            };
+            let (seq, generation, index) = (
+                e.seq.load(Relaxed),
+                e.generation.load(Relaxed),
+                e.index.load(Relaxed),
+            );
+            if seqlock::read_validate(&e.version, v) {
+                if let Ok(index) = u32::try_from(index) {
+                    found.push((seq, index, generation));
+                }
+                break;
+            }
+        }
+    }
+    found.sort_unstable();
+    let tag = pool.pool_id() as u32;
+    found
+        .into_iter()
+        .filter_map(|(_, index, generation)| pool.get(BufferRef::new(tag, index, generation)).ok())
+        .collect()
+}
+
+/// A subscriber's notification socket: an abstract Unix datagram socket the publisher sends a
+/// byte to when it delivers a frame the subscriber waits for.
+#[derive(Debug)]
+struct NotifySocket {
+    fd: OwnedFd,
+    key: u64,
+}
+
+impl NotifySocket {
+    fn bind() -> Result<NotifySocket> {
+        use rustix::net::{bind, socket_with, AddressFamily, SocketFlags, SocketType};
+        let fd = socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(|e| Error::os("notification socket", "", e))?;
+        for _ in 0..8 {
+            let mut b = [0u8; 8];
+            let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+            let key = u64::from_le_bytes(b) | 1;
+            match bind(&fd, &notify_address(key)?) {
+                Ok(()) => return Ok(NotifySocket { fd, key }),
+                Err(rustix::io::Errno::ADDRINUSE) => continue,
+                Err(e) => return Err(Error::os("notification socket", "", e)),
+            }
+        }
+        Err(Error::InvalidConfig("no free notification socket address".into()))
+    }
+
+    /// Reads every pending notification.
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while rustix::net::recv(&self.fd, &mut buf, rustix::net::RecvFlags::DONTWAIT).is_ok() {}
+    }
+}
+
+/// A subscription to a stream. Dropping it leaves the stream; frames already received stay valid
+/// until their guards drop.
+#[derive(Debug)]
+pub struct Subscriber {
+    map: StreamMap,
+    /// This subscriber's own attachment to the stream's pool.
+    pool: BufferPool,
+    record: usize,
+    word: u64,
+    /// The next position of its queue.
+    head: u64,
+    /// History frames not yet handed out.
+    backlog: VecDeque<Buffer>,
+    publisher: ProcessIdentity,
+    spin: Duration,
+    notify: Option<NotifySocket>,
+    next_liveness_ns: u64,
+    gone: bool,
+    received: u64,
+}
+
+impl Subscriber {
+    /// Starts configuring a subscription to the stream called `name`.
+    pub fn builder(name: &str) -> SubscriberBuilder {
+        SubscriberBuilder::new(name)
+    }
+
+    /// Joins the stream called `name` with default settings.
+    pub fn open(name: &str) -> Result<Subscriber> {
+        Self::builder(name).open()
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.map.name
+    }
+
+    /// The publisher's pid.
+    pub fn publisher_pid(&self) -> u32 {
+        self.publisher.pid
+    }
+
+    /// Frames received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Frames the publisher dropped from this subscriber's queue to make room.
+    pub fn dropped(&self) -> u64 {
+        self.map.record(self.record).dropped.load(Relaxed)
+    }
+
+    /// The stream's pool, as this subscriber is attached to it.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    /// The next frame if one is waiting; `Ok(None)` if not. Never blocks, makes no system call
+    /// while frames arrive. After the publisher is gone and every frame it published was
+    /// received: [`Error::PublisherGone`].
+    ///
+    /// With [`SubscriberBuilder::notify_fd`], `Ok(None)` also arms the notification descriptor:
+    /// it becomes readable when the next frame arrives.
+    #[inline]
+    pub fn try_receive(&mut self) -> Result<Option<Buffer>> {
+        if !self.backlog.is_empty() {
+            return Ok(self.backlog.pop_front());
+        }
+        loop {
+            let q = self.map.queue(self.record, None);
+            match queue::take(&q, self.head) {
+                Take::Entry(e) => {
+                    self.head += 1;
+                    // A frame taken up through another path (a `get` on this subscriber's pool
+                    // handle) is not received twice.
+                    if let Ok(frame) = self.pool.adopt_delivered(e.index, e.generation) {
+                        self.received += 1;
+                        self.map.record(self.record).received.store(self.received, Relaxed);
+                        return Ok(Some(frame));
+                    }
+                }
+                Take::Dropped => self.head += 1,
+                Take::Empty => return self.on_empty(),
+                Take::Corrupt(seq) => {
+                    return Err(Error::Corrupt {
+                        path: self.map.path().to_path_buf(),
+                        detail: format!("queue slot for position {} reads {seq}", self.head),
+                    })
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn on_empty(&mut self) -> Result<Option<Buffer>> {
+        if self.gone || self.publisher_gone() {
+            return self.last_look();
+        }
+        if let Some(n) = &self.notify {
+            n.drain();
+            let q = self.map.queue(self.record, None);
+            if queue::park_subscriber(&q, self.head, PARKED_FD).is_none() {
+                return self.try_receive(); // arrived meanwhile
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the publisher closed the stream or died (checked at most every 10 ms).
+    fn publisher_gone(&mut self) -> bool {
+        if self.map.header().publisher_state.load(Acquire) == PUBLISHER_CLOSED {
+            return true;
+        }
+        let now = time::monotonic_coarse_ns();
+        if now < self.next_liveness_ns {
+            return false;
+        }
+        self.next_liveness_ns = now + LIVENESS_EVERY_NS;
+        super::lock_is_free(&self.map).unwrap_or(false)
+    }
+
+    /// The publisher is gone: what it published before is in the queue (its last store happened
+    /// before its lock was dropped or its state closed); after that, the stream is over.
+    fn last_look(&mut self) -> Result<Option<Buffer>> {
+        loop {
+            let q = self.map.queue(self.record, None);
+            match queue::take(&q, self.head) {
+                Take::Entry(e) => {
+                    self.head += 1;
+                    if let Ok(frame) = self.pool.adopt_delivered(e.index, e.generation) {
+                        self.received += 1;
+                        return Ok(Some(frame));
+                    }
+                }
+                Take::Dropped => self.head += 1,
+                _ => break,
+            }
+        }
+        if !self.gone {
+            self.gone = true;
+            // A publisher killed between its delivery and its queue entries left references
+            // with this subscriber that no entry names: return them.
+            self.pool.drop_unclaimed_deliveries();
+        }
+        Err(Error::PublisherGone {
+            name: self.map.name.clone(),
+            pid: self.publisher.pid,
+        })
+    }
+
+    /// The next frame, waiting as long as it takes.
+    pub fn receive(&mut self) -> Result<Buffer> {
+        loop {
+            if let Some(frame) = self.receive_timeout(Duration::from_secs(3600))? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// The next frame, waiting at most `timeout` (`Ok(None)` then). Spins briefly, then sleeps
+    /// on a futex that the publisher wakes only because this subscriber sleeps.
+    pub fn receive_timeout(&mut self, timeout: Duration) -> Result<Option<Buffer>> {
+        if let Some(frame) = self.try_receive()? {
+            return Ok(Some(frame));
+        }
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let spin_until = start + self.spin.min(timeout);
+        while Instant::now() < spin_until {
+            for _ in 0..8 {
+                std::hint::spin_loop();
+            }
+            if let Some(frame) = self.try_receive()? {
+                return Ok(Some(frame));
+            }
+        }
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let q = self.map.queue(self.record, None);
+            if let Some(seen) = queue::park_subscriber(&q, self.head, PARKED_FUTEX) {
+                let slice = (deadline - now).min(PARK_SLICE);
+                futex::wait(&self.map.record(self.record).sub_wake, seen, slice);
+            }
+            if let Some(frame) = self.try_receive()? {
+                return Ok(Some(frame));
+            }
+        }
+    }
+
+    /// A descriptor that becomes readable when a frame arrives, for event loops; `None` unless
+    /// the subscriber was opened with [`SubscriberBuilder::notify_fd`]. After it polls readable,
+    /// call [`Subscriber::try_receive`] until it returns `Ok(None)` (which re-arms it).
+    pub fn notify_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.notify.as_ref().map(|n| n.fd.as_fd())
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let r = self.map.record(self.record);
+        let leaving = Member::encode(MemberState::Leaving, self.pool.identity());
+        if r.state.compare_exchange(self.word, leaving, AcqRel, Relaxed).is_ok() {
+            self.map.header().roster_epoch.fetch_add(1, AcqRel);
+        }
+        // What is queued was delivered to us: give it back now rather than when the pool
+        // attachment goes (which waits for every received frame's guard).
+        loop {
+            let q = self.map.queue(self.record, None);
+            match queue::take(&q, self.head) {
+                Take::Entry(e) => {
+                    self.head += 1;
+                    self.pool.drop_delivered(e.index);
+                }
+                Take::Dropped => self.head += 1,
+                _ => break,
+            }
+        }
+        self.backlog.clear();
+    }
+}
