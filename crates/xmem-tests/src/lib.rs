@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
+pub mod stream_peer;
+
 use xmem_core::os::ShmDir;
 use xmem_core::BufferRef;
 

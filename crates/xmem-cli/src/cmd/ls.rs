@@ -67,6 +67,15 @@ fn usage(e: &Entry) -> String {
             if *writer_alive { "alive" } else { "gone" },
             fmt::duration(*heartbeat_age)
         ),
+        Detail::Stream {
+            pool,
+            publisher_alive,
+            published,
+            subscribers,
+        } => format!(
+            "{published} frames, {subscribers} subscriber(s), publisher {}, pool {pool}",
+            if *publisher_alive { "alive" } else { "gone" }
+        ),
         Detail::Unreadable(why) => format!("unreadable: {why}"),
         Detail::None => match &e.state {
             ObjectState::Damaged(why) => why.clone(),
@@ -92,6 +101,14 @@ pub fn entry_json(e: &Entry) -> serde_json::Value {
             heartbeat_age,
         } => {
             json!({"size": size, "version": version, "writer_alive": writer_alive, "heartbeat_age_ns": heartbeat_age.as_nanos() as u64})
+        }
+        Detail::Stream {
+            pool,
+            publisher_alive,
+            published,
+            subscribers,
+        } => {
+            json!({"pool": pool, "publisher_alive": publisher_alive, "published": published, "subscribers": subscribers})
         }
         Detail::Unreadable(why) => json!({"error": why}),
         Detail::None => json!(null),

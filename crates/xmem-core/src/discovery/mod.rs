@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::object::{self, ObjectInfo, ObjectKind, ObjectState};
 use crate::os::map::MapOptions;
 use crate::os::{placement, shm, time, Liveness, Mapping, ProcessIdentity, ShmDir, ShmFile};
-use crate::{pool, segment};
+use crate::{pool, segment, stream};
 
 /// One object, as `xmem ls` shows it.
 #[derive(Debug, Clone)]
@@ -63,6 +63,17 @@ pub enum Detail {
         /// Time since the last write or heartbeat.
         heartbeat_age: Duration,
     },
+    /// A publish/subscribe stream.
+    Stream {
+        /// The pool holding its frames.
+        pool: String,
+        /// Whether its publisher is still publishing.
+        publisher_alive: bool,
+        /// Frames published.
+        published: u64,
+        /// Subscribers (live or not yet cleaned up).
+        subscribers: usize,
+    },
     /// Nothing more is known (not ready, or a kind this build does not know).
     None,
     /// The kind-specific part could not be read.
@@ -77,6 +88,7 @@ impl Entry {
             (ObjectState::Abandoned, _) => true,
             (ObjectState::Ready, Detail::Pool { processes, .. }) => *processes == 0,
             (ObjectState::Ready, Detail::Segment { writer_alive, .. }) => !writer_alive,
+            (ObjectState::Ready, Detail::Stream { publisher_alive, .. }) => !publisher_alive,
             _ => false,
         }
     }
@@ -130,6 +142,17 @@ fn describe(info: ObjectInfo) -> Entry {
                     version: s.version,
                     writer_alive: s.writer_alive,
                     heartbeat_age: s.heartbeat_age,
+                },
+                Err(e) => Detail::Unreadable(e.to_string()),
+            }
+        }
+        (ObjectState::Ready, Some(ObjectKind::Stream)) => {
+            match stream::inspect_path(&info.path, &info.name) {
+                Ok(s) => Detail::Stream {
+                    pool: s.pool,
+                    publisher_alive: s.publisher_alive,
+                    published: s.published,
+                    subscribers: s.subscribers.len(),
                 },
                 Err(e) => Detail::Unreadable(e.to_string()),
             }
@@ -243,6 +266,7 @@ pub fn cleanup_in(dir: &ShmDir, options: CleanupOptions) -> Result<Vec<Cleaned>>
             (ObjectState::Abandoned, _) => "abandoned by a creator that died while creating it".to_string(),
             (_, Detail::Pool { .. }) => "no live process has it open".to_string(),
             (_, Detail::Segment { .. }) => "its writer is gone".to_string(),
+            (_, Detail::Stream { .. }) => "its publisher is gone".to_string(),
             _ => continue,
         };
         match grace_left(&entry, options) {
@@ -265,6 +289,9 @@ pub fn cleanup_in(dir: &ShmDir, options: CleanupOptions) -> Result<Vec<Cleaned>>
                 }
                 Some(ObjectKind::Segment) if entry.state == ObjectState::Ready => {
                     segment::clean_path(&entry.path, false)?
+                }
+                Some(ObjectKind::Stream) if entry.state == ObjectState::Ready => {
+                    stream::clean_path(&entry.path, false)?
                 }
                 _ => shm::unlink(&entry.path)?,
             }

@@ -882,7 +882,10 @@ impl BufferPool {
     pub(crate) fn slot_state(&self, slot: usize, manager: ProcessIdentity) -> (SlotState, bool) {
         let s = &self.inner().map.slots()[slot];
         let state = registry::Owner::decode(s.owner.load(Acquire)).state;
-        (state, s.manager.load(Acquire) == registry::manager_word(Some(manager)))
+        (
+            state,
+            s.manager.load(Acquire) == registry::manager_word(Some(manager)),
+        )
     }
 
     /// Frees a RETIRED slot this process manages. Returns whether it did.
@@ -920,7 +923,10 @@ impl BufferPool {
         }
         match protocol::adopt_delivered(&inner.map, inner, inner.me, index, generation) {
             Ok(()) => Ok(Buffer::new(self.ptr, index, generation)),
-            Err(e) => Err(get_error(BufferRef::new(inner.map.pool_id as u32, index, generation), e)),
+            Err(e) => Err(get_error(
+                BufferRef::new(inner.map.pool_id as u32, index, generation),
+                e,
+            )),
         }
     }
 

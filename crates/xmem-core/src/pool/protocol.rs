@@ -566,7 +566,12 @@ pub fn adopt_delivered<C: SharedCells, L: LocalCells>(
 
 /// Drops a delivered reference that was never taken up (a subscriber leaving with frames still
 /// queued). Does nothing, and reports `NotHeld`, if this process took it up meanwhile.
-pub fn drop_delivered<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) -> Result<Released, NotHeld> {
+pub fn drop_delivered<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    index: u32,
+) -> Result<Released, NotHeld> {
     release_pending(c, l, me, index)
 }
 

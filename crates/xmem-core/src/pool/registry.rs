@@ -117,7 +117,8 @@ fn managed_by_live(s: &super::layout::ProcessSlot) -> bool {
 /// to it, else FREE. The caller holds the slot (ACTIVE as its owner, or RECLAIMING).
 fn finish_slot(s: &super::layout::ProcessSlot, word: u64) {
     if managed_by_live(s) {
-        s.owner.store(Owner::with_state(word, SlotState::Retired), Release);
+        s.owner
+            .store(Owner::with_state(word, SlotState::Retired), Release);
     } else {
         s.manager.store(0, Relaxed);
         s.owner.store(0, Release);

@@ -37,9 +37,7 @@ use self::layout::{
 };
 use self::seqlock::{load_bytes, read_begin, read_validate, store_bytes, write_begin, write_end};
 use crate::error::{Error, Result};
-use crate::object::{
-    self, CreateOutcome, CreateSpec, ObjectKind, OpenObject, OpenSpec, Placement,
-};
+use crate::object::{self, CreateOutcome, CreateSpec, ObjectKind, OpenObject, OpenSpec, Placement};
 use crate::os::{placement, shm, time, ProcessIdentity, ShmDir, ShmFile};
 
 /// Whether to put a segment on huge pages.
@@ -259,11 +257,10 @@ impl SegmentBuilder {
 /// An existing object holds the name: remove it if it is a segment whose writer is gone (or an
 /// abandoned creation), else refuse.
 fn take_over_or_refuse(name: &str, path: &Path) -> Result<()> {
-    object::take_over(name, path, ObjectKind::Segment)
-        .map_err(|pid| Error::WriterExists {
-            name: name.to_string(),
-            pid,
-        })?
+    object::take_over(name, path, ObjectKind::Segment).map_err(|pid| Error::WriterExists {
+        name: name.to_string(),
+        pid,
+    })?
 }
 
 /// Pointers into a validated segment mapping.

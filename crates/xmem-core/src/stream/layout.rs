@@ -232,7 +232,10 @@ impl StreamLayout {
         }
         let header = std::mem::size_of::<StreamHeader>();
         let history_offset = header;
-        let records_offset = round_up(history_offset + history as usize * std::mem::size_of::<HistoryEntry>(), 64);
+        let records_offset = round_up(
+            history_offset + history as usize * std::mem::size_of::<HistoryEntry>(),
+            64,
+        );
         let queues_offset =
             records_offset + max_subscribers as usize * std::mem::size_of::<SubscriberRecord>();
         let queue_stride = round_up(depth as usize * std::mem::size_of::<QueueSlot>(), 64);
@@ -318,6 +321,11 @@ impl Member {
         (s << STATE_SHIFT) | ((u64::from(id.pid) & PID_MASK) << PID_SHIFT) | (id.start_ticks & START_MASK)
     }
 
+    /// Whether both name the same process.
+    pub fn same_process(&self, other: &Member) -> bool {
+        self.pid == other.pid && self.start == other.start
+    }
+
     /// Whether the subscriber's process lives.
     pub fn liveness(&self) -> crate::os::Liveness {
         let start = self.start;
@@ -352,7 +360,10 @@ mod tests {
         };
         for state in [MemberState::Joining, MemberState::Active, MemberState::Leaving] {
             let m = Member::decode(Member::encode(state, id));
-            assert_eq!((m.state, m.pid, m.start), (state, id.pid, id.start_ticks & START_MASK));
+            assert_eq!(
+                (m.state, m.pid, m.start),
+                (state, id.pid, id.start_ticks & START_MASK)
+            );
         }
         assert_eq!(Member::decode(0).state, MemberState::Free);
     }

@@ -46,8 +46,8 @@ pub use publisher::{Publisher, PublisherBuilder};
 pub use subscriber::{Subscriber, SubscriberBuilder};
 
 use self::layout::{
-    HistoryEntry, QueueSlot, StreamHeader, StreamLayout, SubscriberRecord, LAYOUT_HASH,
-    LAYOUT_VERSION, PARKED_FD, PARKED_FUTEX,
+    HistoryEntry, QueueSlot, StreamHeader, StreamLayout, SubscriberRecord, LAYOUT_HASH, LAYOUT_VERSION,
+    PARKED_FD, PARKED_FUTEX,
 };
 use self::queue::QueueCells;
 use crate::error::{Error, Result};
@@ -226,7 +226,10 @@ impl StreamMap {
         let slots = self
             .object
             .map
-            .slice_at(self.layout.queues_offset + i * self.layout.queue_stride, self.layout.depth as usize)
+            .slice_at(
+                self.layout.queues_offset + i * self.layout.queue_stride,
+                self.layout.depth as usize,
+            )
             .expect("within the validated layout");
         QueueRef {
             record: self.record(i),

@@ -165,7 +165,9 @@ impl PublisherBuilder {
                 }
                 h.pool_name_len.store(pool_name.len() as u32, Relaxed);
                 h.publisher_state.store(PUBLISHER_OPEN, Relaxed);
-                for e in map.slice_at::<super::layout::HistoryEntry>(layout.history_offset, layout.history as usize)? {
+                for e in map
+                    .slice_at::<super::layout::HistoryEntry>(layout.history_offset, layout.history as usize)?
+                {
                     e.index.store(u64::MAX, Relaxed);
                 }
                 Ok(())
@@ -175,11 +177,14 @@ impl PublisherBuilder {
                     let map = StreamMap::new(&self.name, obj)?;
                     return Ok(Publisher::new(map, pool, path, self));
                 }
-                CreateOutcome::Exists => object::take_over(&self.name, &path, ObjectKind::Stream)
-                    .map_err(|pid| Error::PublisherExists {
-                        name: self.name.clone(),
-                        pid,
-                    })??,
+                CreateOutcome::Exists => {
+                    object::take_over(&self.name, &path, ObjectKind::Stream).map_err(|pid| {
+                        Error::PublisherExists {
+                            name: self.name.clone(),
+                            pid,
+                        }
+                    })??
+                }
             }
         }
         Err(Error::AlreadyExists {
@@ -536,8 +541,8 @@ impl Publisher {
         for r in 0..self.map.layout.max_subscribers as usize {
             let word = self.map.record(r).state.load(Acquire);
             let m = Member::decode(word);
-            let tracked = self.deliveries.iter().any(|d| d.record == r)
-                || self.departed.iter().any(|d| d.record == r);
+            let tracked =
+                self.deliveries.iter().any(|d| d.record == r) || self.departed.iter().any(|d| d.record == r);
             if m.state != MemberState::Free && !tracked && m.liveness() == Liveness::Dead {
                 self.departed.push(Departed {
                     record: r,
@@ -565,8 +570,12 @@ impl Publisher {
             };
             if free_record {
                 let record = map.record(d.record);
-                record.pool_slot.store(u32::MAX, Relaxed);
-                let _ = record.state.compare_exchange(d.word, 0, AcqRel, Relaxed);
+                let now = record.state.load(Acquire);
+                // Still the same subscriber (active, or leaving since): free the record.
+                if Member::decode(now).same_process(&Member::decode(d.word)) {
+                    record.pool_slot.store(u32::MAX, Relaxed);
+                    let _ = record.state.compare_exchange(now, 0, AcqRel, Relaxed);
+                }
             }
             !free_record
         });

@@ -102,6 +102,12 @@ pub enum Take {
     Corrupt(u64),
 }
 
+/// The `seq` of position `t`'s slot while it still holds the unread entry of `t - depth`.
+#[inline(always)]
+fn full<Q: QueueCells>(q: &Q, t: u64) -> u64 {
+    t.wrapping_sub(q.depth()).wrapping_mul(2).wrapping_add(1)
+}
+
 /// Whether position `t`'s slot can take an entry (`Some(true)`), holds the unread entry of
 /// `t - depth` (`Some(false)`), or holds something else (`None`: corrupt).
 #[inline]
@@ -109,7 +115,7 @@ pub fn has_room<Q: QueueCells>(q: &Q, t: u64) -> Option<bool> {
     let s = q.seq(t).load(Acquire);
     if s == 2 * t {
         Some(true)
-    } else if s == 2 * t.wrapping_sub(q.depth()) + 1 {
+    } else if s == full(q, t) {
         Some(false)
     } else {
         None
@@ -149,7 +155,7 @@ pub fn take_back<Q: QueueCells>(q: &Q, t: u64) -> Option<Entry> {
     // Only the publisher writes these words, and it wrote them for `old`.
     let e = Entry::from_words(q.generation(t).load(Relaxed), q.tag(t).load(Relaxed));
     q.seq(t)
-        .cas(2 * old + 1, 2 * t, SeqCst, Acquire)
+        .cas(old.wrapping_mul(2).wrapping_add(1), 2 * t, SeqCst, Acquire)
         .ok()
         .map(|_| e)
 }
@@ -210,7 +216,7 @@ pub fn park_publisher<Q: QueueCells>(q: &Q, t: u64) -> Option<u32> {
     let seen = q.pub_wake().load(SeqCst);
     q.pub_parked().store(1, SeqCst);
     seqcst_store_load();
-    if q.seq(t).load(SeqCst) != 2 * t.wrapping_sub(q.depth()) + 1 {
+    if q.seq(t).load(SeqCst) != full(q, t) {
         q.pub_parked().store(0, Relaxed);
         return None;
     }
@@ -334,7 +340,11 @@ mod tests {
                 }
             }
             assert_eq!(skipped, dropped.len(), "depth {depth}");
-            assert_eq!(got, ((10 - depth as u64)..10).collect::<Vec<_>>(), "depth {depth}");
+            assert_eq!(
+                got,
+                ((10 - depth as u64)..10).collect::<Vec<_>>(),
+                "depth {depth}"
+            );
             assert_eq!(take(&q, 10), Take::Empty);
         }
     }

@@ -72,7 +72,9 @@ impl SubscriberBuilder {
             });
         }
         let pool_name = map.pool_name()?;
-        let shared = BufferPool::builder(&pool_name).directory(self.dir.path()).open()?;
+        let shared = BufferPool::builder(&pool_name)
+            .directory(self.dir.path())
+            .open()?;
         if shared.pool_id() != h.pool_id.load(Relaxed) {
             return Err(Error::ConfigMismatch {
                 name: self.name.clone(),
@@ -102,7 +104,8 @@ impl SubscriberBuilder {
         };
         let r = map.record(record);
         r.pool_slot.store(pool.process_slot() as u32, Relaxed);
-        r.flags.store(if notify.is_some() { NOTIFY_FD } else { 0 }, Relaxed);
+        r.flags
+            .store(if notify.is_some() { NOTIFY_FD } else { 0 }, Relaxed);
         r.notify_key.store(notify.as_ref().map_or(0, |n| n.key), Relaxed);
         r.joined_unix_ns.store(time::unix_now_ns(), Relaxed);
         r.received.store(0, Relaxed);
@@ -274,7 +277,10 @@ impl Subscriber {
                     // handle) is not received twice.
                     if let Ok(frame) = self.pool.adopt_delivered(e.index, e.generation) {
                         self.received += 1;
-                        self.map.record(self.record).received.store(self.received, Relaxed);
+                        self.map
+                            .record(self.record)
+                            .received
+                            .store(self.received, Relaxed);
                         return Ok(Some(frame));
                     }
                 }
@@ -401,7 +407,10 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         let r = self.map.record(self.record);
         let leaving = Member::encode(MemberState::Leaving, self.pool.identity());
-        if r.state.compare_exchange(self.word, leaving, AcqRel, Relaxed).is_ok() {
+        if r.state
+            .compare_exchange(self.word, leaving, AcqRel, Relaxed)
+            .is_ok()
+        {
             self.map.header().roster_epoch.fetch_add(1, AcqRel);
         }
         // What is queued was delivered to us: give it back now rather than when the pool

@@ -17,6 +17,8 @@
 //! (holds a reader), `segwriter NAME SIZE START_VERSION` (prints `ready`, then writes
 //! self-checking values forever), `segreader NAME THREADS MILLIS` (reads and checks from
 //! THREADS threads, prints `done READS TORN ERRORS LEAST_READS_OF_A_THREAD`).
+//!
+//! Streams: `streampub …` and `streamsub …`, see `xmem_tests::stream_peer`.
 
 use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
@@ -67,6 +69,8 @@ fn main() {
         Some("nosyscall") => nosyscall(&args[1], &args[2], &args[3]),
         Some("segwriter") => segment_writer(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
         Some("segreader") => segment_reader(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
+        Some("streampub") => xmem_tests::stream_peer::publisher(&args[1..]),
+        Some("streamsub") => xmem_tests::stream_peer::subscriber(&args[1..]),
         _ => repl(),
     }
 }
