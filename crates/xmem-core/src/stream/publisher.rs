@@ -1,6 +1,7 @@
 //! The publishing side of a stream.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
@@ -17,8 +18,8 @@ use crate::os::{futex, time, Liveness, ProcessIdentity, ShmDir};
 use crate::pool::{Buffer, BufferMut, BufferPool, SlotState};
 use crate::segment::seqlock;
 
-/// How often the publisher looks for subscribers that died or left.
-const CHECK_EVERY_NS: u64 = 100_000_000;
+/// How often the publisher looks for subscribers that died (one `poll` of their pidfds).
+const CHECK_EVERY_NS: u64 = 10_000_000;
 
 /// How long a publisher waiting for room sleeps before it checks that the subscriber lives.
 const PARK_SLICE: Duration = Duration::from_millis(20);
@@ -227,6 +228,8 @@ pub struct Publisher {
     policy: Policy,
     spin: Duration,
     deliveries: Vec<Delivery>,
+    /// A pidfd per delivery (same order), readable once its subscriber's process has exited.
+    pidfds: Vec<OwnedFd>,
     departed: Vec<Departed>,
     epoch: u64,
     next_seq: u64,
@@ -248,6 +251,7 @@ impl Publisher {
             policy: b.policy,
             spin: b.spin,
             deliveries: Vec::new(),
+            pidfds: Vec::new(),
             departed: Vec::new(),
             epoch: u64::MAX,
             next_seq: 0,
@@ -427,9 +431,7 @@ impl Publisher {
                 std::hint::spin_loop();
                 continue;
             }
-            if Member::decode(d.word).liveness() == Liveness::Dead
-                || self.map.record(d.record).state.load(Acquire) != d.word
-            {
+            if exited(&self.pidfds[i]) || self.map.record(d.record).state.load(Acquire) != d.word {
                 self.depart(i);
                 return Ok(false);
             }
@@ -493,7 +495,15 @@ impl Publisher {
             let record = self.map.record(r);
             let word = record.state.load(Acquire);
             let m = Member::decode(word);
-            if m.state != MemberState::Active || self.deliveries.iter().any(|d| d.record == r) {
+            let tracked = self.deliveries.iter().any(|d| d.record == r);
+            if m.state != MemberState::Active || tracked {
+                if m.state != MemberState::Free
+                    && !tracked
+                    && !self.departed.iter().any(|d| d.record == r)
+                    && m.liveness() == Liveness::Dead
+                {
+                    self.next_check_ns = 0; // a joiner waits for this record: free it now
+                }
                 continue;
             }
             let pool_slot = record.pool_slot.load(Relaxed) as usize;
@@ -503,6 +513,11 @@ impl Publisher {
             {
                 continue;
             }
+            let Some(pidfd) = pidfd_of(&m) else {
+                self.next_check_ns = 0; // it is gone already: its record is freed below
+                continue;
+            };
+            self.pidfds.push(pidfd);
             self.deliveries.push(Delivery {
                 record: r,
                 word,
@@ -516,6 +531,7 @@ impl Publisher {
     /// Stops delivering to delivery `i`; its record and slot are freed by `check`.
     fn depart(&mut self, i: usize) {
         let d = self.deliveries.swap_remove(i);
+        self.pidfds.swap_remove(i);
         self.departed.push(Departed {
             record: d.record,
             word: d.word,
@@ -528,13 +544,9 @@ impl Publisher {
     #[cold]
     fn check(&mut self) {
         self.next_check_ns = time::monotonic_coarse_ns() + CHECK_EVERY_NS;
-        let mut i = 0;
-        while i < self.deliveries.len() {
-            let d = self.deliveries[i];
-            if Member::decode(d.word).liveness() == Liveness::Dead {
+        for i in (0..self.deliveries.len()).rev() {
+            if exited(&self.pidfds[i]) {
                 self.depart(i);
-            } else {
-                i += 1;
             }
         }
         // Records of subscribers that died while joining.
@@ -579,15 +591,36 @@ impl Publisher {
             }
             !free_record
         });
-        // Slots of subscribers that died before we ever saw them.
+        // Slots of subscribers that died before we ever delivered to them. Never one we still
+        // deliver to: a sweep may have retired it before its pidfd told us of the death.
         for slot in 0..crate::pool::MAX_PROCESSES {
             if self.pool.slot_state(slot, me) == (SlotState::Retired, true)
                 && !self.departed.iter().any(|d| d.pool_slot == Some(slot))
+                && !self.deliveries.iter().any(|d| d.pool_slot == slot)
             {
                 self.pool.release_retired(slot);
             }
         }
     }
+}
+
+/// A pidfd for the member's process, if it is still that process.
+fn pidfd_of(m: &Member) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(m.pid as i32)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    // The pidfd pins the process it names; is that still our member (not a reused pid)?
+    (m.liveness() != Liveness::Dead).then_some(fd)
+}
+
+/// Whether the process of a pidfd has exited (it polls readable then).
+fn exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
 }
 
 /// Takes back the unread entry of position `pos` (the next lap's take-back, early).

@@ -84,18 +84,7 @@ impl SubscriberBuilder {
         let pool = shared.attach_managed(publisher)?;
         drop(shared);
         let me = pool.identity();
-        let joining = Member::encode(MemberState::Joining, me);
-        let record = (0..map.layout.max_subscribers as usize)
-            .find(|&r| {
-                map.record(r)
-                    .state
-                    .compare_exchange(0, joining, AcqRel, Relaxed)
-                    .is_ok()
-            })
-            .ok_or_else(|| Error::TooManySubscribers {
-                name: self.name.clone(),
-                max: map.layout.max_subscribers,
-            })?;
+        let record = claim_record(&map, me)?;
         // Until ACTIVE below, the publisher ignores this record: set it up freely.
         let notify = if self.notify_fd {
             Some(NotifySocket::bind()?)
@@ -129,6 +118,36 @@ impl SubscriberBuilder {
             gone: false,
             received: 0,
         })
+    }
+}
+
+/// Claims a free subscriber record. When all are taken but some by dead subscribers, asks the
+/// publisher to free them (it does at its next publish) and waits up to a second.
+fn claim_record(map: &StreamMap, me: ProcessIdentity) -> Result<usize> {
+    let joining = Member::encode(MemberState::Joining, me);
+    let records = map.layout.max_subscribers as usize;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let claimed = (0..records).find(|&r| {
+            map.record(r)
+                .state
+                .compare_exchange(0, joining, AcqRel, Relaxed)
+                .is_ok()
+        });
+        if let Some(r) = claimed {
+            return Ok(r);
+        }
+        let dead = (0..records).any(|r| {
+            Member::decode(map.record(r).state.load(Acquire)).liveness() == crate::os::Liveness::Dead
+        });
+        if !dead || Instant::now() >= deadline {
+            return Err(Error::TooManySubscribers {
+                name: map.name.clone(),
+                max: map.layout.max_subscribers,
+            });
+        }
+        map.header().roster_epoch.fetch_add(1, AcqRel);
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
