@@ -132,7 +132,8 @@ impl Seen {
 
 /// `streamsub NAME SEED HOLD_US MAX_HELD`: joins, prints `ready`, receives until the publisher
 /// is gone, keeping up to MAX_HELD frames for up to HOLD_US each (chosen at random), checking
-/// every frame when received and again when let go. Prints
+/// every frame when received and again when let go. Holding MAX_HELD frames it is busy (a slow
+/// consumer): it receives nothing more until the oldest is done with. Prints
 /// `done RECEIVED DROPPED GAPS BAD FIRST LAST`.
 pub fn subscriber(args: &[String]) {
     let [name, seed, hold_us, max_held] = args else {
@@ -146,6 +147,11 @@ pub fn subscriber(args: &[String]) {
     let mut seen = Seen::default();
     let mut held: Vec<(Buffer, Instant)> = Vec::new();
     loop {
+        if max_held > 0 && held.len() >= max_held {
+            // Busy with what it holds: the work a slow consumer does, not a synchronisation.
+            let due = held.iter().map(|(_, until)| *until).min().unwrap();
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let now = Instant::now();
         held.retain(|(f, until)| {
             if *until > now {
