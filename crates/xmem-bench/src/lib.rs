@@ -6,6 +6,7 @@
 //! `xmem-bench-peer` binary for them.
 
 pub mod segment;
+pub mod streams;
 pub mod wake;
 
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -24,7 +25,7 @@ pub struct PeerProgram {
 /// A running peer process, driven by lines on stdin/stdout.
 pub struct Peer {
     child: Child,
-    stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
@@ -39,7 +40,7 @@ impl Peer {
             .stdout(Stdio::piped())
             .spawn()?;
         Ok(Peer {
-            stdin: child.stdin.take().expect("piped"),
+            stdin: child.stdin.take(),
             lines: BufReader::new(child.stdout.take().expect("piped")).lines(),
             child,
         })
@@ -47,13 +48,23 @@ impl Peer {
 
     /// Sends a line.
     pub fn send(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("peer stdin");
-        self.stdin.flush().expect("peer stdin");
+        let stdin = self.stdin.as_mut().expect("peer stdin open");
+        writeln!(stdin, "{line}").expect("peer stdin");
+        stdin.flush().expect("peer stdin");
     }
 
     /// Reads a line.
     pub fn line(&mut self) -> String {
         self.lines.next().expect("peer exited").expect("peer stdout")
+    }
+}
+
+impl Peer {
+    /// Closes its stdin (the signal to stop) and waits for it to exit by itself, so that it
+    /// leaves nothing behind; it is killed if it has not exited within 10 s.
+    pub fn finish(mut self) {
+        self.stdin.take();
+        let _ = xmem_core::os::process::wait_exit(self.child.id(), std::time::Duration::from_secs(10));
     }
 }
 
@@ -80,6 +91,8 @@ pub fn peer_main(args: &[String]) -> i32 {
             len.parse().unwrap(),
             period.parse().unwrap(),
         ),
+        ["echo", rest @ ..] => streams::echo_role(rest),
+        ["sink", rest @ ..] => streams::sink_role(rest),
         _ => {
             eprintln!("unknown peer role {words:?}");
             2

@@ -65,11 +65,19 @@ enum Command {
         #[arg(long, value_parser = cmd::demo::parse_duration)]
         duration: Option<std::time::Duration>,
     },
-    /// Run a producer process and consumer processes handing 1080p frames through a pool.
+    /// Run a publisher process and subscriber processes streaming 1080p frames.
     Demo(cmd::demo::DemoArgs),
     /// (internal) A demo consumer process.
     #[command(hide = true)]
     DemoConsumer(cmd::demo::ConsumerArgs),
+    /// Benchmark streams against iceoryx2 and Unix sockets in one run; prints tables of ratios.
+    Bench(cmd::bench::BenchArgs),
+    /// (internal) The benchmark's second process.
+    #[command(hide = true)]
+    BenchPeer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,6 +100,8 @@ fn main() -> ExitCode {
         Command::Watch { count, duration } => cmd::watch::run(count, duration),
         Command::Demo(args) => cmd::demo::run(args),
         Command::DemoConsumer(args) => cmd::demo::consumer(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::BenchPeer { args } => cmd::bench::peer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

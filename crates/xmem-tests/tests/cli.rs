@@ -183,15 +183,15 @@ fn the_demo_runs_hands_frames_to_every_consumer_and_leaves_nothing() {
         "--height",
         "240",
     ]);
-    assert!(out.contains("consumer 3"), "{out}");
+    assert!(out.contains("subscriber 3"), "{out}");
     let producer: u64 = out
         .lines()
-        .find(|l| l.starts_with("producer"))
+        .find(|l| l.starts_with("publisher"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(producer > 0);
-    for l in out.lines().filter(|l| l.starts_with("consumer")) {
+    for l in out.lines().filter(|l| l.starts_with("subscriber")) {
         let words: Vec<&str> = l.split_whitespace().collect();
         assert_eq!(
             words[2].parse::<u64>().unwrap(),

@@ -1,19 +1,20 @@
-//! `xmem demo`: a producer process hands 1080p RGB frames to consumer processes through a pool.
+//! `xmem demo`: a publisher process streams 1080p RGB frames to subscriber processes.
 //!
-//! The producer (this process) fills each frame in place, freezes it and *sends* it: each
-//! consumer gets its own reference, so the frame lives exactly until the last consumer drops it,
-//! and the producer blocks (backpressure) when all buffers are in flight. Tokens travel over the
-//! consumers' stdin pipes here; streams (shared-memory queues) will replace that.
+//! The publisher (this process) loans each frame from the stream's pool, fills it in place and
+//! publishes it: every subscriber receives a read-only guard on the same memory, so a frame lives
+//! exactly until the last subscriber lets go of it. The stream is reliable (`Block`): the
+//! publisher waits while a subscriber's queue is full, and every subscriber sees every frame.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use xmem_core::os::time::monotonic_ns;
-use xmem_core::{BufferPool, BufferRef, DType, Peer, TensorDesc};
+use xmem_core::stream::{Policy, Publisher, Subscriber};
+use xmem_core::{DType, Error, TensorDesc};
 
 use crate::fmt;
 
@@ -31,16 +32,16 @@ pub struct DemoArgs {
     /// Frame height in pixels.
     #[arg(long, default_value_t = 1080)]
     height: u64,
-    /// Buffers in the pool.
-    #[arg(long, default_value_t = 8)]
+    /// Buffers in the stream's pool (few, so that they stay in cache).
+    #[arg(long, default_value_t = 6)]
     buffers: u32,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ConsumerArgs {
-    /// The pool to read from.
+    /// The stream to subscribe to.
     #[arg(long)]
-    pool: String,
+    stream: String,
     /// Expected frame shape, `HxWxC`.
     #[arg(long)]
     shape: String,
@@ -83,8 +84,6 @@ struct ConsumerStats {
 
 struct Consumer {
     child: Child,
-    stdin: Option<ChildStdin>,
-    peer: Peer,
     stats: Arc<Mutex<ConsumerStats>>,
     /// Reads the consumer's report lines; ends when the consumer exits.
     reader: Option<std::thread::JoinHandle<()>>,
@@ -100,15 +99,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     let frame_bytes = args.width * args.height * 3;
     let name = format!("demo-{}", std::process::id());
-    let pool = BufferPool::builder(&name)
+    let mut publisher = Publisher::builder(&name)
         .buffers(args.buffers)
         .buffer_size(frame_bytes)
         .alignment(4096)
+        .depth(2)
+        .max_subscribers(args.consumers as u32)
+        .policy(Policy::Block {
+            timeout: Duration::from_secs(5),
+        })
         .create()
-        .context("creating the demo pool")?;
+        .context("creating the demo stream")?;
     let shape = format!("{}x{}x3", args.height, args.width);
     println!(
-        "xmem demo: 1 producer → {} consumers, {}×{}×3 u8 frames ({}), pool {name} of {} buffers",
+        "xmem demo: 1 publisher → {} subscribers, {}×{}×3 u8 frames ({}), stream {name} over {} buffers",
         args.consumers,
         args.width,
         args.height,
@@ -120,18 +124,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut consumers = Vec::new();
     for _ in 0..args.consumers {
         let mut child = Command::new(&exe)
-            .args(["demo-consumer", "--pool", &name, "--shape", &shape])
-            .stdin(Stdio::piped())
+            .args(["demo-consumer", "--stream", &name, "--shape", &shape])
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .context("starting a consumer")?;
+            .context("starting a subscriber")?;
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().transpose()?.unwrap_or_default();
-        let Some(pid) = first.strip_prefix("ready ").and_then(|p| p.parse::<u32>().ok()) else {
-            bail!("a consumer failed to start: {first:?}");
-        };
-        let peer = pool.peer(pid)?;
+        if first != "ready" {
+            bail!("a subscriber failed to start: {first:?}");
+        }
         let stats = Arc::new(Mutex::new(ConsumerStats::default()));
         let sink = stats.clone();
         let reader = std::thread::spawn(move || {
@@ -142,9 +145,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             }
         });
         consumers.push(Consumer {
-            stdin: child.stdin.take(),
             child,
-            peer,
             stats,
             reader: Some(reader),
         });
@@ -157,37 +158,27 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut produced = 0u64;
     let mut last = (started, 0u64);
     while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-        let mut frame = pool
-            .acquire_timeout(Duration::from_secs(5))
-            .context("waiting for a free frame")?;
-        let seq = produced + 1;
+        let mut frame = publisher.loan().context("loaning a frame")?;
+        let seq = produced;
         frame.bytes_mut().fill(seq as u8);
         frame.set_tensor(&tensor)?;
-        frame.set_sequence(seq);
         frame.set_content_type("image/rgb8")?;
         frame.set_producer("xmem demo")?;
         frame.set_timestamp_ns(monotonic_ns());
-        let live: Vec<Peer> = consumers
-            .iter()
-            .filter(|c| c.stdin.is_some())
-            .map(|c| c.peer)
-            .collect();
-        if live.is_empty() {
-            bail!("every consumer exited");
+        match publisher.publish(frame) {
+            Ok(_) => {}
+            Err(Error::QueueFull { .. }) => bail!("a subscriber stopped taking frames"),
+            Err(e) => return Err(e).context("publishing a frame"),
         }
-        let token = frame.send(&live)?;
-        for c in consumers.iter_mut().filter(|c| c.stdin.is_some()) {
-            if c.stdin.as_mut().unwrap().write_all(&token.to_bytes()).is_err() {
-                eprintln!("consumer {} went away", c.peer.pid());
-                c.stdin = None;
-            }
+        if publisher.subscriber_count() < consumers.len() {
+            bail!("a subscriber went away");
         }
-        produced = seq;
+        produced += 1;
         let now = Instant::now();
         if now >= next_report {
             let fps = (produced - last.1) as f64 / (now - last.0).as_secs_f64();
             let mut line = format!(
-                "{:>5.1}s  producer {:>6.0} frames/s {:>6.2} GB/s",
+                "{:>5.1}s  publisher {:>6.0} frames/s {:>6.2} GB/s",
                 (now - started).as_secs_f64(),
                 fps,
                 fps * frame_bytes as f64 / 1e9
@@ -195,7 +186,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             for (i, c) in consumers.iter().enumerate() {
                 let s = c.stats.lock().unwrap().clone();
                 line += &format!(
-                    "  | c{} p50 {} p99 {}",
+                    "  | s{} p50 {} p99 {}",
                     i + 1,
                     fmt::nanos(s.p50),
                     fmt::nanos(s.p99)
@@ -208,12 +199,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    // End of stream: closing the pipes makes each consumer report and exit.
-    for c in &mut consumers {
-        c.stdin = None;
-    }
+    // End of stream: subscribers drain what was published, get `PublisherGone`, report and exit.
+    let pool = publisher.pool().clone();
+    drop(publisher);
     let mut rows = vec![vec![
-        "producer".to_string(),
+        "publisher".to_string(),
         produced.to_string(),
         format!("{:.0}", produced as f64 / elapsed),
         format!("{:.2}", produced as f64 * frame_bytes as f64 / elapsed / 1e9),
@@ -235,7 +225,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             failures += 1;
         }
         rows.push(vec![
-            format!("consumer {}", i + 1),
+            format!("subscriber {}", i + 1),
             s.frames.to_string(),
             format!("{:.0}", s.frames as f64 / elapsed),
             format!("{:.2}", s.frames as f64 * frame_bytes as f64 / elapsed / 1e9),
@@ -254,12 +244,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         &rows,
     );
     println!(
-        "\nlatency: producer's timestamp → consumer holds the frame (token over a pipe; streams come next)"
+        "\nlatency: publisher's timestamp, taken just before publishing → the subscriber holds the frame"
     );
     let free = pool.free_count();
     drop(pool);
     if failures > 0 {
-        bail!("{failures} consumer(s) missed frames, saw damaged ones, or failed");
+        bail!("{failures} subscriber(s) missed frames, saw damaged ones, or failed");
     }
     if free != args.buffers {
         bail!("{} buffer(s) were not returned to the pool", args.buffers - free);
@@ -293,21 +283,19 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The consumer process: takes each frame it is sent, checks it, measures, lets go.
+/// The subscriber process: takes each frame published, checks it, measures, lets go.
 pub fn consumer(args: ConsumerArgs) -> Result<()> {
-    // The producer ends us by closing our stdin, also on Ctrl-C; don't die before it does.
+    // The publisher ends us by closing the stream, also on Ctrl-C; don't die before it does.
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::new(AtomicBool::new(false)))?;
     let shape: Vec<u64> = args
         .shape
         .split('x')
         .map(|d| d.parse())
         .collect::<Result<_, _>>()?;
-    let pool = BufferPool::open(&args.pool)?;
+    let mut subscriber = Subscriber::open(&args.stream)?;
     let mut out = std::io::stdout();
-    writeln!(out, "ready {}", std::process::id())?;
+    writeln!(out, "ready")?;
     out.flush()?;
-    let mut stdin = std::io::stdin().lock();
-    let mut token = [0u8; BufferRef::SIZE];
     let mut latencies = Vec::with_capacity(1 << 16);
     let (mut frames, mut bad) = (0u64, 0u64);
     let mut next_report = Instant::now() + Duration::from_millis(500);
@@ -323,12 +311,18 @@ pub fn consumer(args: ConsumerArgs) -> Result<()> {
         );
         let _ = out.flush();
     };
-    while stdin.read_exact(&mut token).is_ok() {
-        let frame = pool.get(BufferRef::from_bytes(&token)?)?;
+    loop {
+        let frame = match subscriber.receive_timeout(Duration::from_millis(200)) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(Error::PublisherGone { .. }) => break,
+            Err(e) => return Err(e.into()),
+        };
         latencies.push(monotonic_ns().saturating_sub(frame.timestamp_ns()));
         let expect = frame.sequence() as u8;
         let bytes = frame.bytes();
-        let intact = frame.tensor()?.shape() == shape.as_slice()
+        let intact = frame.sequence() == frames
+            && frame.tensor()?.shape() == shape.as_slice()
             && bytes.iter().step_by(4096).all(|&b| b == expect)
             && bytes.last() == Some(&expect);
         bad += u64::from(!intact);

@@ -1,5 +1,6 @@
 //! One module per subcommand; each is a thin layer over `xmem-core`.
 
+pub mod bench;
 pub mod clean;
 pub mod demo;
 pub mod inspect;
