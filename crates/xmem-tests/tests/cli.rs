@@ -258,3 +258,50 @@ fn segments_are_listed_inspected_watched_and_cleaned() {
         "{events}"
     );
 }
+
+#[test]
+fn streams_are_listed_and_inspected_with_their_subscribers() {
+    use xmem_core::stream::{Policy, Publisher, Subscriber};
+    let scope = ShmScope::new("clistream");
+    let dir = Dir::new(&scope);
+    let mut publisher = Publisher::builder("cam")
+        .directory(&dir.path)
+        .buffers(8)
+        .buffer_size(64)
+        .depth(4)
+        .policy(Policy::DropOldest)
+        .create()
+        .unwrap();
+    let mut subscriber = Subscriber::builder("cam").directory(&dir.path).open().unwrap();
+    assert_eq!(publisher.subscriber_count(), 1);
+    for _ in 0..3 {
+        let f = publisher.loan().unwrap();
+        publisher.publish(f).unwrap();
+    }
+    drop(subscriber.try_receive().unwrap().unwrap());
+
+    let ls = dir.ok(&["ls"]);
+    assert!(
+        ls.lines().any(|l| l.starts_with("cam ") && l.contains("stream")),
+        "{ls}"
+    );
+    let text = dir.ok(&["inspect", "cam"]);
+    assert!(text.contains("policy drop-oldest, queue depth 4"), "{text}");
+    assert!(text.contains("3 frame(s) published"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&dir.ok(&["inspect", "cam", "--format", "json"])).unwrap();
+    assert_eq!(json["kind"], "stream");
+    assert_eq!(json["published"], 3);
+    let subs = json["subscribers"].as_array().unwrap();
+    assert_eq!(subs.len(), 1, "{json}");
+    assert_eq!(subs[0]["pid"], std::process::id());
+    assert_eq!(subs[0]["state"], "active");
+    assert_eq!(
+        (subs[0]["received"].as_u64(), subs[0]["queued"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    drop(subscriber);
+    drop(publisher);
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}

@@ -39,6 +39,14 @@ pub fn run(name: &str, format: Format) -> Result<()> {
             }
             Ok(())
         }
+        (ObjectState::Ready, Some(ObjectKind::Stream)) => {
+            let info = xmem_core::stream::inspect_path(&path, name)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&stream_json(&info))?),
+                Format::Text => print_stream(&info),
+            }
+            Ok(())
+        }
         (ObjectState::Ready, Some(kind)) => bail!("{name} is a {kind}; this xmem cannot inspect that kind"),
         (ObjectState::Damaged(why), _) => bail!(
             "{} is damaged: {why}; remove it with `xmem clean --damaged`",
@@ -225,4 +233,83 @@ fn print_segment(name: &str, path: &std::path::Path, s: &xmem_core::segment::Seg
         s.version / 2,
         fmt::duration(s.heartbeat_age)
     );
+}
+
+fn policy_word(p: xmem_core::stream::Policy) -> String {
+    match p {
+        xmem_core::stream::Policy::Block { .. } => "block".into(),
+        xmem_core::stream::Policy::DropOldest => "drop-oldest".into(),
+        xmem_core::stream::Policy::Latest => "latest".into(),
+    }
+}
+
+fn member_word(m: xmem_core::stream::MemberState) -> &'static str {
+    match m {
+        xmem_core::stream::MemberState::Free => "free",
+        xmem_core::stream::MemberState::Joining => "joining",
+        xmem_core::stream::MemberState::Active => "active",
+        xmem_core::stream::MemberState::Leaving => "leaving",
+    }
+}
+
+pub fn stream_json(s: &xmem_core::stream::StreamInfo) -> Value {
+    json!({
+        "name": s.name,
+        "kind": "stream",
+        "pool": s.pool,
+        "publisher": {"pid": s.publisher_pid, "publishing": s.publisher_alive},
+        "policy": policy_word(s.policy),
+        "depth": s.depth,
+        "history": s.history,
+        "published": s.published,
+        "max_subscribers": s.max_subscribers,
+        "subscribers": s.subscribers.iter().map(|m| json!({
+            "record": m.record,
+            "pid": m.pid,
+            "state": member_word(m.state),
+            "alive": m.alive,
+            "received": m.received,
+            "dropped": m.dropped,
+            "queued": m.queued,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_stream(s: &xmem_core::stream::StreamInfo) {
+    println!("stream {}  (frames in pool {})", s.name, s.pool);
+    println!(
+        "  publisher pid {} ({}), policy {}, queue depth {}, history {}, {} frame(s) published",
+        s.publisher_pid,
+        if s.publisher_alive { "publishing" } else { "gone" },
+        policy_word(s.policy),
+        s.depth,
+        s.history,
+        s.published
+    );
+    println!(
+        "  {} of at most {} subscriber(s)\n",
+        s.subscribers.len(),
+        s.max_subscribers
+    );
+    let rows: Vec<Vec<String>> = s
+        .subscribers
+        .iter()
+        .map(|m| {
+            vec![
+                m.record.to_string(),
+                m.pid.to_string(),
+                if m.alive { "yes" } else { "no" }.to_string(),
+                member_word(m.state).to_string(),
+                m.received.to_string(),
+                m.dropped.to_string(),
+                m.queued.to_string(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        fmt::table(
+            &["RECORD", "PID", "ALIVE", "STATE", "RECEIVED", "DROPPED", "QUEUED"],
+            &rows,
+        );
+    }
 }
