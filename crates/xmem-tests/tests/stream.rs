@@ -431,3 +431,27 @@ fn bad_input_gives_typed_errors() {
     );
     drop((s, p, seg, foreign));
 }
+
+#[test]
+fn a_frame_kept_by_its_publisher_outlives_every_subscriber_reference() {
+    let scope = ShmScope::new("stkeep");
+    let name = scope.name("s");
+    for history in [0, 2] {
+        let mut p = publisher(&name, Policy::DropOldest, history);
+        let mut s = Subscriber::open(&name).unwrap();
+        assert_eq!(p.subscriber_count(), 1);
+        let mut f = p.loan().unwrap();
+        fill_frame(0, f.bytes_mut());
+        let (seq, kept) = p.publish_and_keep(f).unwrap();
+        assert_eq!((seq, kept.sequence()), (0, 0));
+        drop(s.try_receive().unwrap().expect("delivered"));
+        assert_eq!(frame_seq(kept.bytes()), Some(0), "still the frame published");
+        let free = p.pool().free_count();
+        drop(kept);
+        // Without history the kept reference was the last one; with history the ring keeps it.
+        let expect = if history == 0 { free + 1 } else { free };
+        assert_eq!(p.pool().free_count(), expect, "history {history}");
+        drop(s);
+        drop(p);
+    }
+}

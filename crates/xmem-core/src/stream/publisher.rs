@@ -348,7 +348,19 @@ impl Publisher {
     ///
     /// The frame must come from [`Publisher::loan`]. Its sequence number is stamped into its
     /// metadata, and its timestamp too unless one was set.
-    pub fn publish(&mut self, mut frame: BufferMut) -> Result<u64> {
+    pub fn publish(&mut self, frame: BufferMut) -> Result<u64> {
+        self.publish_inner(frame, false).map(|(seq, _)| seq)
+    }
+
+    /// Publishes `frame` like [`Publisher::publish`] and keeps a read-only reference to it for
+    /// the caller: for views of the frame that outlive the call (a numpy array filled in place),
+    /// whose memory must not be recycled while they exist.
+    pub fn publish_and_keep(&mut self, frame: BufferMut) -> Result<(u64, Buffer)> {
+        let (seq, kept) = self.publish_inner(frame, true)?;
+        Ok((seq, kept.expect("kept for the caller")))
+    }
+
+    fn publish_inner(&mut self, mut frame: BufferMut, for_caller: bool) -> Result<(u64, Option<Buffer>)> {
         if frame.pool_ptr() != self.pool.attachment_ptr() {
             return Err(Error::InvalidConfig(
                 "publish takes frames loaned from this publisher (Publisher::loan)".into(),
@@ -374,19 +386,25 @@ impl Publisher {
             generation: frame.generation(),
             seq,
         };
-        let keep = self.map.layout.history > 0;
-        let kept = self.pool.deliver(frame, to, keep);
+        let history = self.map.layout.history > 0;
+        let kept = self.pool.deliver(frame, to, history || for_caller);
         for d in &mut self.deliveries {
             let q = self.map.queue(d.record, Some(&self.notifier));
             queue::put(&q, d.tail, entry);
             d.tail += 1;
         }
+        let mut mine = None;
         if let Some(frame) = kept {
-            self.remember(frame, entry);
+            if history {
+                mine = for_caller.then(|| frame.clone());
+                self.remember(frame, entry);
+            } else {
+                mine = Some(frame);
+            }
         }
         self.next_seq += 1;
         self.map.header().published.store(self.next_seq, Relaxed);
-        Ok(seq)
+        Ok((seq, mine))
     }
 
     /// Makes room at delivery `i`'s tail. `Ok(false)` if that subscriber turned out to be gone
