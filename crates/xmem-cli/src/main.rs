@@ -70,6 +70,10 @@ enum Command {
     /// (internal) A demo consumer process.
     #[command(hide = true)]
     DemoConsumer(cmd::demo::ConsumerArgs),
+    /// Publish sample frames on a stream (frame n filled with byte n % 256).
+    Produce(cmd::produce::ProduceArgs),
+    /// Receive a stream's frames, check every byte, print rates and latency.
+    Consume(cmd::produce::ConsumeArgs),
     /// Benchmark streams against iceoryx2 and Unix sockets in one run; prints tables of ratios.
     Bench(cmd::bench::BenchArgs),
     /// (internal) The benchmark's second process.
@@ -100,6 +104,8 @@ fn main() -> ExitCode {
         Command::Watch { count, duration } => cmd::watch::run(count, duration),
         Command::Demo(args) => cmd::demo::run(args),
         Command::DemoConsumer(args) => cmd::demo::consumer(args),
+        Command::Produce(args) => cmd::produce::produce(args),
+        Command::Consume(args) => cmd::produce::consume(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchPeer { args } => cmd::bench::peer(args),
     };

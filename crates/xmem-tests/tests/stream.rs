@@ -412,6 +412,17 @@ fn bad_input_gives_typed_errors() {
         ),
         "PublisherExists"
     );
+    // Also when asking for another pool shape: the live publisher is the reason, not the pool.
+    assert_eq!(
+        kind(
+            Publisher::builder(&name)
+                .buffer_size(128)
+                .buffers(3)
+                .create()
+                .unwrap_err()
+        ),
+        "PublisherExists"
+    );
     let s = Subscriber::open(&name).unwrap();
     assert_eq!(kind(Subscriber::open(&name).unwrap_err()), "TooManySubscribers");
     // A frame from another pool cannot be published.

@@ -5,4 +5,5 @@ pub mod clean;
 pub mod demo;
 pub mod inspect;
 pub mod ls;
+pub mod produce;
 pub mod watch;

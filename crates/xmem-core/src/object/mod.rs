@@ -120,6 +120,20 @@ pub fn create(
     }
 }
 
+/// For objects whose owner holds the creation lock for its whole life: the owner's pid if
+/// `path` is a ready `kind` whose owner lives (its lock is held). Changes nothing.
+pub fn live_owner(path: &Path, kind: ObjectKind) -> Option<u32> {
+    let info = probe(path).ok()??;
+    if info.state != ObjectState::Ready || info.kind != Some(kind) {
+        return None;
+    }
+    let file = ShmFile::open_read_only(path).ok()??;
+    match file.try_lock_exclusive() {
+        Ok(false) => Some(info.owner.map_or(0, |o| o.pid)),
+        _ => None, // free (dropping `file` lets go of it), or unknowable
+    }
+}
+
 /// For objects with one owner that holds the creation lock for its whole life (a segment's
 /// writer, a stream's publisher): when `path` exists, removes it if it is a `kind` whose owner is
 /// gone, or an abandoned creation. `Err(pid)` if its owner lives; `Ok(Err(_))` for an object

@@ -133,6 +133,13 @@ impl PublisherBuilder {
                 "a stream needs a frame size (PublisherBuilder::buffer_size)".into(),
             ));
         }
+        // A live publisher first: its pool would otherwise answer with a configuration mismatch.
+        if let Some(pid) = object::live_owner(&path, ObjectKind::Stream) {
+            return Err(Error::PublisherExists {
+                name: self.name.clone(),
+                pid,
+            });
+        }
         let pool_name = pool_name_of(&self.name)?;
         let pool = BufferPool::builder(&pool_name)
             .directory(self.dir.path())

@@ -1,0 +1,32 @@
+//! The `xmem` Python module (`xmem._xmem`, re-exported by `python/xmem/__init__.py`): pools,
+//! frames, streams and segments, with numpy (buffer protocol) and DLPack views that never copy.
+//!
+//! Every Python class wraps the Rust type of the same name in `xmem-core`; blocking calls
+//! release the GIL (`wait.rs`), errors map to one exception class per kind (`errors.rs`).
+
+mod dlpack;
+mod errors;
+mod frame;
+mod pool;
+mod segment;
+mod stream;
+mod wait;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _xmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<frame::Frame>()?;
+    m.add_class::<pool::Pool>()?;
+    m.add_class::<stream::Publisher>()?;
+    m.add_class::<stream::Subscriber>()?;
+    m.add_class::<segment::SegmentWriter>()?;
+    m.add_class::<segment::SegmentReader>()?;
+    m.add(
+        "DTYPES",
+        xmem_core::DType::ALL.iter().map(|d| d.name()).collect::<Vec<_>>(),
+    )?;
+    errors::register(m)?;
+    Ok(())
+}
