@@ -245,11 +245,15 @@ impl Subscriber {
 #[pymethods]
 impl Subscriber {
     /// Joins stream `name` (late joiners first get its history). With `notify=True`,
-    /// `fileno()` gives a descriptor that becomes readable when a frame arrives.
+    /// `fileno()` gives a descriptor that becomes readable when a frame arrives. `spin` is how
+    /// long (seconds) `receive()` polls before it sleeps: longer costs CPU, saves the wake-up.
     #[new]
-    #[pyo3(signature = (name, *, notify = false, directory = None))]
-    fn new(name: &str, notify: bool, directory: Option<PathBuf>) -> PyResult<Subscriber> {
+    #[pyo3(signature = (name, *, notify = false, spin = None, directory = None))]
+    fn new(name: &str, notify: bool, spin: Option<f64>, directory: Option<PathBuf>) -> PyResult<Subscriber> {
         let mut b = stream::Subscriber::builder(name).notify_fd(notify);
+        if let Some(spin) = wait::timeout(spin)? {
+            b = b.spin(spin);
+        }
         if let Some(d) = directory {
             b = b.directory(d);
         }

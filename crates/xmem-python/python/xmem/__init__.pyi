@@ -151,7 +151,12 @@ class Subscriber:
     """One subscriber of a stream; iterate it for frames until the publisher is gone."""
 
     def __init__(
-        self, name: str, *, notify: bool = False, directory: Optional[PathLike] = None
+        self,
+        name: str,
+        *,
+        notify: bool = False,
+        spin: Optional[float] = None,
+        directory: Optional[PathLike] = None,
     ) -> None: ...
     def receive(self, timeout: Optional[float] = None) -> Optional[Frame]: ...
     def try_receive(self) -> Optional[Frame]: ...

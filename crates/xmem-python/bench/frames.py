@@ -1,0 +1,231 @@
+"""1920x1080x3 frames from a producer process to a Python consumer that touches every frame as
+a numpy array: xmem streams beside multiprocessing.shared_memory + a pipe and a pickling
+multiprocessing.Queue, all in one run. Run by hand (about a minute):
+
+    scripts/python-env && .venv/bin/python crates/xmem-python/bench/frames.py [--frames 2000]
+
+Two figures per transport:
+  * rate: frames/s with the producer sending as fast as the consumer takes them (nothing lost);
+  * notification: time from the producer's stamp, taken just before it sends, to the consumer
+    having the frame, with frames paced at 100/s so that no queue forms (p50 / p99).
+Every transport does the same work per frame: the producer stamps the frame's first bytes
+(`--write header`, the default) or writes every byte (`--write full`, a memset in place); the
+consumer reads one byte of every 4 KiB page.
+"""
+
+import argparse
+import multiprocessing as mp
+import os
+import pickle
+import time
+from multiprocessing import shared_memory
+
+import numpy as np
+
+import xmem
+
+SHAPE = (1080, 1920, 3)
+NBYTES = int(np.prod(SHAPE))
+SLOTS = 4
+DEPTH = 1  # frames queued ahead of the consumer: few, so that buffers stay in cache
+FULL = False  # set from --write in main(); children get it as an argument
+spawn = mp.get_context("spawn")
+
+
+def touch(a):
+    """Reads one byte of every page of the frame (what any consumer at least does)."""
+    return int(a.reshape(-1)[::4096].sum())
+
+
+def percentiles(lat):
+    lat = np.sort(np.asarray(lat, dtype=np.float64)) / 1000.0
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+# ---- xmem --------------------------------------------------------------------------------
+
+def write(a, i, full):
+    if full:
+        a.fill(i & 0xFF)
+    else:
+        a[0, 0, 0] = i & 0xFF
+
+
+def xmem_producer(name, frames, period, ready, full):
+    pub = xmem.Publisher(name, buffer_size=NBYTES, buffers=SLOTS, depth=DEPTH, policy="block", timeout=60)
+    ready.put("created")
+    while pub.subscriber_count < 1:
+        time.sleep(0.001)  # waiting for the consumer to start, once
+    start = time.monotonic()
+    for i in range(frames):
+        if period:
+            due = start + i * period
+            while time.monotonic() < due:
+                pass
+        a = pub.loan(SHAPE, "uint8")
+        write(a, i, full)
+        pub.publish()  # stamps the time just before publishing
+        del a  # lets the buffer be recycled as soon as the consumer is done with it
+    pub.close()
+
+
+def xmem_consumer(name, frames, spin):
+    sub = xmem.Subscriber(name, spin=spin)
+    lat = []
+    t0 = None
+    for frame in sub:
+        now = time.monotonic_ns()
+        lat.append(now - frame.timestamp_ns)
+        touch(np.asarray(frame))
+        if t0 is None:
+            t0 = time.monotonic()
+        del frame
+    return (frames - 1) / (time.monotonic() - t0), lat
+
+
+# ---- shared_memory + pipe ------------------------------------------------------------------
+
+def shm_producer(shm_name, frames, period, conn, ready, full):
+    shm = shared_memory.SharedMemory(name=shm_name)
+    slots = np.ndarray((SLOTS,) + SHAPE, dtype=np.uint8, buffer=shm.buf)
+    free = list(range(SLOTS))
+    ready.put("created")
+    start = time.monotonic()
+    for i in range(frames):
+        if period:
+            due = start + i * period
+            while time.monotonic() < due:
+                pass
+        while not free or conn.poll():
+            free.append(conn.recv())  # the consumer returns slots: backpressure
+        s = free.pop()
+        write(slots[s], i, full)
+        conn.send((s, time.monotonic_ns()))
+    conn.send(None)
+    del slots
+    shm.close()
+
+
+def shm_consumer(shm_name, conn):
+    shm = shared_memory.SharedMemory(name=shm_name)
+    slots = np.ndarray((SLOTS,) + SHAPE, dtype=np.uint8, buffer=shm.buf)
+    lat, n, t0 = [], 0, None
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        s, stamp = msg
+        lat.append(time.monotonic_ns() - stamp)
+        touch(slots[s])
+        conn.send(s)
+        n += 1
+        if t0 is None:
+            t0 = time.monotonic()
+    rate = (n - 1) / (time.monotonic() - t0)
+    del slots
+    shm.close()
+    return rate, lat
+
+
+# ---- pickling Queue -----------------------------------------------------------------------
+
+def queue_producer(q, frames, period, ready, full):
+    frame = np.zeros(SHAPE, dtype=np.uint8)
+    ready.put("created")
+    start = time.monotonic()
+    for i in range(frames):
+        if period:
+            due = start + i * period
+            while time.monotonic() < due:
+                pass
+        write(frame, i, full)
+        q.put((time.monotonic_ns(), frame))
+    q.put(None)
+
+
+def queue_consumer(q):
+    lat, n, t0 = [], 0, None
+    while True:
+        msg = q.get()
+        if msg is None:
+            break
+        stamp, frame = msg
+        lat.append(time.monotonic_ns() - stamp)
+        touch(frame)
+        n += 1
+        if t0 is None:
+            t0 = time.monotonic()
+    return (n - 1) / (time.monotonic() - t0), lat
+
+
+# ---- the runs -----------------------------------------------------------------------------
+
+def run_xmem(frames, period, spin=None):
+    name = f"bench-py-{os.getpid()}-{time.monotonic_ns()}"
+    ready = spawn.Queue()
+    p = spawn.Process(target=xmem_producer, args=(name, frames, period, ready, FULL))
+    p.start()
+    ready.get()
+    result = xmem_consumer(name, frames, spin)
+    p.join()
+    return result
+
+
+def run_shm(frames, period):
+    shm = shared_memory.SharedMemory(create=True, size=SLOTS * NBYTES)
+    np.ndarray((SLOTS,) + SHAPE, dtype=np.uint8, buffer=shm.buf)[...] = 0  # pre-fault, like xmem
+    a, b = spawn.Pipe()
+    ready = spawn.Queue()
+    p = spawn.Process(target=shm_producer, args=(shm.name, frames, period, a, ready, FULL))
+    p.start()
+    ready.get()
+    result = shm_consumer(shm.name, b)
+    p.join()
+    shm.close()
+    shm.unlink()
+    return result
+
+
+def run_queue(frames, period):
+    q = spawn.Queue(maxsize=SLOTS)
+    ready = spawn.Queue()
+    p = spawn.Process(target=queue_producer, args=(q, frames, period, ready, FULL))
+    p.start()
+    ready.get()
+    result = queue_consumer(q)
+    p.join()
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=2000, help="frames per rate run")
+    ap.add_argument("--paced", type=int, default=300, help="frames per notification run (100/s)")
+    ap.add_argument("--write", choices=["header", "full"], default="header")
+    args = ap.parse_args()
+    global FULL
+    FULL = args.write == "full"
+    print(f"1920x1080x3 uint8 frames, producer writes: {args.write}; {os.cpu_count()} CPUs")
+    rows = []
+    for label, run, extra in [
+        ("xmem stream, receive() (spins 20 µs, then sleeps)", run_xmem, {}),
+        ("xmem stream, receive() spinning up to 20 ms", run_xmem, {"spin": 0.02}),
+        ("multiprocessing.shared_memory + Pipe", run_shm, {}),
+        ("multiprocessing.Queue (pickles each frame)", run_queue, {}),
+    ]:
+        frames = args.frames if run is not run_queue else max(50, args.frames // 20)
+        rate, _ = run(frames, 0.0, **extra)
+        _, lat = run(args.paced, 0.01, **extra)
+        p50, p99 = percentiles(lat)
+        rows.append((label, rate, p50, p99))
+        print(f"{label:52s} {rate:9.0f} frames/s   notification p50 {p50:8.1f} µs  p99 {p99:8.1f} µs", flush=True)
+    base = rows[2][1]
+    print()
+    print("| transport | frames/s | × shared_memory+Pipe | notification p50 / p99 (µs) |")
+    print("|---|---|---|---|")
+    for label, rate, p50, p99 in rows:
+        print(f"| {label} | {rate:,.0f} | {rate / base:.2f}× | {p50:.1f} / {p99:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
