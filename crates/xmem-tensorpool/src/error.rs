@@ -37,6 +37,16 @@ pub enum Error {
         /// The value found.
         got: u64,
     },
+    /// A file could not be created, opened or mapped.
+    #[error("cannot {what} {path}: {detail}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's reason.
+        detail: String,
+    },
     /// A region URI that breaks the grammar `shm:file?path=/abs[|require_hugepages=true|false]`.
     #[error("bad SHM URI {uri:?}: {why}")]
     BadUri {

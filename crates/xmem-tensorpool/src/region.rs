@@ -1,0 +1,192 @@
+//! Region files (§2.1, §2.7): a header ring or a payload pool, mapped.
+//!
+//! A producer (without a driver) creates its regions: the file is sized, pre-faulted, its
+//! superblock written, and only then is it announced. A consumer maps a region read-only and
+//! checks its superblock against what it was told (fail closed).
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use xmem_core::os::map::MapOptions;
+use xmem_core::os::Mapping;
+use xmem_core::segment::seqlock;
+
+use crate::error::{Error, Result};
+use crate::layout::{RegionType, Superblock, ACTIVITY_OFFSET, SLOT_SIZE, SUPERBLOCK_SIZE};
+
+fn io(path: &Path, what: &'static str, e: std::io::Error) -> Error {
+    Error::Io {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+fn core(path: &Path, e: xmem_core::Error) -> Error {
+    Error::Io {
+        what: "map",
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+/// A mapped region.
+pub struct Region {
+    map: Mapping,
+    superblock: Superblock,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("path", &self.path)
+            .field("superblock", &self.superblock)
+            .finish()
+    }
+}
+
+/// The size of a region: its superblock and its slots.
+pub fn region_size(sb: &Superblock) -> u64 {
+    let slot = if sb.region_type == RegionType::HeaderRing as i16 {
+        SLOT_SIZE as u64
+    } else {
+        u64::from(sb.stride_bytes)
+    };
+    SUPERBLOCK_SIZE as u64 + u64::from(sb.nslots) * slot
+}
+
+impl Region {
+    /// Creates (or replaces) the region file at `path` for `sb`, mode `mode`, pre-faulted, its
+    /// superblock written last.
+    pub fn create(path: &Path, sb: &Superblock, mode: u32) -> Result<Region> {
+        sb.validate()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, "create the directory of", e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| io(path, "create", e))?;
+        let size = region_size(sb);
+        file.set_len(size).map_err(|e| io(path, "size", e))?;
+        let map = Mapping::map(
+            &file,
+            size as usize,
+            MapOptions {
+                writable: true,
+                populate: true,
+            },
+            path,
+        )
+        .map_err(|e| core(path, e))?;
+        map.prefault();
+        let bytes = sb.encode();
+        // SAFETY: the first 64 bytes of our own mapping, mapped for the call.
+        unsafe { seqlock::store_bytes(map.base(), &bytes) };
+        file.sync_all().map_err(|e| io(path, "sync", e))?;
+        Ok(Region {
+            map,
+            superblock: *sb,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Maps the region at `path` read-only and checks its superblock against `want` (the
+    /// announce): magic, layout, epoch, stream, type, pool id, slots and stride (W-7.1-1).
+    pub fn open(path: &Path, want: &Superblock) -> Result<Region> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW) // never follow a symlink to a region (§2.6)
+            .open(path)
+            .map_err(|e| io(path, "open", e))?;
+        let meta = file.metadata().map_err(|e| io(path, "stat", e))?;
+        if !meta.is_file() {
+            return Err(Error::Io {
+                what: "open",
+                path: path.to_path_buf(),
+                detail: "not a regular file".into(),
+            });
+        }
+        if meta.len() < SUPERBLOCK_SIZE as u64 {
+            return Err(Error::Truncated {
+                what: "a region file",
+                need: SUPERBLOCK_SIZE,
+                got: meta.len() as usize,
+            });
+        }
+        let map = Mapping::map(&file, meta.len() as usize, MapOptions::default(), path)
+            .map_err(|e| core(path, e))?;
+        let mut bytes = [0u8; SUPERBLOCK_SIZE];
+        // SAFETY: the file is at least 64 bytes, all mapped.
+        unsafe { seqlock::load_bytes(map.base(), &mut bytes) };
+        let sb = Superblock::decode(&bytes)?;
+        sb.check_against(want)?;
+        let need = region_size(&sb);
+        if meta.len() < need {
+            return Err(Error::Truncated {
+                what: "a region's slots",
+                need: need as usize,
+                got: meta.len() as usize,
+            });
+        }
+        Ok(Region {
+            map,
+            superblock: sb,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The superblock as mapped.
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The first byte of slot `i`'s area (header slot, or payload slot of `stride` bytes).
+    pub(crate) fn slot_ptr(&self, i: u32) -> *mut u8 {
+        let size = if self.superblock.region_type == RegionType::HeaderRing as i16 {
+            SLOT_SIZE
+        } else {
+            self.superblock.stride_bytes as usize
+        };
+        let i = i & (self.superblock.nslots - 1);
+        // In bounds: `open` and `create` checked the file holds every slot.
+        self.map.base().wrapping_add(SUPERBLOCK_SIZE + i as usize * size)
+    }
+
+    /// The commit word of header slot `i` (slots are 8-byte aligned: 64 + i·256).
+    pub(crate) fn commit_word(&self, i: u32) -> &AtomicU64 {
+        let off = SUPERBLOCK_SIZE + (i & (self.superblock.nslots - 1)) as usize * SLOT_SIZE;
+        self.map
+            .at::<AtomicU64>(off)
+            .expect("slots were checked to fit the mapping")
+    }
+
+    /// Stamps `activityTimestampNs` (the producer, about once per announce period).
+    pub fn touch(&self, now_ns: u64) {
+        let w = self
+            .map
+            .at::<AtomicU64>(ACTIVITY_OFFSET)
+            .expect("the superblock is mapped");
+        w.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// The activity time stamp now in the file.
+    pub fn activity_ns(&self) -> u64 {
+        self.map
+            .at::<AtomicU64>(ACTIVITY_OFFSET)
+            .expect("the superblock is mapped")
+            .load(Ordering::Relaxed)
+    }
+}
