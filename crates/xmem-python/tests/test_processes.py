@@ -165,3 +165,21 @@ def test_segments_hand_the_latest_value_to_readers(name):
         with pytest.raises(xmem.WriterExists):
             xmem.SegmentWriter(name, 4096)
         r.close()
+
+
+def test_fileno_becomes_readable_when_a_frame_arrives(name):
+    import select
+
+    pub = xmem.Publisher(name, buffer_size=64)
+    sub = xmem.Subscriber(name, notify=True)
+    assert sub.try_receive() is None  # arms the descriptor
+    readable, _, _ = select.select([sub.fileno()], [], [], 0)
+    assert readable == []
+    pub.publish_array(np.arange(8, dtype=np.uint8))
+    readable, _, _ = select.select([sub.fileno()], [], [], 10)
+    assert readable == [sub.fileno()]
+    frame = sub.try_receive()
+    assert np.array_equal(np.asarray(frame), np.arange(8, dtype=np.uint8))
+    del frame
+    sub.close()
+    pub.close()
