@@ -26,6 +26,17 @@ pub enum Guard {
     Released,
 }
 
+/// Reads `$e` (an expression of `b`) from either guard; a released frame is an error.
+macro_rules! read_guard {
+    ($guard:expr, |$b:ident| $e:expr) => {
+        match &$guard {
+            Guard::Read($b) => Ok($e),
+            Guard::Write($b) => Ok($e),
+            Guard::Released => Err(Frame::released()),
+        }
+    };
+}
+
 /// A reference to one buffer of a pool: dtype, shape, strides and metadata, usable as
 /// `np.asarray(frame)` (buffer protocol) and `np.from_dlpack(frame)` / `torch.from_dlpack(frame)`
 /// without copying. Read-only frames give read-only arrays.
@@ -106,11 +117,7 @@ impl Frame {
     }
 
     fn token_bytes(&self) -> PyResult<[u8; 16]> {
-        match &self.guard {
-            Guard::Read(b) => Ok(b.token().to_bytes()),
-            Guard::Write(b) => Ok(b.token().to_bytes()),
-            Guard::Released => Err(Self::released()),
-        }
+        read_guard!(self.guard, |b| b.token().to_bytes())
     }
 
     fn unviewed(&mut self) {
@@ -153,8 +160,8 @@ fn format_of(dtype: DType) -> PyResult<&'static str> {
     })
 }
 
-/// Parses a dtype given as a string (`"uint8"`, `"f4"`…) or anything with a `.name` such as
-/// `numpy.uint8` or `numpy.dtype("float32")`.
+/// Parses a dtype: xmem's names (`"uint8"`, `"bfloat16"`…), or anything `numpy.dtype` takes
+/// (`"f4"`, `numpy.uint8`, `numpy.dtype("float32")`).
 pub fn parse_dtype(obj: &Bound<'_, PyAny>) -> PyResult<DType> {
     if let Ok(s) = obj.extract::<String>() {
         if let Ok(d) = s.parse::<DType>() {
@@ -220,11 +227,7 @@ impl Frame {
     /// The buffer's index in its pool.
     #[getter]
     fn index(&self) -> PyResult<u32> {
-        match &self.guard {
-            Guard::Read(b) => Ok(b.index()),
-            Guard::Write(b) => Ok(b.index()),
-            Guard::Released => Err(Self::released()),
-        }
+        read_guard!(self.guard, |b| b.index())
     }
 
     /// 16 bytes naming this life of the buffer: another process's `Pool.get(token)` finds it.
@@ -236,11 +239,7 @@ impl Frame {
     /// The sequence number (stamped by `Publisher.publish`).
     #[getter]
     fn sequence(&self) -> PyResult<u64> {
-        match &self.guard {
-            Guard::Read(b) => Ok(b.sequence()),
-            Guard::Write(b) => Ok(b.sequence()),
-            Guard::Released => Err(Self::released()),
-        }
+        read_guard!(self.guard, |b| b.sequence())
     }
 
     #[setter(sequence)]
@@ -252,11 +251,7 @@ impl Frame {
     /// The time stamp, ns of `CLOCK_MONOTONIC` (stamped by `publish` unless set).
     #[getter]
     fn timestamp_ns(&self) -> PyResult<u64> {
-        match &self.guard {
-            Guard::Read(b) => Ok(b.timestamp_ns()),
-            Guard::Write(b) => Ok(b.timestamp_ns()),
-            Guard::Released => Err(Self::released()),
-        }
+        read_guard!(self.guard, |b| b.timestamp_ns())
     }
 
     #[setter(timestamp_ns)]
@@ -268,11 +263,7 @@ impl Frame {
     /// The content type (`"image/rgb8"`…), empty if none.
     #[getter]
     fn content_type(&self) -> PyResult<String> {
-        match &self.guard {
-            Guard::Read(b) => Ok(b.content_type()),
-            Guard::Write(b) => Ok(b.content_type()),
-            Guard::Released => Err(Self::released()),
-        }
+        read_guard!(self.guard, |b| b.content_type())
     }
 
     #[setter(content_type)]
@@ -283,11 +274,7 @@ impl Frame {
     /// The user metadata bytes.
     #[getter]
     fn user_metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let v = match &self.guard {
-            Guard::Read(b) => b.user_metadata(),
-            Guard::Write(b) => b.user_metadata(),
-            Guard::Released => return Err(Self::released()),
-        };
+        let v = read_guard!(self.guard, |b| b.user_metadata())?;
         Ok(PyBytes::new(py, &v))
     }
 

@@ -48,14 +48,18 @@ impl std::fmt::Debug for Region {
     }
 }
 
+/// Bytes per slot: 256 in a header ring, the stride in a pool.
+fn slot_size(sb: &Superblock) -> usize {
+    if sb.region_type == RegionType::HeaderRing as i16 {
+        SLOT_SIZE
+    } else {
+        sb.stride_bytes as usize
+    }
+}
+
 /// The size of a region: its superblock and its slots.
 pub fn region_size(sb: &Superblock) -> u64 {
-    let slot = if sb.region_type == RegionType::HeaderRing as i16 {
-        SLOT_SIZE as u64
-    } else {
-        u64::from(sb.stride_bytes)
-    };
-    SUPERBLOCK_SIZE as u64 + u64::from(sb.nslots) * slot
+    SUPERBLOCK_SIZE as u64 + u64::from(sb.nslots) * slot_size(sb) as u64
 }
 
 impl Region {
@@ -155,11 +159,7 @@ impl Region {
 
     /// The first byte of slot `i`'s area (header slot, or payload slot of `stride` bytes).
     pub(crate) fn slot_ptr(&self, i: u32) -> *mut u8 {
-        let size = if self.superblock.region_type == RegionType::HeaderRing as i16 {
-            SLOT_SIZE
-        } else {
-            self.superblock.stride_bytes as usize
-        };
+        let size = slot_size(&self.superblock);
         let i = i & (self.superblock.nslots - 1);
         // In bounds: `open` and `create` checked the file holds every slot.
         self.map.base().wrapping_add(SUPERBLOCK_SIZE + i as usize * size)
