@@ -11,6 +11,7 @@
 //! Still to come (see this crate's README): the SBE control-plane codecs of the six schemas,
 //! announces, epochs and remapping, and the CLI.
 
+pub mod codec;
 pub mod commit;
 pub mod error;
 pub mod layout;
