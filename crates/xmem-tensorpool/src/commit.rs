@@ -119,6 +119,15 @@ pub enum Drop {
     Invalid(crate::Error),
     /// Not published yet.
     NotYet,
+    /// A descriptor of another epoch (or stream) than the one mapped: the next announce remaps.
+    Epoch {
+        /// The descriptor's epoch.
+        got: u64,
+        /// The epoch mapped.
+        mapped: u64,
+    },
+    /// Nothing is mapped yet (no valid announce taken).
+    Unmapped,
 }
 
 /// Counters of a consumer.
@@ -200,7 +209,7 @@ impl Consumer {
                 }
             }
             Err(Drop::Invalid(_)) => self.counters.drops_invalid += 1,
-            Err(Drop::NotYet) => {}
+            Err(Drop::NotYet | Drop::Epoch { .. } | Drop::Unmapped) => {}
         }
         r
     }

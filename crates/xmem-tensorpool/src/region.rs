@@ -15,6 +15,8 @@ use xmem_core::segment::seqlock;
 
 use crate::error::{Error, Result};
 use crate::layout::{RegionType, Superblock, ACTIVITY_OFFSET, SLOT_SIZE, SUPERBLOCK_SIZE};
+use crate::paths::AllowedDirs;
+use crate::uri::ShmUri;
 
 fn io(path: &Path, what: &'static str, e: std::io::Error) -> Error {
     Error::Io {
@@ -110,6 +112,18 @@ impl Region {
             .custom_flags(libc::O_NOFOLLOW) // never follow a symlink to a region (§2.6)
             .open(path)
             .map_err(|e| io(path, "open", e))?;
+        Region::open_file(file, path, want)
+    }
+
+    /// Maps the region announced as `uri` after the containment and permission checks of
+    /// `allowed` (W-15.10-1), then checks its superblock against `want`.
+    pub fn open_announced(uri: &ShmUri, allowed: &AllowedDirs, want: &Superblock) -> Result<Region> {
+        let file = allowed.open(uri.path(), uri.require_hugepages())?;
+        Region::open_file(file, uri.path(), want)
+    }
+
+    /// Maps an opened region file read-only and checks its superblock against `want`.
+    fn open_file(file: std::fs::File, path: &Path, want: &Superblock) -> Result<Region> {
         let meta = file.metadata().map_err(|e| io(path, "stat", e))?;
         if !meta.is_file() {
             return Err(Error::Io {
