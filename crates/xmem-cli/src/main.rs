@@ -74,6 +74,11 @@ enum Command {
     Produce(cmd::produce::ProduceArgs),
     /// Receive a stream's frames, check every byte, print rates and latency.
     Consume(cmd::produce::ConsumeArgs),
+    /// The SHM Tensor Pool protocol: decode messages, inspect regions, produce and consume.
+    Tp {
+        #[command(subcommand)]
+        command: cmd::tp::TpCommand,
+    },
     /// Benchmark streams against iceoryx2 and Unix sockets in one run; prints tables of ratios.
     Bench(cmd::bench::BenchArgs),
     /// (internal) The benchmark's second process.
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         Command::DemoConsumer(args) => cmd::demo::consumer(args),
         Command::Produce(args) => cmd::produce::produce(args),
         Command::Consume(args) => cmd::produce::consume(args),
+        Command::Tp { command } => cmd::tp::run(command),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchPeer { args } => cmd::bench::peer(args),
     };

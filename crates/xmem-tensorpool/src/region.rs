@@ -187,6 +187,42 @@ impl Region {
             .expect("slots were checked to fit the mapping")
     }
 
+    /// The commit word of header slot `i` now (`seq << 1 | committed`); `None` for a pool.
+    pub fn commit_word_now(&self, i: u32) -> Option<u64> {
+        (self.superblock.region_type == RegionType::HeaderRing as i16)
+            .then(|| self.commit_word(i).load(Ordering::Acquire))
+    }
+
+    /// A copy of header slot `i` as it is now: it may be mid-write, so decode it and compare its
+    /// commit word with [`Region::commit_word_now`] after, as a consumer does, before trusting it.
+    /// `None` for a payload pool (its slots are payload, not headers).
+    pub fn slot_image(&self, i: u32) -> Option<[u8; SLOT_SIZE]> {
+        if self.superblock.region_type != RegionType::HeaderRing as i16 {
+            return None;
+        }
+        let mut image = [0u8; SLOT_SIZE];
+        // SAFETY: header slot `i` (masked to the ring) lies in the mapping, checked when mapped;
+        // the copy is made of relaxed atomic loads, so a concurrent writer is no data race.
+        unsafe { seqlock::load_bytes(self.slot_ptr(i), &mut image) };
+        Some(image)
+    }
+
+    /// Opens any region file read-only and validates its superblock on its own (no announce to
+    /// check it against): for tools that look at what exists.
+    pub fn open_any(path: &Path) -> Result<Region> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| io(path, "open", e))?;
+        let mut bytes = [0u8; SUPERBLOCK_SIZE];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0)
+            .map_err(|e| io(path, "read the superblock of", e))?;
+        let sb = Superblock::decode(&bytes)?;
+        sb.validate()?;
+        Region::open_file(file, path, &sb)
+    }
+
     /// Stamps `activityTimestampNs` (the producer, about once per announce period).
     pub fn touch(&self, now_ns: u64) {
         let w = self

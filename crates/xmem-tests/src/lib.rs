@@ -69,6 +69,22 @@ impl Drop for ShmScope {
     }
 }
 
+/// The `xmem` binary, built beside the peer executable `peer_exe` (a test's
+/// `CARGO_BIN_EXE_…`). Built (or found up to date) once per test process: `cargo test` does not
+/// rebuild a binary whose package has no integration tests.
+pub fn xmem_cli(peer_exe: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "xmem-cli"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building xmem");
+    });
+    std::path::Path::new(peer_exe).with_file_name("xmem")
+}
+
 /// A peer process answering line commands.
 pub struct PeerProcess {
     child: Child,

@@ -1,7 +1,7 @@
 //! The `xmem` command against real objects, in a private shared-memory directory so that
 //! `xmem clean` cannot touch what other tests are doing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use xmem_core::BufferPool;
@@ -9,19 +9,8 @@ use xmem_tests::{PeerProcess, ShmScope};
 
 const PEER: &str = env!("CARGO_BIN_EXE_xmem-test-peer");
 
-/// The `xmem` binary, built beside the peer. Built (or found up to date) once per test run:
-/// `cargo test` does not rebuild a binary whose package has no integration tests.
 fn xmem_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "xmem-cli"]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "building xmem");
-    });
-    Path::new(PEER).with_file_name("xmem")
+    xmem_tests::xmem_cli(PEER)
 }
 
 struct Dir {

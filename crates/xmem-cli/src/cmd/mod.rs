@@ -6,4 +6,5 @@ pub mod demo;
 pub mod inspect;
 pub mod ls;
 pub mod produce;
+pub mod tp;
 pub mod watch;
