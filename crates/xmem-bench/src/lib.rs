@@ -7,6 +7,7 @@
 
 pub mod segment;
 pub mod streams;
+pub mod tensorpool;
 pub mod wake;
 
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -93,6 +94,9 @@ pub fn peer_main(args: &[String]) -> i32 {
         ),
         ["echo", rest @ ..] => streams::echo_role(rest),
         ["sink", rest @ ..] => streams::sink_role(rest),
+        ["tp-echo", dir, cpu] => tensorpool::echo_role(dir, cpu),
+        ["tp-follow", dir, cpu] => tensorpool::follow_role(dir, cpu),
+        ["line-echo", path, cpu] => tensorpool::line_echo_role(path, cpu),
         _ => {
             eprintln!("unknown peer role {words:?}");
             2

@@ -118,7 +118,7 @@ pub fn pin_to(cpu: usize) {
 }
 
 /// The CPUs to pin A and B to: the first two this process could use before any pinning.
-fn cpus() -> (usize, usize) {
+pub(crate) fn cpus() -> (usize, usize) {
     static CPUS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| {
         let set = rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new());
@@ -681,7 +681,7 @@ pub(crate) fn sink_role(args: &[&str]) -> i32 {
 }
 
 /// A flag set when stdin closes (how A tells B to stop).
-fn stop_on_stdin_close() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+pub(crate) fn stop_on_stdin_close() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
     std::thread::spawn(move || {
