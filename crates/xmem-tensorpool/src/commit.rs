@@ -191,9 +191,39 @@ impl Consumer {
     /// Reads frame `seq` (from a descriptor, or the next one when following the ring), copying
     /// its payload into `out` (resized to its length). Steps 2–5 of §3.
     pub fn read(&mut self, seq: u64, out: &mut Vec<u8>) -> std::result::Result<Accepted, Drop> {
-        let r = self.read_inner(seq, out);
+        let r = self.read_inner(seq, |pool, index, len| {
+            out.resize(len, 0);
+            // 4. The payload (never touched when empty).
+            if !out.is_empty() {
+                // SAFETY: payload slot `index` holds `stride ≥ values_len` mapped bytes
+                // (validated before this step).
+                unsafe { seqlock::load_bytes(pool.slot_ptr(index), out) };
+            }
+        });
+        self.count(seq, r).map(|(a, ())| a)
+    }
+
+    /// Reads frame `seq` without copying it: `f` gets the payload where it lies, as atomic bytes
+    /// (the producer may overwrite it meanwhile), and its result is returned only if the frame
+    /// was still the same after `f` (step 5); otherwise the frame is [`Drop::Late`] and whatever
+    /// `f` computed must be thrown away, as the caller's `R` is.
+    pub fn read_in_place<R>(
+        &mut self,
+        seq: u64,
+        f: impl FnOnce(&[std::sync::atomic::AtomicU8]) -> R,
+    ) -> std::result::Result<(Accepted, R), Drop> {
+        let r = self.read_inner(seq, |pool, index, len| f(pool.payload_view(index, len)));
+        self.count(seq, r)
+    }
+
+    /// Counts what a read gave.
+    fn count<R>(
+        &mut self,
+        seq: u64,
+        r: std::result::Result<(Accepted, R), Drop>,
+    ) -> std::result::Result<(Accepted, R), Drop> {
         match &r {
-            Ok(a) => {
+            Ok((a, _)) => {
                 if let Some(last) = self.last_seq {
                     if a.seq > last + 1 {
                         self.counters.drops_gap += a.seq - last - 1;
@@ -214,7 +244,11 @@ impl Consumer {
         r
     }
 
-    fn read_inner(&self, seq: u64, out: &mut Vec<u8>) -> std::result::Result<Accepted, Drop> {
+    fn read_inner<R>(
+        &self,
+        seq: u64,
+        payload: impl FnOnce(&Region, u32, usize) -> R,
+    ) -> std::result::Result<(Accepted, R), Drop> {
         let nslots = self.ring.superblock().nslots;
         let index = (seq & u64::from(nslots - 1)) as u32;
         let word = self.ring.commit_word(index);
@@ -241,18 +275,14 @@ impl Consumer {
             .iter()
             .find(|p| p.superblock().pool_id == slot.pool_id)
             .expect("validate checked the pool is mapped");
-        // 4. The payload (never touched when empty).
-        out.resize(slot.values_len_bytes as usize, 0);
-        if !out.is_empty() {
-            // SAFETY: payload slot `index` holds `stride ≥ values_len` mapped bytes (validated).
-            unsafe { seqlock::load_bytes(pool.slot_ptr(index), out) };
-        }
+        // 4. The payload: copied out, or looked at in place.
+        let r = payload(pool, index, slot.values_len_bytes as usize);
         // 5. Unchanged since step 2?
         fence(Ordering::Acquire);
         if word.load(Ordering::Acquire) != first {
             return Err(Drop::Late);
         }
-        Ok(Accepted { seq, slot, tensor })
+        Ok((Accepted { seq, slot, tensor }, r))
     }
 
     /// A slot that failed to decode or validate while being rewritten is late, not invalid.

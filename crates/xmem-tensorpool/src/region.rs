@@ -7,7 +7,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use xmem_core::os::map::MapOptions;
 use xmem_core::os::Mapping;
@@ -177,6 +177,15 @@ impl Region {
         let i = i & (self.superblock.nslots - 1);
         // In bounds: `open` and `create` checked the file holds every slot.
         self.map.base().wrapping_add(SUPERBLOCK_SIZE + i as usize * size)
+    }
+
+    /// The first `len` bytes of payload slot `i` where they lie, as atomic bytes: the producer
+    /// may be rewriting them while they are read. `len` was validated against the stride.
+    pub(crate) fn payload_view(&self, i: u32, len: usize) -> &[AtomicU8] {
+        let off = SUPERBLOCK_SIZE + (i & (self.superblock.nslots - 1)) as usize * slot_size(&self.superblock);
+        self.map
+            .slice_at::<AtomicU8>(off, len)
+            .expect("a validated payload lies in its pool's mapping")
     }
 
     /// The commit word of header slot `i` (slots are 8-byte aligned: 64 + i·256).

@@ -385,6 +385,26 @@ impl TpConsumer {
         c.read(d.seq, out)
     }
 
+    /// Reads the frame a descriptor names without copying it (see
+    /// [`Consumer::read_in_place`]): `f` sees the payload in the producer's pool.
+    pub fn read_in_place<R>(
+        &mut self,
+        d: &FrameDescriptor,
+        f: impl FnOnce(&[std::sync::atomic::AtomicU8]) -> R,
+    ) -> std::result::Result<(Accepted, R), Drop> {
+        let Some((a, c)) = self.mapped.as_mut() else {
+            return Err(Drop::Unmapped);
+        };
+        if d.epoch != a.epoch || d.stream_id != a.stream_id {
+            self.past.drops_late += 1;
+            return Err(Drop::Epoch {
+                got: d.epoch,
+                mapped: a.epoch,
+            });
+        }
+        c.read_in_place(d.seq, f)
+    }
+
     /// The next frame, following the ring (no descriptors needed).
     pub fn next(&mut self, out: &mut Vec<u8>) -> std::result::Result<Accepted, Drop> {
         match self.mapped.as_mut() {

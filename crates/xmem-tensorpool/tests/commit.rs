@@ -134,3 +134,37 @@ fn w_15_1_1_a_region_whose_superblock_differs_from_the_announce_is_not_mapped() 
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn in_place_reads_see_the_payload_where_it_lies_and_are_late_if_it_is_overwritten_meanwhile() {
+    use std::sync::atomic::Ordering;
+    let dir = Dir::new("inplace");
+    let (mut p, mut c, _) = setup(&dir);
+    let seq = p.publish(&spec(100), |b| b.fill(9)).unwrap().unwrap();
+    let (a, sum) = c
+        .read_in_place(seq, |bytes| {
+            bytes
+                .iter()
+                .map(|b| u32::from(b.load(Ordering::Relaxed)))
+                .sum::<u32>()
+        })
+        .unwrap();
+    assert_eq!((a.seq, sum), (0, 900));
+    // Twice: the view is of the mapping, not a copy taken once.
+    let first = c.read_in_place(seq, |bytes| bytes.as_ptr() as usize).unwrap().1;
+    assert_eq!(
+        c.read_in_place(seq, |bytes| bytes.as_ptr() as usize).unwrap().1,
+        first
+    );
+    // The producer laps the slot while the reader looks at it: the result is refused, counted.
+    let seq = p.publish(&spec(100), |b| b.fill(1)).unwrap().unwrap();
+    let late_before = c.counters().drops_late;
+    let r = c.read_in_place(seq, |bytes| {
+        for _ in 0..N {
+            p.publish(&spec(100), |b| b.fill(2)).unwrap();
+        }
+        bytes[0].load(Ordering::Relaxed)
+    });
+    assert_eq!(r.unwrap_err(), Drop::Late);
+    assert_eq!(c.counters().drops_late, late_before + 1);
+}
