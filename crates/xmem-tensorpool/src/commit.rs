@@ -143,6 +143,15 @@ pub struct Counters {
     pub drops_invalid: u64,
 }
 
+impl std::ops::AddAssign for Counters {
+    fn add_assign(&mut self, o: Counters) {
+        self.accepted += o.accepted;
+        self.drops_gap += o.drops_gap;
+        self.drops_late += o.drops_late;
+        self.drops_invalid += o.drops_invalid;
+    }
+}
+
 /// A frame a consumer accepted.
 #[derive(Debug, Clone)]
 pub struct Accepted {

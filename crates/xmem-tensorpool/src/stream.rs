@@ -350,11 +350,7 @@ impl TpConsumer {
     /// Unmaps whatever is mapped (a revoke, or a stale producer).
     pub fn unmap(&mut self) {
         if let Some((_, c)) = self.mapped.take() {
-            let c = c.counters();
-            self.past.accepted += c.accepted;
-            self.past.drops_gap += c.drops_gap;
-            self.past.drops_late += c.drops_late;
-            self.past.drops_invalid += c.drops_invalid;
+            self.past += c.counters();
         }
     }
 
@@ -372,17 +368,7 @@ impl TpConsumer {
     /// (or of another stream) is dropped as [`Drop::Epoch`] and counted late (W-15.2-1); the
     /// next announce remaps.
     pub fn read(&mut self, d: &FrameDescriptor, out: &mut Vec<u8>) -> std::result::Result<Accepted, Drop> {
-        let Some((a, c)) = self.mapped.as_mut() else {
-            return Err(Drop::Unmapped);
-        };
-        if d.epoch != a.epoch || d.stream_id != a.stream_id {
-            self.past.drops_late += 1;
-            return Err(Drop::Epoch {
-                got: d.epoch,
-                mapped: a.epoch,
-            });
-        }
-        c.read(d.seq, out)
+        self.consumer_for(d)?.read(d.seq, out)
     }
 
     /// Reads the frame a descriptor names without copying it (see
@@ -392,6 +378,12 @@ impl TpConsumer {
         d: &FrameDescriptor,
         f: impl FnOnce(&[std::sync::atomic::AtomicU8]) -> R,
     ) -> std::result::Result<(Accepted, R), Drop> {
+        self.consumer_for(d)?.read_in_place(d.seq, f)
+    }
+
+    /// The mapped epoch's consumer, if the descriptor is of it; a descriptor of another epoch
+    /// or stream is counted late.
+    fn consumer_for(&mut self, d: &FrameDescriptor) -> std::result::Result<&mut Consumer, Drop> {
         let Some((a, c)) = self.mapped.as_mut() else {
             return Err(Drop::Unmapped);
         };
@@ -402,7 +394,7 @@ impl TpConsumer {
                 mapped: a.epoch,
             });
         }
-        c.read_in_place(d.seq, f)
+        Ok(c)
     }
 
     /// The next frame, following the ring (no descriptors needed).
@@ -417,11 +409,7 @@ impl TpConsumer {
     pub fn counters(&self) -> Counters {
         let mut total = self.past;
         if let Some((_, c)) = &self.mapped {
-            let c = c.counters();
-            total.accepted += c.accepted;
-            total.drops_gap += c.drops_gap;
-            total.drops_late += c.drops_late;
-            total.drops_invalid += c.drops_invalid;
+            total += c.counters();
         }
         total
     }
