@@ -26,8 +26,10 @@ import xmem
 
 SHAPE = (1080, 1920, 3)
 NBYTES = int(np.prod(SHAPE))
-SLOTS = 4
-DEPTH = 1  # frames queued ahead of the consumer: few, so that buffers stay in cache
+# Buffers (xmem) and slots (shared_memory) per run: few, so that frames stay in cache. Spawned
+# children read it from the environment, which `--slots` sets.
+SLOTS = int(os.environ.get("XMEM_BENCH_SLOTS", "3"))
+DEPTH = 1  # frames queued ahead of the consumer
 FULL = False  # set from --write in main(); children get it as an argument
 spawn = mp.get_context("spawn")
 
@@ -51,8 +53,8 @@ def write(a, i, full):
         a[0, 0, 0] = i & 0xFF
 
 
-def xmem_producer(name, frames, period, ready, full):
-    pub = xmem.Publisher(name, buffer_size=NBYTES, buffers=SLOTS, depth=DEPTH, policy="block", timeout=60)
+def xmem_producer(name, frames, period, ready, full, spin):
+    pub = xmem.Publisher(name, buffer_size=NBYTES, buffers=SLOTS, depth=DEPTH, policy="block", timeout=60, spin=spin)
     ready.put("created")
     while pub.subscriber_count < 1:
         time.sleep(0.001)  # waiting for the consumer to start, once
@@ -69,8 +71,8 @@ def xmem_producer(name, frames, period, ready, full):
     pub.close()
 
 
-def xmem_consumer(name, frames, spin):
-    sub = xmem.Subscriber(name, spin=spin)
+def xmem_consumer(name, frames, spin, wake_ahead):
+    sub = xmem.Subscriber(name, spin=spin, wake_ahead=wake_ahead)
     lat = []
     t0 = None
     for frame in sub:
@@ -160,13 +162,13 @@ def queue_consumer(q):
 
 # ---- the runs -----------------------------------------------------------------------------
 
-def run_xmem(frames, period, spin=None):
+def run_xmem(frames, period, spin=None, wake_ahead=None):
     name = f"bench-py-{os.getpid()}-{time.monotonic_ns()}"
     ready = spawn.Queue()
-    p = spawn.Process(target=xmem_producer, args=(name, frames, period, ready, FULL))
+    p = spawn.Process(target=xmem_producer, args=(name, frames, period, ready, FULL, spin))
     p.start()
     ready.get()
-    result = xmem_consumer(name, frames, spin)
+    result = xmem_consumer(name, frames, spin, wake_ahead)
     p.join()
     return result
 
@@ -198,17 +200,21 @@ def run_queue(frames, period):
 
 
 def main():
+    global FULL, SLOTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=2000, help="frames per rate run")
     ap.add_argument("--paced", type=int, default=300, help="frames per notification run (100/s)")
     ap.add_argument("--write", choices=["header", "full"], default="header")
+    ap.add_argument("--slots", type=int, default=SLOTS, help="buffers in flight, for every transport")
     args = ap.parse_args()
-    global FULL
     FULL = args.write == "full"
-    print(f"1920x1080x3 uint8 frames, producer writes: {args.write}; {os.cpu_count()} CPUs")
+    SLOTS = args.slots
+    os.environ["XMEM_BENCH_SLOTS"] = str(SLOTS)
+    print(f"1920x1080x3 uint8 frames, producer writes: {args.write}; {SLOTS} slots; {os.cpu_count()} CPUs")
     rows = []
     for label, run, extra in [
         ("xmem stream, receive() (spins 20 µs, then sleeps)", run_xmem, {}),
+        ("xmem stream, receive() waking 300 µs ahead", run_xmem, {"wake_ahead": 0.0003}),
         ("xmem stream, receive() spinning up to 20 ms", run_xmem, {"spin": 0.02}),
         ("multiprocessing.shared_memory + Pipe", run_shm, {}),
         ("multiprocessing.Queue (pickles each frame)", run_queue, {}),
@@ -219,7 +225,7 @@ def main():
         p50, p99 = percentiles(lat)
         rows.append((label, rate, p50, p99))
         print(f"{label:52s} {rate:9.0f} frames/s   notification p50 {p50:8.1f} µs  p99 {p99:8.1f} µs", flush=True)
-    base = rows[2][1]
+    base = next(rate for label, rate, _, _ in rows if label.startswith("multiprocessing.shared_memory"))
     print()
     print("| transport | frames/s | × shared_memory+Pipe | notification p50 / p99 (µs) |")
     print("|---|---|---|---|")

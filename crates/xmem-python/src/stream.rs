@@ -75,9 +75,10 @@ fn tensor(shape: Vec<u64>, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<TensorD
 
 #[pymethods]
 impl Publisher {
-    /// Creates stream `name` (and its pool `name.pool`) and becomes its publisher.
+    /// Creates stream `name` (and its pool `name.pool`) and becomes its publisher. `spin` is how
+    /// long (seconds) a publisher waiting for a buffer or for room polls before it sleeps.
     #[new]
-    #[pyo3(signature = (name, *, buffer_size, buffers = 8, depth = 4, history = 0, policy = "drop_oldest", timeout = 5.0, max_subscribers = 8, alignment = 64, mode = 0o600, directory = None))]
+    #[pyo3(signature = (name, *, buffer_size, buffers = 8, depth = 4, history = 0, policy = "drop_oldest", timeout = 5.0, max_subscribers = 8, alignment = 64, mode = 0o600, spin = None, directory = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
@@ -90,6 +91,7 @@ impl Publisher {
         max_subscribers: u32,
         alignment: u32,
         mode: u32,
+        spin: Option<f64>,
         directory: Option<PathBuf>,
     ) -> PyResult<Publisher> {
         let mut b = stream::Publisher::builder(name)
@@ -102,6 +104,9 @@ impl Publisher {
             .mode(mode);
         if policy != "latest" {
             b = b.depth(depth);
+        }
+        if let Some(spin) = wait::timeout(spin)? {
+            b = b.spin(spin);
         }
         if let Some(d) = directory {
             b = b.directory(d);
@@ -247,12 +252,24 @@ impl Subscriber {
     /// Joins stream `name` (late joiners first get its history). With `notify=True`,
     /// `fileno()` gives a descriptor that becomes readable when a frame arrives. `spin` is how
     /// long (seconds) `receive()` polls before it sleeps: longer costs CPU, saves the wake-up.
+    /// `wake_ahead` (seconds, for frames at a steady rate): `receive()` learns the interval,
+    /// sleeps until that long before the next frame is due and polls from then on, so frames
+    /// are seen as they come at the cost of polling about twice that long per frame.
     #[new]
-    #[pyo3(signature = (name, *, notify = false, spin = None, directory = None))]
-    fn new(name: &str, notify: bool, spin: Option<f64>, directory: Option<PathBuf>) -> PyResult<Subscriber> {
+    #[pyo3(signature = (name, *, notify = false, spin = None, wake_ahead = None, directory = None))]
+    fn new(
+        name: &str,
+        notify: bool,
+        spin: Option<f64>,
+        wake_ahead: Option<f64>,
+        directory: Option<PathBuf>,
+    ) -> PyResult<Subscriber> {
         let mut b = stream::Subscriber::builder(name).notify_fd(notify);
         if let Some(spin) = wait::timeout(spin)? {
             b = b.spin(spin);
+        }
+        if let Some(lead) = wait::timeout(wake_ahead)? {
+            b = b.wake_ahead(lead);
         }
         if let Some(d) = directory {
             b = b.directory(d);
@@ -305,6 +322,13 @@ impl Subscriber {
     #[getter]
     fn received(&mut self) -> PyResult<u64> {
         Ok(self.subscriber()?.received())
+    }
+
+    /// Times the publisher had to wake this subscriber from sleep (each costs the publisher a
+    /// system call and the frame a wake-up); `wake_ahead` keeps it low for steady streams.
+    #[getter]
+    fn wakeups(&mut self) -> PyResult<u64> {
+        Ok(self.subscriber()?.wakeups())
     }
 
     /// Frames dropped from this subscriber's queue to make room (`drop_oldest`, `latest`).

@@ -15,7 +15,7 @@ pub fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
         None => Ok(None),
         Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
         Some(s) => Err(PyValueError::new_err(format!(
-            "timeout must be a number of seconds ≥ 0 or None, not {s}"
+            "a time in seconds must be a number ≥ 0 or None (timeout, spin, wake_ahead), not {s}"
         ))),
     }
 }

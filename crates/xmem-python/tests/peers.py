@@ -61,6 +61,14 @@ def subscribe_and_check(stream, count, out):
     out.put((len(seqs), bad, seqs == list(range(count))))
 
 
+def receive_counting_wakeups(stream, wake_ahead, out):
+    """Receives until the publisher is gone; reports frames and how often it had to be woken."""
+    sub = xmem.Subscriber(stream, wake_ahead=wake_ahead)
+    out.put("joined")
+    seqs = [frame.sequence for frame in sub]
+    out.put((wake_ahead, seqs == list(range(len(seqs))), len(seqs), sub.wakeups))
+
+
 def hold_and_wait(stream, out, never):
     """Receives and holds frames as numpy arrays and DLPack views, then waits to be killed."""
     sub = xmem.Subscriber(stream)

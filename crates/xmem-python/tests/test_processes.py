@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import xmem
-from peers import hold_and_wait, receive_until_interrupted, subscribe_and_check
+from peers import hold_and_wait, receive_counting_wakeups, receive_until_interrupted, subscribe_and_check
 
 spawn = multiprocessing.get_context("spawn")
 
@@ -76,6 +76,34 @@ def test_python_publisher_to_two_spawned_subscribers_loses_nothing(name):
         c.join(timeout=60)
         assert c.exitcode == 0
     assert reports == [(count, 0, True)] * 2
+
+
+def test_wake_ahead_keeps_a_steady_stream_from_waking_its_subscriber(name):
+    """50 frames at 50 Hz: with `wake_ahead` the subscriber is awake when they come; without,
+    the publisher wakes it for each one (the control)."""
+    pub = xmem.Publisher(name, buffer_size=64, buffers=4, depth=2, policy="block", timeout=30)
+    out = spawn.Queue()
+    children = [spawn.Process(target=receive_counting_wakeups, args=(name, lead, out)) for lead in (0.003, None)]
+    for c in children:
+        c.start()
+        assert out.get(timeout=60) == "joined"
+    frames, period = 50, 0.02
+    start = time.monotonic()
+    for i in range(frames):
+        time.sleep(max(0.0, start + i * period - time.monotonic()))  # the stream's frame clock
+        pub.publish_array(np.full(8, i, dtype=np.uint8))
+    pub.close()
+    reports = [out.get(timeout=60) for _ in children]
+    for c in children:
+        c.join(timeout=60)
+        assert c.exitcode == 0
+    by_lead = {r[0]: r[1:] for r in reports}
+    (ordered_a, got_a, woken_ahead), (ordered_b, got_b, woken_plain) = by_lead[0.003], by_lead[None]
+    assert ordered_a and ordered_b and got_a == got_b == frames
+    assert woken_plain >= frames * 4 // 5, f"the control was woken only {woken_plain} times"
+    assert woken_ahead <= frames // 2, f"woken {woken_ahead} of {frames} times despite wake_ahead"
+    with pytest.raises(ValueError, match="wake_ahead"):
+        xmem.Subscriber(name, wake_ahead=-1)
 
 
 def test_a_subscriber_killed_with_sigkill_leaves_nothing_held(name):

@@ -1,4 +1,4 @@
-//! Stream roles of the test peer (`xmem-test-peer streampub …` / `streamsub …`).
+//! Stream roles of the test peer (`xmem-test-peer streampub …` / `streamsub …` / `streamwait …`).
 //!
 //! Every frame carries its sequence number in its first 8 bytes and a pattern derived from it in
 //! the rest, so a subscriber can tell a frame that changed under it (a buffer recycled while it
@@ -186,4 +186,29 @@ pub fn subscriber(args: &[String]) {
         opt(seen.first),
         opt(seen.last)
     ));
+}
+
+/// `streamwait NAME WAKE_AHEAD_US`: joins (with `wake_ahead` unless 0), prints `ready`,
+/// receives with blocking calls until the publisher is gone, checking every frame, and prints
+/// `done RECEIVED BAD WAKEUPS` (how often the publisher had to wake it).
+pub fn waiter(args: &[String]) {
+    let [name, wake_ahead_us] = args else {
+        panic!("streamwait NAME WAKE_AHEAD_US");
+    };
+    let lead: u64 = wake_ahead_us.parse().unwrap();
+    let mut b = Subscriber::builder(name);
+    if lead > 0 {
+        b = b.wake_ahead(Duration::from_micros(lead));
+    }
+    let mut s = b.open().expect("subscribe");
+    say("ready");
+    let mut seen = Seen::default();
+    loop {
+        match s.receive() {
+            Ok(frame) => seen.check(&frame),
+            Err(Error::PublisherGone { .. }) => break,
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+    say(&format!("done {} {} {}", seen.received, seen.bad, s.wakeups()));
 }

@@ -371,6 +371,52 @@ fn the_notification_descriptor_becomes_readable_when_a_frame_arrives() {
     }
 }
 
+/// Frames at a steady 50 Hz: a subscriber with `wake_ahead` is awake when most of them come (the
+/// publisher seldom has to wake it), one without is woken for every frame (the control).
+#[test]
+fn a_subscriber_that_wakes_ahead_is_seldom_woken_by_a_steady_publisher() {
+    let scope = ShmScope::new("stpace");
+    let name = scope.name("s");
+    let mut p = publisher(&name, block(), 0);
+    let join = |lead_us: &str| {
+        let mut s = PeerProcess::spawn(PEER, &["streamwait", &name, lead_us], &[]);
+        assert_eq!(s.line(), "ready");
+        s
+    };
+    let mut paced = join("3000");
+    let mut plain = join("0");
+    let frames = 50;
+    let period = Duration::from_millis(20);
+    let start = Instant::now();
+    for i in 0..frames {
+        // The publisher's own schedule (a camera's frame clock), not a synchronisation.
+        std::thread::sleep((start + period * i).saturating_duration_since(Instant::now()));
+        publish(&mut p);
+    }
+    drop(p);
+    let done = |s: &mut PeerProcess| {
+        let line = s.line();
+        assert!(s.wait().success());
+        let w: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(w[..2], [u64::from(frames), 0], "received, bad: {line}");
+        w[2]
+    };
+    let (paced_woken, plain_woken) = (done(&mut paced), done(&mut plain));
+    eprintln!("woken for {paced_woken} (waking ahead) and {plain_woken} (not) of {frames} frames");
+    assert!(
+        plain_woken >= u64::from(frames) * 4 / 5,
+        "the control slept through only {plain_woken} of {frames} frames"
+    );
+    assert!(
+        paced_woken <= u64::from(frames) / 2,
+        "woken for {paced_woken} of {frames} frames despite waking ahead"
+    );
+}
+
 #[test]
 fn bad_input_gives_typed_errors() {
     let scope = ShmScope::new("stbad");

@@ -271,6 +271,7 @@ pub fn stream_json(s: &xmem_core::stream::StreamInfo) -> Value {
             "received": m.received,
             "dropped": m.dropped,
             "queued": m.queued,
+            "woken": m.woken,
         })).collect::<Vec<_>>(),
     })
 }
@@ -303,12 +304,15 @@ fn print_stream(s: &xmem_core::stream::StreamInfo) {
                 m.received.to_string(),
                 m.dropped.to_string(),
                 m.queued.to_string(),
+                m.woken.to_string(),
             ]
         })
         .collect();
     if !rows.is_empty() {
         fmt::table(
-            &["RECORD", "PID", "ALIVE", "STATE", "RECEIVED", "DROPPED", "QUEUED"],
+            &[
+                "RECORD", "PID", "ALIVE", "STATE", "RECEIVED", "DROPPED", "QUEUED", "WOKEN",
+            ],
             &rows,
         );
     }

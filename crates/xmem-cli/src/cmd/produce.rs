@@ -125,10 +125,23 @@ pub struct ConsumeArgs {
     /// Stop after this many frames (0: until the publisher is gone).
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// How long a receive spins before it sleeps, e.g. `20us`, `5ms`.
+    #[arg(long, value_parser = super::demo::parse_duration)]
+    spin: Option<Duration>,
+    /// For steady streams: wake this long before the next frame is due, e.g. `300us`.
+    #[arg(long, value_parser = super::demo::parse_duration)]
+    wake_ahead: Option<Duration>,
 }
 
 pub fn consume(args: ConsumeArgs) -> Result<()> {
-    let mut sub = Subscriber::open(&args.name)?;
+    let mut builder = Subscriber::builder(&args.name);
+    if let Some(spin) = args.spin {
+        builder = builder.spin(spin);
+    }
+    if let Some(lead) = args.wake_ahead {
+        builder = builder.wake_ahead(lead);
+    }
+    let mut sub = builder.open()?;
     let (mut n, mut bad) = (0u64, 0u64);
     let mut latencies = Vec::new();
     let started = Instant::now();
@@ -151,11 +164,12 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
             .unwrap_or(0)
     };
     println!(
-        "received {n} frames in {:.3}s, {} dropped, {bad} damaged; latency p50 {} p99 {}",
+        "received {n} frames in {:.3}s, {} dropped, {bad} damaged; latency p50 {} p99 {}; woken {} times",
         started.elapsed().as_secs_f64(),
         sub.dropped(),
         fmt::nanos(p(0.5)),
-        fmt::nanos(p(0.99))
+        fmt::nanos(p(0.99)),
+        sub.wakeups()
     );
     if bad > 0 {
         bail!("{bad} frame(s) did not hold what was published");

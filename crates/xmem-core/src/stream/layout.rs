@@ -135,12 +135,14 @@ pub struct SubscriberRecord {
     pub pub_wake: AtomicU32,
     /// Frames dropped from this queue to make room (policies `DropOldest` and `Latest`).
     pub dropped: AtomicU64,
-    _pub_reserved: [AtomicU64; 6],
+    /// Times the publisher had to wake it (a system call each): how often it slept.
+    pub woken: AtomicU64,
+    _pub_reserved: [AtomicU64; 5],
 }
 
 assert_layout!(SubscriberRecord, size 192, align 64, {
     state: 0, pool_slot: 8, flags: 12, joined_unix_ns: 16, notify_key: 24, received: 32,
-    sub_parked: 64, sub_wake: 68, pub_parked: 128, pub_wake: 132, dropped: 136,
+    sub_parked: 64, sub_wake: 68, pub_parked: 128, pub_wake: 132, dropped: 136, woken: 144,
 });
 // SAFETY: repr(C), only atomics, layout asserted above.
 unsafe impl SharedLayout for SubscriberRecord {}
@@ -175,6 +177,7 @@ pub const LAYOUT_HASH: u64 = {
         offset_of!(SubscriberRecord, sub_parked),
         offset_of!(SubscriberRecord, pub_parked),
         offset_of!(SubscriberRecord, dropped),
+        offset_of!(SubscriberRecord, woken),
         size_of::<QueueSlot>(),
         offset_of!(QueueSlot, tag),
     ];

@@ -293,6 +293,9 @@ impl QueueCells for QueueRef<'_> {
         &self.record.pub_wake
     }
     fn wake_subscriber(&self, how: u32) {
+        // Only the publisher writes it.
+        let woken = self.record.woken.load(Relaxed);
+        self.record.woken.store(woken.wrapping_add(1), Relaxed);
         match how {
             PARKED_FUTEX => {
                 futex::wake(&self.record.sub_wake, 1);
@@ -383,6 +386,8 @@ pub struct SubscriberInfo {
     pub dropped: u64,
     /// Frames waiting in its queue.
     pub queued: u64,
+    /// Times the publisher woke it from sleep (each a system call on the publisher's side).
+    pub woken: u64,
 }
 
 /// Inspects the stream at `path` without joining it.
@@ -410,6 +415,7 @@ pub fn inspect_path(path: &Path, name: &str) -> Result<StreamInfo> {
             received: r.received.load(Relaxed),
             dropped: r.dropped.load(Relaxed),
             queued,
+            woken: r.woken.load(Relaxed),
         });
     }
     Ok(StreamInfo {

@@ -209,6 +209,32 @@ fn a_parking_subscriber_never_misses_the_entry_that_wakes_it() {
 }
 
 #[test]
+fn a_subscriber_that_stops_sleeping_by_its_clock_and_sleeps_again_misses_nothing() {
+    model(|| {
+        let q = Q::new(2);
+        let sub = {
+            let q = q.clone();
+            thread::spawn(move || {
+                if park_subscriber(&*q, 0, 1).is_none() {
+                    return None;
+                }
+                // Its timer ran out (`wake_ahead`): it looks without sleeping, then sleeps again.
+                unpark_subscriber(&*q);
+                if take(&*q, 0) != Take::Empty {
+                    return None;
+                }
+                park_subscriber(&*q, 0, 1)
+            })
+        };
+        put(&*q, 0, entry(0));
+        match sub.join().unwrap() {
+            None => {}
+            Some(seen) => assert_ne!(q.sub_wake.load(SeqCst), seen, "lost wake-up"),
+        }
+    });
+}
+
+#[test]
 fn a_parking_publisher_never_misses_the_take_that_makes_room() {
     model(|| {
         let q = Q::new(1);

@@ -210,6 +210,12 @@ pub fn park_subscriber<Q: QueueCells>(q: &Q, h: u64, how: u32) -> Option<u32> {
     Some(seen)
 }
 
+/// Subscriber that stops waiting by its own timer (it goes on looking without sleeping): the
+/// publisher need not wake it. A wake-up already on its way is harmless.
+pub fn unpark_subscriber<Q: QueueCells>(q: &Q) {
+    q.sub_parked().store(0, Relaxed);
+}
+
 /// Publisher about to wait for room at position `t`: registers, then looks once more. Returns
 /// the futex value to sleep on, or `None` if room appeared (or the slot is no longer full).
 pub fn park_publisher<Q: QueueCells>(q: &Q, t: u64) -> Option<u32> {

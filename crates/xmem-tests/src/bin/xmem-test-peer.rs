@@ -18,7 +18,7 @@
 //! self-checking values forever), `segreader NAME THREADS MILLIS` (reads and checks from
 //! THREADS threads, prints `done READS TORN ERRORS LEAST_READS_OF_A_THREAD`).
 //!
-//! Streams: `streampub …` and `streamsub …`, see `xmem_tests::stream_peer`.
+//! Streams: `streampub …`, `streamsub …` and `streamwait …`, see `xmem_tests::stream_peer`.
 
 use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
@@ -71,6 +71,7 @@ fn main() {
         Some("segreader") => segment_reader(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
         Some("streampub") => xmem_tests::stream_peer::publisher(&args[1..]),
         Some("streamsub") => xmem_tests::stream_peer::subscriber(&args[1..]),
+        Some("streamwait") => xmem_tests::stream_peer::waiter(&args[1..]),
         _ => repl(),
     }
 }
