@@ -55,12 +55,13 @@ impl SubscriberBuilder {
         self
     }
 
-    /// For frames that come at a steady rate (a camera): a blocking receive learns the interval
-    /// between frames, sleeps until `lead` before the next one is due and spins from then on
-    /// (up to `lead` past it, then it sleeps until woken). The frame is then seen within
-    /// nanoseconds of its publication instead of a wake-up later (tens of µs on a VM), at the
-    /// cost of spinning about `2 × lead` per frame. `lead` must cover the timer's lateness
-    /// (50 µs of timer slack plus the wake-up; 200–500 µs is safe). Off by default.
+    /// For frames that come at a steady rate (a camera): a blocking receive learns the frame
+    /// clock from the frames' time stamps (the publisher's default stamps; frames stamped with
+    /// another clock are timed when seen), sleeps until `lead` before the next frame is due and
+    /// spins from then on (up to `lead` past it, then it sleeps until woken). The frame is then
+    /// seen within µs of its publication instead of a wake-up later (tens of µs on a VM), at
+    /// the cost of spinning about `2 × lead` per frame. `lead` must cover the lateness of this
+    /// process's timer and of the publisher's frame clock: 300 µs–1 ms on a VM. Off by default.
     pub fn wake_ahead(mut self, lead: Duration) -> Self {
         self.wake_ahead = Some(lead);
         self
@@ -136,52 +137,73 @@ impl SubscriberBuilder {
     }
 }
 
-/// When frames come, learnt from the ones a blocking receive waited for (see
+/// When frames are published, learnt from their time stamps (see
 /// [`SubscriberBuilder::wake_ahead`]).
 #[derive(Debug)]
 struct Pace {
     lead: Duration,
-    /// When the last frame that was waited for came; `None` after one that was not.
-    last: Option<Instant>,
-    /// The latest intervals between such frames; the shortest is taken as the period, so that
-    /// a frame seen late (a sleep too long) or a skipped one never makes the wake-up late.
-    intervals: [Duration; 8],
-    seen: usize,
+    /// When the latest frames were published, oldest first (a gap of unknown time clears it).
+    times: VecDeque<Instant>,
 }
 
 impl Pace {
+    /// Frames remembered: enough for a median interval that one late frame cannot move.
+    const KEEP: usize = 9;
+    /// Latest frames whose schedule the next one is projected from.
+    const PROJECT: usize = 4;
+
     fn new(lead: Duration) -> Pace {
         Pace {
             lead,
-            last: None,
-            intervals: [Duration::ZERO; 8],
-            seen: 0,
+            times: VecDeque::with_capacity(Self::KEEP),
         }
     }
 
     fn arrived(&mut self, at: Instant) {
-        if let Some(last) = self.last {
-            self.intervals[self.seen % self.intervals.len()] = at - last;
-            self.seen += 1;
+        if self.times.len() == Self::KEEP {
+            self.times.pop_front();
         }
-        self.last = Some(at);
+        self.times.push_back(at);
     }
 
     fn missed(&mut self) {
-        self.last = None;
+        self.times.clear();
     }
 
     /// When to wake and until when to spin for the next frame, seen from `now`; `None` until
     /// the period is known or once the frame is overdue.
+    ///
+    /// The period is the (lower) median interval, so a frame published late or early does not
+    /// change it. The next frame is expected where the latest few frames' schedule puts it: a
+    /// publisher keeping a frame clock publishes on time again right after one late frame, so
+    /// the window opens `lead` before the earliest of those projections and closes `lead`
+    /// after the newest frame's.
     fn window(&self, now: Instant) -> Option<(Instant, Instant)> {
-        let known = self.seen.min(self.intervals.len());
-        if known < 2 {
+        let n = self.times.len();
+        if n < 3 {
             return None;
         }
-        let period = *self.intervals[..known].iter().min()?;
-        let due = self.last? + period;
-        let end = due + self.lead;
-        (end > now).then(|| (due.checked_sub(self.lead).unwrap_or(now), end))
+        // No allocation: a fixed array of the (at most KEEP - 1) intervals.
+        let mut intervals = [Duration::ZERO; Self::KEEP - 1];
+        for (slot, (a, b)) in intervals
+            .iter_mut()
+            .zip(self.times.iter().zip(self.times.iter().skip(1)))
+        {
+            *slot = b.saturating_duration_since(*a);
+        }
+        let intervals = &mut intervals[..n - 1];
+        intervals.sort_unstable();
+        let period = intervals[(n - 2) / 2];
+        let projections = self
+            .times
+            .iter()
+            .rev()
+            .take(Self::PROJECT)
+            .enumerate()
+            .map(|(back, t)| *t + period * (back as u32 + 1));
+        let earliest = projections.clone().min()?;
+        let end = projections.max()? + self.lead;
+        (end > now).then(|| (earliest.checked_sub(self.lead).unwrap_or(now), end))
     }
 }
 
@@ -456,16 +478,28 @@ impl Subscriber {
     /// [`SubscriberBuilder::wake_ahead`], sleeps until the next frame is nearly due instead.
     pub fn receive_timeout(&mut self, timeout: Duration) -> Result<Option<Buffer>> {
         if let Some(frame) = self.try_receive()? {
-            if let Some(p) = &mut self.pace {
-                p.missed(); // it was waiting already: when it came is unknown
-            }
+            self.paced(&frame, false);
             return Ok(Some(frame));
         }
         let frame = self.wait(timeout)?;
-        if let (Some(p), Some(_)) = (&mut self.pace, &frame) {
-            p.arrived(Instant::now());
+        if let Some(f) = &frame {
+            self.paced(f, true);
         }
         Ok(frame)
+    }
+
+    /// Tells the pace (if any) when `frame` was published: its time stamp where that is this
+    /// machine's monotonic clock (the publisher's default), else now if the receive waited for
+    /// it (seen late by a wake-up, if it slept), else unknown.
+    fn paced(&mut self, frame: &Buffer, waited: bool) {
+        let Some(p) = &mut self.pace else { return };
+        let now = Instant::now();
+        let age = time::monotonic_ns().checked_sub(frame.timestamp_ns());
+        match age {
+            Some(age) if age < 1_000_000_000 => p.arrived(now - Duration::from_nanos(age)),
+            _ if waited => p.arrived(now),
+            _ => p.missed(),
+        }
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<Option<Buffer>> {
@@ -553,23 +587,30 @@ mod tests {
     }
 
     #[test]
-    fn pace_wakes_lead_before_the_shortest_recent_interval_and_gives_up_when_overdue() {
+    fn pace_projects_the_median_interval_from_the_latest_frames_and_gives_up_when_overdue() {
         let t0 = Instant::now();
+        let at = |n: u64| t0 + ms(n);
         let mut p = Pace::new(ms(1));
-        p.arrived(t0);
-        p.arrived(t0 + ms(10));
-        assert_eq!(p.window(t0 + ms(11)), None, "one interval is not a period yet");
-        p.arrived(t0 + ms(22)); // seen late once: the shorter interval counts
-        assert_eq!(p.window(t0 + ms(23)), Some((t0 + ms(31), t0 + ms(33))));
-        assert_eq!(p.window(t0 + ms(33)), None, "overdue: it waits as usual");
-        p.missed();
+        p.arrived(at(0));
+        p.arrived(at(10));
+        assert_eq!(p.window(at(11)), None, "one interval is not a period yet");
+        p.arrived(at(20));
+        assert_eq!(p.window(at(21)), Some((at(29), at(31))));
+        assert_eq!(p.window(at(31)), None, "overdue: it waits as usual");
+        // One frame published 3 ms late, on a 10 ms frame clock: the period stays 10 ms, and
+        // the window spans both the clock's next tick (40) and 10 ms after the late frame (43).
+        p.arrived(at(33));
+        assert_eq!(p.window(at(34)), Some((at(39), at(44))));
+        p.arrived(at(40));
+        p.arrived(at(50));
+        p.arrived(at(60));
+        p.arrived(at(70));
         assert_eq!(
-            p.window(t0 + ms(23)),
-            None,
-            "after a frame that was not waited for"
+            p.window(at(71)),
+            Some((at(79), at(81))),
+            "the late one is forgotten"
         );
-        p.arrived(t0 + ms(40));
-        p.arrived(t0 + ms(50));
-        assert_eq!(p.window(t0 + ms(51)), Some((t0 + ms(59), t0 + ms(61))));
+        p.missed();
+        assert_eq!(p.window(at(71)), None, "after a frame of unknown time");
     }
 }
