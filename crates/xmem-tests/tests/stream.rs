@@ -417,6 +417,37 @@ fn a_subscriber_that_wakes_ahead_is_seldom_woken_by_a_steady_publisher() {
     );
 }
 
+/// Pools and streams are not laid out in huge pages: on a hugetlbfs mount they are refused
+/// with a reason, not with the file system's bare EINVAL.
+#[test]
+fn a_stream_or_pool_on_hugetlbfs_is_refused_saying_what_to_use() {
+    let Some(mount) = xmem_core::os::placement::hugetlbfs_mounts().into_iter().next() else {
+        eprintln!("skipped: no hugetlbfs mounted here");
+        return;
+    };
+    let name = format!("sthuge{}", std::process::id());
+    let stream = Publisher::builder(&name)
+        .directory(&mount.path)
+        .buffer_size(64)
+        .create();
+    let pool = BufferPool::builder(&name)
+        .directory(&mount.path)
+        .buffer_size(64)
+        .create();
+    for e in [stream.err(), pool.err()] {
+        match e {
+            Some(e @ Error::Placement { .. }) => assert!(e.to_string().contains("/dev/shm"), "{e}"),
+            other => panic!("expected Placement, got {other:?}"),
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(&mount.path)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&name))
+        .collect();
+    assert!(left.is_empty(), "left {left:?}");
+}
+
 #[test]
 fn bad_input_gives_typed_errors() {
     let scope = ShmScope::new("stbad");

@@ -79,6 +79,22 @@ pub enum CreateOutcome {
     Exists,
 }
 
+/// Pools and streams are laid out in normal pages, and hugetlbfs refuses sizes that are not
+/// whole huge pages: say so before trying, with what to do instead.
+pub fn refuse_hugetlbfs(dir: &ShmDir, what: &str) -> Result<()> {
+    match placement::hugetlbfs_at(dir.path()) {
+        Some(m) => Err(Error::Placement {
+            what: "huge pages",
+            reason: format!(
+                "{what} cannot be placed on the hugetlbfs mount {} yet; use a tmpfs directory such as \
+                 /dev/shm (segments can use huge pages: SegmentBuilder::huge_pages)",
+                m.path.display()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Creates the object at `path`, initialises it with `init`, and publishes it.
 ///
 /// Where the directory allows (`O_TMPFILE`: tmpfs, hugetlbfs), the object is built unnamed and

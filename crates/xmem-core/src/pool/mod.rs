@@ -162,6 +162,7 @@ impl PoolBuilder {
     /// of that name whose processes are all dead is removed and replaced.
     pub fn create(&self) -> Result<BufferPool> {
         let path = self.path()?;
+        object::refuse_hugetlbfs(&self.dir, "a pool")?;
         let layout = PoolLayout::compute(self.config())?;
         for _ in 0..8 {
             match object::create(&path, &self.create_spec(&layout), |map| init_pool(map, &layout))? {

@@ -123,6 +123,7 @@ impl PublisherBuilder {
     /// publisher died is replaced; one whose publisher lives gives [`Error::PublisherExists`].
     pub fn create(&self) -> Result<Publisher> {
         let path = object::path_of(&self.dir, &self.name)?;
+        object::refuse_hugetlbfs(&self.dir, "a stream")?;
         let depth = match self.policy {
             Policy::Latest => 1,
             _ => self.depth.unwrap_or(4),
