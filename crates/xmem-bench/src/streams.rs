@@ -1,5 +1,6 @@
 //! Streams against their peers, between two processes pinned to different cores: xmem streams,
-//! Unix-domain sockets, and iceoryx2 (feature `peers`), measured in the same run.
+//! Unix-domain sockets, iceoryx2 (feature `peers`), and the floor of any shared-memory transport
+//! (a bare ring, see [`Transport::Floor`]), measured in the same run.
 //!
 //! - **Latency**: ping-pong. Process A sends a message carrying a time stamp, process B sends it
 //!   back as soon as it has it, A takes the round trip; one way is half of it. Both sides
@@ -29,11 +30,21 @@ pub enum Transport {
     UnixSocket,
     /// iceoryx2 publish-subscribe (feature `peers`).
     Iceoryx2,
+    /// The floor: a bare ring of message slots in shared memory, each a sequence word (its own
+    /// cache line) and the message, and nothing else (no pool, no references, no crash safety,
+    /// no wake-ups). What any transport that hands over a message in shared memory pays at
+    /// least: the signal's line and the message's lines cross between the cores.
+    Floor,
 }
 
 impl Transport {
     /// Every transport, xmem first.
-    pub const ALL: [Transport; 3] = [Transport::Xmem, Transport::Iceoryx2, Transport::UnixSocket];
+    pub const ALL: [Transport; 4] = [
+        Transport::Xmem,
+        Transport::Iceoryx2,
+        Transport::UnixSocket,
+        Transport::Floor,
+    ];
 
     /// Its name in tables and peer arguments.
     pub fn name(self) -> &'static str {
@@ -41,6 +52,7 @@ impl Transport {
             Transport::Xmem => "xmem",
             Transport::UnixSocket => "unix-socket",
             Transport::Iceoryx2 => "iceoryx2",
+            Transport::Floor => "floor",
         }
     }
 
@@ -49,8 +61,17 @@ impl Transport {
             "xmem" => Transport::Xmem,
             "unix-socket" => Transport::UnixSocket,
             "iceoryx2" => Transport::Iceoryx2,
+            "floor" => Transport::Floor,
             other => panic!("unknown transport {other}"),
         }
+    }
+
+    /// Whether it is measured for messages of `size` bytes written as `write`. The floor
+    /// measures what handing a message over costs; for a frame written in full, the cost of
+    /// writing it is the floor instead (the memset bound), and a ring's slots taken in turn
+    /// would be no floor for a pool that hands back the buffer still in cache.
+    pub fn measures(self, size: usize, write: Write) -> bool {
+        self != Transport::Floor || size < PRELOAN_BELOW || write == Write::Header
     }
 
     /// Whether this build can run it.
@@ -220,6 +241,129 @@ fn xmem_rx(name: &str) -> XmemRx {
     XmemRx {
         subscriber: Subscriber::open(name).expect("subscribe"),
         held: None,
+    }
+}
+
+// ---- the floor: a bare ring ------------------------------------------------------------
+
+/// A ring of `depth` slots in a shared-memory file: slot `i` is a sequence word alone in its
+/// cache line, then the message. The sender writes position `p` into a slot reading `2p`, then
+/// stores `2p + 1`; the receiver reads it and stores `2(p + depth)`.
+struct FloorRing {
+    map: xmem_core::os::Mapping,
+    depth: u64,
+    stride: usize,
+    size: usize,
+    pos: u64,
+    /// The sender's file, removed when it is dropped.
+    created: Option<std::path::PathBuf>,
+}
+
+impl FloorRing {
+    /// In the directory xmem's own objects go to (`$XMEM_SHM_DIR` or `/dev/shm`).
+    fn path(name: &str) -> std::path::PathBuf {
+        xmem_core::os::ShmDir::default()
+            .path()
+            .join(format!("{name}.floor"))
+    }
+
+    fn open(name: &str, size: usize, create: bool) -> FloorRing {
+        // As many slots as xmem's pool has buffers: the same memory in circulation.
+        let depth = xmem_shape(size).0 as usize;
+        let stride = 64 + size.div_ceil(64) * 64;
+        let path = FloorRing::path(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(create)
+            .open(&path)
+            .expect("floor ring file");
+        if create {
+            file.set_len((depth * stride) as u64)
+                .expect("size the floor ring");
+        }
+        let options = xmem_core::os::map::MapOptions {
+            writable: true,
+            populate: true,
+        };
+        let map =
+            xmem_core::os::Mapping::map(&file, depth * stride, options, &path).expect("map the floor ring");
+        if create {
+            for i in 0..depth {
+                let seq = map.at::<std::sync::atomic::AtomicU64>(i * stride).expect("slot");
+                seq.store(2 * i as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        FloorRing {
+            map,
+            depth: depth as u64,
+            stride,
+            size,
+            pos: 0,
+            created: create.then_some(path),
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self) -> (&std::sync::atomic::AtomicU64, *mut u8) {
+        let offset = (self.pos % self.depth) as usize * self.stride;
+        let seq = self.map.at(offset).expect("slot inside the ring");
+        // SAFETY: the message area (`size` bytes after the sequence line) lies inside the
+        // mapping: `stride` covers it.
+        (seq, unsafe { self.map.base().add(offset + 64) })
+    }
+}
+
+impl Drop for FloorRing {
+    fn drop(&mut self) {
+        if let Some(path) = &self.created {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+struct FloorTx {
+    ring: FloorRing,
+    write: Write,
+}
+
+impl Tx for FloorTx {
+    #[inline]
+    fn send(&mut self, stamp: u64) {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        let p = self.ring.pos;
+        let (seq, msg) = self.ring.slot();
+        while seq.load(Acquire) != 2 * p {
+            std::hint::spin_loop(); // full: the receiver has not read this slot's last message
+        }
+        // SAFETY: the slot reads `2p`: the receiver is done with it and will not look at it
+        // before the store below; the area is `size` bytes inside the mapping (`slot`).
+        let bytes = unsafe { std::slice::from_raw_parts_mut(msg, self.ring.size) };
+        write_message(bytes, stamp, self.write);
+        seq.store(2 * p + 1, Release);
+        self.ring.pos += 1;
+    }
+}
+
+struct FloorRx {
+    ring: FloorRing,
+}
+
+impl Rx for FloorRx {
+    #[inline]
+    fn try_recv(&mut self) -> Option<u64> {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        let p = self.ring.pos;
+        let (seq, msg) = self.ring.slot();
+        if seq.load(Acquire) != 2 * p + 1 {
+            return None;
+        }
+        // SAFETY: the slot reads `2p + 1`: the sender wrote the message before that store
+        // (Release/Acquire) and will not write it again before the store below.
+        let stamp = stamp_of(unsafe { std::slice::from_raw_parts(msg, 8) });
+        seq.store(2 * (p + self.ring.depth), Release);
+        self.ring.pos += 1;
+        Some(stamp)
     }
 }
 
@@ -442,6 +586,10 @@ pub fn clean_up(t: Transport) {
 fn make_tx(t: Transport, name: &str, size: usize, write: Write) -> Box<dyn Tx> {
     match t {
         Transport::Xmem => Box::new(xmem_tx(name, size, write)),
+        Transport::Floor => Box::new(FloorTx {
+            ring: FloorRing::open(name, size, true),
+            write,
+        }),
         #[cfg(feature = "peers")]
         Transport::Iceoryx2 => Box::new(iox::tx(name, size, write)),
         _ => unreachable!("socket ends are made in pairs"),
@@ -451,6 +599,9 @@ fn make_tx(t: Transport, name: &str, size: usize, write: Write) -> Box<dyn Tx> {
 fn make_rx(t: Transport, name: &str, size: usize) -> Box<dyn Rx> {
     match t {
         Transport::Xmem => Box::new(xmem_rx(name)),
+        Transport::Floor => Box::new(FloorRx {
+            ring: FloorRing::open(name, size, false),
+        }),
         #[cfg(feature = "peers")]
         Transport::Iceoryx2 => Box::new(iox::rx(name, size)),
         _ => {
@@ -771,17 +922,24 @@ pub fn report(program: &PeerProgram, plan: &Plan, clock: &Clock) {
             ("1080p, fully written", FRAME_1080P, Write::Full, 1_000),
         ];
         for (label, size, write, n) in cases {
-            let results: Vec<Percentiles> = plan
+            let results: Vec<Option<Percentiles>> = plan
                 .transports
                 .iter()
-                .map(|&t| latency(program, t, size, write, plan.n(n) as usize, clock))
+                .map(|&t| {
+                    t.measures(size, write)
+                        .then(|| latency(program, t, size, write, plan.n(n) as usize, clock))
+                })
                 .collect();
             let mut row = format!("| {label} |");
             for p in &results {
-                row += &format!(" {} / {} / {} |", p.p50, p.p99, p.p999);
+                row += &match p {
+                    Some(p) => format!(" {} / {} / {} |", p.p50, p.p99, p.p999),
+                    None => " — |".into(),
+                };
             }
+            let first = results[0].as_ref().map_or(0.0, |p| p.p50 as f64);
             for p in results.iter().skip(1) {
-                row += &format!(" {} |", ratio(results[0].p50 as f64, p.p50 as f64));
+                row += &format!(" {} |", ratio(first, p.as_ref().map_or(0.0, |p| p.p50 as f64)));
             }
             println!("{row}");
         }
@@ -815,11 +973,21 @@ pub fn report(program: &PeerProgram, plan: &Plan, clock: &Clock) {
             let rates: Vec<f64> = plan
                 .transports
                 .iter()
-                .map(|&t| throughput(program, t, size, write, plan.n(n)))
+                .map(|&t| {
+                    if t.measures(size, write) {
+                        throughput(program, t, size, write, plan.n(n))
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let mut row = format!("| {label} |");
             for r in &rates {
-                row += &format!(" {} |", rate(*r));
+                row += &if *r > 0.0 {
+                    format!(" {} |", rate(*r))
+                } else {
+                    " — |".into()
+                };
             }
             for r in rates.iter().skip(1) {
                 row += &format!(" {} |", ratio(rates[0], *r));

@@ -193,6 +193,47 @@ fn the_demo_runs_hands_frames_to_every_consumer_and_leaves_nothing() {
 }
 
 #[test]
+fn the_stream_benchmark_prints_both_tables_with_the_floor_and_leaves_nothing() {
+    let scope = ShmScope::new("clibench");
+    let dir = Dir::new(&scope);
+    let out = dir.ok(&[
+        "bench",
+        "--scale",
+        "0.001",
+        "--transports",
+        "xmem,unix-socket,floor",
+    ]);
+    let (latency, throughput) = out.split_once("throughput").expect("both tables");
+    let row = |table: &str, label: &str| -> Vec<String> {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("no row {label:?} in {out}"));
+        line.split('|')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    // Latency: xmem, unix-socket and floor percentiles, then xmem's ratio to the other two.
+    let small = row(latency, "8 B");
+    assert_eq!(small.len(), 1 + 3 + 2, "{small:?}");
+    for cell in &small[1..4] {
+        let p: Vec<u64> = cell.split(" / ").map(|n| n.parse().unwrap()).collect();
+        assert!(
+            p[0] > 0 && p[0] <= p[1] && p[1] <= p[2],
+            "percentiles in order: {cell}"
+        );
+    }
+    assert!(small[5].ends_with('×'), "xmem ÷ floor: {small:?}");
+    // A frame written in full has the memset bound for its floor, not the ring.
+    assert_eq!(row(latency, "1080p, fully written")[3], "—");
+    let rates = row(throughput, "8 B");
+    assert!(rates[1..4].iter().all(|r| r.ends_with("/s")), "{rates:?}");
+    assert_eq!(row(throughput, "1080p, publisher fills every frame")[3], "—");
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+#[test]
 fn segments_are_listed_inspected_watched_and_cleaned() {
     use std::io::BufRead;
     let scope = ShmScope::new("cliseg");

@@ -178,8 +178,11 @@ impl StreamMap {
         StreamMap::new(name, object)
     }
 
+    #[inline(always)]
     fn header(&self) -> &StreamHeader {
-        self.object.map.at(0).expect("validated in new")
+        // SAFETY: `new` checked that the mapping holds the layout, which begins with the header;
+        // the mapping is page-aligned.
+        unsafe { &*self.object.map.base().cast::<StreamHeader>() }
     }
 
     fn path(&self) -> &Path {
@@ -207,12 +210,16 @@ impl StreamMap {
         Ok(name)
     }
 
+    /// Subscriber record `i` (< max_subscribers). No bounds check per call: `new` checked once
+    /// that the mapping holds the whole layout.
+    #[inline(always)]
     fn record(&self, i: usize) -> &SubscriberRecord {
-        debug_assert!(i < self.layout.max_subscribers as usize);
-        self.object
-            .map
-            .at(self.layout.records_offset + i * std::mem::size_of::<SubscriberRecord>())
-            .expect("within the validated layout")
+        assert!(i < self.layout.max_subscribers as usize);
+        let offset = self.layout.records_offset + i * std::mem::size_of::<SubscriberRecord>();
+        // SAFETY: `new` checked that the mapping is `layout.total` bytes, and `StreamLayout`
+        // places `max_subscribers` records from `records_offset` (a multiple of 64, their
+        // alignment; the mapping is page-aligned) below `total`; i < max_subscribers.
+        unsafe { &*self.object.map.base().add(offset).cast::<SubscriberRecord>() }
     }
 
     fn history(&self) -> &[HistoryEntry] {
@@ -222,15 +229,19 @@ impl StreamMap {
             .expect("within the validated layout")
     }
 
+    /// Subscriber `i`'s queue (i < max_subscribers), checked as [`Self::record`].
+    #[inline(always)]
     fn queue<'a>(&'a self, i: usize, notify: Option<&'a Notifier>) -> QueueRef<'a> {
-        let slots = self
-            .object
-            .map
-            .slice_at(
-                self.layout.queues_offset + i * self.layout.queue_stride,
+        assert!(i < self.layout.max_subscribers as usize);
+        let offset = self.layout.queues_offset + i * self.layout.queue_stride;
+        // SAFETY: as in `record`: queue `i` (`depth` slots, from a multiple of 64) lies inside
+        // the validated layout, inside the mapping.
+        let slots = unsafe {
+            std::slice::from_raw_parts(
+                self.object.map.base().add(offset).cast::<QueueSlot>(),
                 self.layout.depth as usize,
             )
-            .expect("within the validated layout");
+        };
         QueueRef {
             record: self.record(i),
             slots,
