@@ -1,8 +1,9 @@
 """1920x1080x3 frames from a producer process to a Python consumer that touches every frame as
 a numpy array: xmem streams beside multiprocessing.shared_memory + a pipe and a pickling
-multiprocessing.Queue, all in one run. Run by hand (about a minute):
+multiprocessing.Queue, all in one run. Run by hand (about a minute per round; three rounds by
+default, every transport in each, medians reported):
 
-    scripts/python-env && .venv/bin/python crates/xmem-python/bench/frames.py [--frames 2000]
+    scripts/python-env && .venv/bin/python crates/xmem-python/bench/frames.py [--frames 2000] [--rounds 3]
 
 Two figures per transport:
   * rate: frames/s with the producer sending as fast as the consumer takes them (nothing lost);
@@ -206,31 +207,44 @@ def main():
     ap.add_argument("--paced", type=int, default=300, help="frames per notification run (100/s)")
     ap.add_argument("--write", choices=["header", "full"], default="header")
     ap.add_argument("--slots", type=int, default=SLOTS, help="buffers in flight, for every transport")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every transport, interleaved")
     args = ap.parse_args()
     FULL = args.write == "full"
     SLOTS = args.slots
     os.environ["XMEM_BENCH_SLOTS"] = str(SLOTS)
-    print(f"1920x1080x3 uint8 frames, producer writes: {args.write}; {SLOTS} slots; {os.cpu_count()} CPUs")
-    rows = []
-    for label, run, extra in [
+    print(f"1920x1080x3 uint8 frames, producer writes: {args.write}; {SLOTS} slots; {os.cpu_count()} CPUs; {args.rounds} rounds")
+    rows = [
         ("xmem stream, receive() (spins 20 µs, then sleeps)", run_xmem, {}),
         ("xmem stream, receive() waking 300 µs ahead", run_xmem, {"wake_ahead": 0.0003}),
         ("xmem stream, receive() spinning up to 20 ms", run_xmem, {"spin": 0.02}),
         ("multiprocessing.shared_memory + Pipe", run_shm, {}),
         ("multiprocessing.Queue (pickles each frame)", run_queue, {}),
-    ]:
-        frames = args.frames if run is not run_queue else max(50, args.frames // 20)
-        rate, _ = run(frames, 0.0, **extra)
-        _, lat = run(args.paced, 0.01, **extra)
-        p50, p99 = percentiles(lat)
-        rows.append((label, rate, p50, p99))
-        print(f"{label:52s} {rate:9.0f} frames/s   notification p50 {p50:8.1f} µs  p99 {p99:8.1f} µs", flush=True)
-    base = next(rate for label, rate, _, _ in rows if label.startswith("multiprocessing.shared_memory"))
+    ]
+    base = 3  # the row every rate is divided by, in the same round
+    # results[row] = list of (rate, p50, p99), one per round. Rounds run every transport in turn,
+    # so that a noisy stretch of the host falls on all of them, and each ratio is taken within
+    # one round.
+    results = [[] for _ in rows]
+    for r in range(args.rounds):
+        for i, (label, run, extra) in enumerate(rows):
+            frames = args.frames if run is not run_queue else max(50, args.frames // 20)
+            rate, _ = run(frames, 0.0, **extra)
+            _, lat = run(args.paced, 0.01, **extra)
+            p50, p99 = percentiles(lat)
+            results[i].append((rate, p50, p99))
+            print(f"round {r + 1}: {label:52s} {rate:9.0f} frames/s   notification p50 {p50:8.1f} µs  p99 {p99:8.1f} µs", flush=True)
+    def med(values):
+        return float(np.median(values))
+
     print()
-    print("| transport | frames/s | × shared_memory+Pipe | notification p50 / p99 (µs) |")
+    print("| transport | frames/s (median) | × shared_memory+Pipe, median (min–max) of the rounds | notification p50 / p99 (µs, medians) |")
     print("|---|---|---|---|")
-    for label, rate, p50, p99 in rows:
-        print(f"| {label} | {rate:,.0f} | {rate / base:.2f}× | {p50:.1f} / {p99:.1f} |")
+    for (label, _, _), res in zip(rows, results):
+        ratios = [rate / b[0] for (rate, _, _), b in zip(res, results[base])]
+        print(
+            f"| {label} | {med([x[0] for x in res]):,.0f} | {med(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) "
+            f"| {med([x[1] for x in res]):.1f} / {med([x[2] for x in res]):.1f} |"
+        )
 
 
 if __name__ == "__main__":
