@@ -59,6 +59,19 @@ fn slot_size(sb: &Superblock) -> usize {
     }
 }
 
+/// Creates `dir` and its parents. A producer that ends removes the directories it leaves empty;
+/// one doing so while this creates below them can take away a parent just made: then again.
+fn create_dirs(dir: &Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 8 => tries += 1,
+            Err(e) => return Err(io(dir, "create the directory of", e)),
+        }
+    }
+}
+
 /// The size of a region: its superblock and its slots.
 pub fn region_size(sb: &Superblock) -> u64 {
     SUPERBLOCK_SIZE as u64 + u64::from(sb.nslots) * slot_size(sb) as u64
@@ -70,7 +83,7 @@ impl Region {
     pub fn create(path: &Path, sb: &Superblock, mode: u32) -> Result<Region> {
         sb.validate()?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, "create the directory of", e))?;
+            create_dirs(dir)?;
         }
         let file = OpenOptions::new()
             .read(true)

@@ -136,9 +136,12 @@ impl std::ops::Drop for CreatedDir {
 
 fn remove_epoch_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
-    // The stream directory too, when this was its last epoch.
-    if let Some(stream_dir) = dir.parent() {
-        let _ = std::fs::remove_dir(stream_dir);
+    // Then the stream, namespace and `tensorpool-<user>` directories, each only if this left it
+    // empty (`remove_dir` refuses a directory with anything in it), so nothing is left behind.
+    for parent in dir.ancestors().skip(1).take(3) {
+        if std::fs::remove_dir(parent).is_err() {
+            break;
+        }
     }
 }
 

@@ -97,7 +97,12 @@ fn regions_sit_in_the_canonical_layout_and_go_when_the_producer_does() {
     );
     check_announce(&a).unwrap();
     drop(p);
-    assert!(files_under(&base.0).is_empty(), "{:?}", files_under(&base.0));
+    // Nothing left: no file, and no directory it made (tensorpool-<user>/<namespace>/<stream>).
+    let left: Vec<_> = std::fs::read_dir(&base.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

@@ -181,7 +181,7 @@ impl StreamMap {
     #[inline(always)]
     fn header(&self) -> &StreamHeader {
         // SAFETY: `new` checked that the mapping holds the layout, which begins with the header;
-        // the mapping is page-aligned.
+        // the mapping is page-aligned; the header is `SharedLayout` (atomics, any bits valid).
         unsafe { &*self.object.map.base().cast::<StreamHeader>() }
     }
 
@@ -218,7 +218,8 @@ impl StreamMap {
         let offset = self.layout.records_offset + i * std::mem::size_of::<SubscriberRecord>();
         // SAFETY: `new` checked that the mapping is `layout.total` bytes, and `StreamLayout`
         // places `max_subscribers` records from `records_offset` (a multiple of 64, their
-        // alignment; the mapping is page-aligned) below `total`; i < max_subscribers.
+        // alignment; the mapping is page-aligned) below `total`; i < max_subscribers. The record
+        // is `SharedLayout` (atomics, any bits valid).
         unsafe { &*self.object.map.base().add(offset).cast::<SubscriberRecord>() }
     }
 
@@ -234,8 +235,8 @@ impl StreamMap {
     fn queue<'a>(&'a self, i: usize, notify: Option<&'a Notifier>) -> QueueRef<'a> {
         assert!(i < self.layout.max_subscribers as usize);
         let offset = self.layout.queues_offset + i * self.layout.queue_stride;
-        // SAFETY: as in `record`: queue `i` (`depth` slots, from a multiple of 64) lies inside
-        // the validated layout, inside the mapping.
+        // SAFETY: as in `record`: queue `i` (`depth` slots of `SharedLayout`, from a multiple of
+        // 64) lies inside the validated layout, inside the mapping.
         let slots = unsafe {
             std::slice::from_raw_parts(
                 self.object.map.base().add(offset).cast::<QueueSlot>(),
