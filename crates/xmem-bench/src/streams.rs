@@ -252,6 +252,8 @@ fn xmem_rx(name: &str) -> XmemRx {
 struct FloorRing {
     map: xmem_core::os::Mapping,
     depth: u64,
+    /// `depth - 1` (a power of two): no division per message.
+    mask: u64,
     stride: usize,
     size: usize,
     pos: u64,
@@ -270,6 +272,7 @@ impl FloorRing {
     fn open(name: &str, size: usize, create: bool) -> FloorRing {
         // As many slots as xmem's pool has buffers: the same memory in circulation.
         let depth = xmem_shape(size).0 as usize;
+        assert!(depth.is_power_of_two(), "a floor ring of {depth} slots");
         let stride = 64 + size.div_ceil(64) * 64;
         let path = FloorRing::path(name);
         let file = std::fs::OpenOptions::new()
@@ -297,6 +300,7 @@ impl FloorRing {
         FloorRing {
             map,
             depth: depth as u64,
+            mask: depth as u64 - 1,
             stride,
             size,
             pos: 0,
@@ -306,7 +310,7 @@ impl FloorRing {
 
     #[inline(always)]
     fn slot(&self) -> (&std::sync::atomic::AtomicU64, *mut u8) {
-        let offset = (self.pos % self.depth) as usize * self.stride;
+        let offset = (self.pos & self.mask) as usize * self.stride;
         let seq = self.map.at(offset).expect("slot inside the ring");
         // SAFETY: the message area (`size` bytes after the sequence line) lies inside the
         // mapping: `stride` covers it.
