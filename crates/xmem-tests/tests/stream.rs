@@ -44,6 +44,18 @@ struct Run {
 
 impl Run {
     fn start(name: &str, policy: &str, depth: u32, count: u64, subs: &[(u64, u64)]) -> Run {
+        Run::start_with(name, policy, depth, 8, count, subs)
+    }
+
+    /// As [`Run::start`], with a pool of `buffers` buffers.
+    fn start_with(
+        name: &str,
+        policy: &str,
+        depth: u32,
+        buffers: u32,
+        count: u64,
+        subs: &[(u64, u64)],
+    ) -> Run {
         let mut publisher = PeerProcess::spawn(
             PEER,
             &[
@@ -51,7 +63,7 @@ impl Run {
                 name,
                 policy,
                 &depth.to_string(),
-                "8",
+                &buffers.to_string(),
                 "256",
                 &count.to_string(),
                 "0",
@@ -118,6 +130,24 @@ fn block_loses_nothing_and_keeps_order_even_for_a_slow_subscriber() {
                 first: Some(0),
                 last: Some(count - 1)
             }
+        );
+    }
+}
+
+/// Small frames in a pool of 16: subscribers publish the hints of the buffers they free in
+/// batches and the publisher claims them a word at a time (the pool's "hints kept back").
+/// Subscribers holding up to 8 frames each behind queues of 8 exhaust the pool again and again:
+/// the publisher must then find buffers whose hints are kept back, or be woken for them.
+#[test]
+fn block_loses_nothing_when_subscribers_keep_free_hints_back_from_an_exhausted_pool() {
+    let scope = ShmScope::new("stkeep");
+    let name = scope.name("s");
+    let count = 3000;
+    let run = Run::start_with(&name, "block", 8, 16, count, &[(50, 8), (20, 8)]);
+    for r in run.finish(count) {
+        assert_eq!(
+            (r.received, r.dropped, r.gaps, r.bad, r.first, r.last),
+            (count, 0, 0, 0, Some(0), Some(count - 1))
         );
     }
 }

@@ -7,7 +7,9 @@ use xmem_core::BufferPool;
 use xmem_tests::{PeerProcess, Rng, ShmScope};
 
 const PEER: &str = env!("CARGO_BIN_EXE_xmem-test-peer");
-const BUFFERS: u32 = 8;
+/// Enough for subscribers to keep free hints back (the pool's "hints kept back": a batch is an
+/// eighth of the pool), few enough that the subscribers' held frames exhaust it.
+const BUFFERS: u32 = 16;
 
 /// Kills: 200 by default, `XMEM_KILL_ITERATIONS` for more.
 fn iterations() -> u64 {
@@ -54,10 +56,10 @@ impl Stage {
         p
     }
 
-    /// A subscriber that holds up to 3 frames for up to 300 µs each.
+    /// A subscriber that holds up to 6 frames for up to 300 µs each.
     fn start_subscriber(&mut self, wait_ready: bool) -> PeerProcess {
         let seed = self.rng.next_u64().to_string();
-        let mut s = PeerProcess::spawn(PEER, &["streamsub", &self.name, &seed, "300", "3"], &[]);
+        let mut s = PeerProcess::spawn(PEER, &["streamsub", &self.name, &seed, "300", "6"], &[]);
         if wait_ready {
             assert_eq!(s.line(), "ready", "subscriber {}", s.pid);
         }

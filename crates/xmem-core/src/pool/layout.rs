@@ -22,7 +22,7 @@ use crate::os::map::SharedLayout;
 use crate::tensor::MAX_DIMS;
 
 /// Version of this layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Most processes attached to one pool at a time: one bit each in a 64-bit holder word, whose
 /// top bit is the writer flag.
@@ -57,6 +57,7 @@ pub const LAYOUT_HASH: u64 = {
         offset_of!(ProcessSlot, reclaimed_refs),
         offset_of!(ProcessSlot, manager),
         size_of::<WakeWords>(),
+        offset_of!(WakeWords, keep_back),
         offset_of!(WakeWords, wake_seq),
         size_of::<BufferState>(),
         offset_of!(BufferState, generation),
@@ -146,12 +147,15 @@ assert_layout!(PoolHeader, size 384, align 64, {
 pub struct WakeWords {
     /// Bit `s` set: some thread of process slot `s` is parked waiting for a free buffer.
     pub parked: AtomicU64,
+    /// Bit `s` set: process slot `s` may keep free hints back, so an acquirer that finds no hint
+    /// must look at the holder words before it gives up (see the protocol's "Hints kept back").
+    pub keep_back: AtomicU64,
     /// Futex word: bumped by a release that frees a buffer while someone is parked.
     pub wake_seq: AtomicU32,
     _pad: AtomicU32,
 }
 
-assert_layout!(WakeWords, size 16, align 8, { parked: 0, wake_seq: 8 });
+assert_layout!(WakeWords, size 24, align 8, { parked: 0, keep_back: 8, wake_seq: 16 });
 // SAFETY: repr(C), only atomics, layout asserted above.
 unsafe impl SharedLayout for WakeWords {}
 // SAFETY: repr(C), only atomics, layout asserted above.
@@ -292,7 +296,7 @@ pub struct PoolLayout {
     pub processes: usize,
     /// Offset of the free set (64-aligned): [`WakeWords`], then the free-hint words.
     pub free_set: usize,
-    /// Offset of the free-hint words (`free_set + 16`).
+    /// Offset of the free-hint words (`free_set + 24`).
     pub hints: usize,
     /// Number of free-hint words.
     pub hint_words: usize,
@@ -386,7 +390,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(l.free_set % 64, 0);
-        assert_eq!(l.hints, l.free_set + 16);
+        assert_eq!(l.hints, l.free_set + 24);
         assert_eq!(l.states % 64, 0);
         assert_eq!(l.metas % 64, 0);
         assert_eq!(l.arena % 4096, 0);

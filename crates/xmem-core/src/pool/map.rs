@@ -213,6 +213,10 @@ impl SharedCells for PoolMap {
         &self.wake().parked
     }
     #[inline(always)]
+    fn keep_back(&self) -> &AtomicU64 {
+        &self.wake().keep_back
+    }
+    #[inline(always)]
     fn wake_seq(&self) -> &AtomicU32 {
         &self.wake().wake_seq
     }

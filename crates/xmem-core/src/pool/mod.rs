@@ -45,7 +45,7 @@ pub use registry::{ReclaimReport, SlotState};
 use self::layout::{PoolHeader, PoolLayout, LAYOUT_VERSION};
 use self::lifetime::InnerPtr;
 use self::map::{open_spec, PoolMap};
-use self::protocol::{slot_bit, Access, GetError, LocalCells, SharedCells};
+use self::protocol::{slot_bit, Access, Deferred, GetError, LocalCells, SharedCells};
 use self::registry::AttachError;
 use crate::error::{Error, Result};
 use crate::object::{self, CreateOutcome, CreateSpec, ObjectKind, OpenObject};
@@ -294,6 +294,7 @@ impl PoolBuilder {
             private: self.manager != 0,
             key,
             path,
+            kept: KeptHints::new(map.hint_words().len()),
             map,
         };
         let reusable = !inner.private;
@@ -419,6 +420,46 @@ pub(crate) struct PoolInner {
     private: bool,
     /// (device, inode) of the pool's file.
     key: (u64, u64),
+    /// Free hints this process keeps back (see [`HintBatching`]).
+    kept: KeptHints,
+}
+
+/// How a process batches its work on the shared free hints (the protocol's "Hints kept back"):
+/// a stream's subscriber defers the hints of the buffers it frees, its publisher claims them a
+/// word at a time. Both save a locked instruction per frame on a line the other core wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HintBatching {
+    /// Frees publish their hints in batches of this many (at least 2).
+    Defer(u32),
+    /// Acquires claim a whole word of hints at once.
+    Claim,
+}
+
+/// The process-local side of [`HintBatching`], per hint word.
+#[derive(Debug)]
+struct KeptHints {
+    /// Deferred hints: buffers this process freed that no hint names yet.
+    deferred: Box<[AtomicU64]>,
+    /// How many are deferred (approximately: it only decides when to publish).
+    deferred_count: AtomicU32,
+    /// Publish deferred hints once this many are kept; 0 while not deferring.
+    defer_batch: AtomicU32,
+    /// Hints claimed a word at a time and not used yet.
+    claimed: Box<[AtomicU64]>,
+    /// Whether acquires claim a word of hints at a time.
+    claiming: std::sync::atomic::AtomicBool,
+}
+
+impl KeptHints {
+    fn new(words: usize) -> Self {
+        KeptHints {
+            deferred: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            deferred_count: AtomicU32::new(0),
+            defer_batch: AtomicU32::new(0),
+            claimed: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            claiming: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 impl LocalCells for PoolInner {
@@ -431,6 +472,42 @@ impl LocalCells for PoolInner {
     #[inline(always)]
     fn generation(&self, index: u32) -> &AtomicU64 {
         &self.entry(index).generation
+    }
+    #[inline]
+    fn defer_hint(&self, index: u32) -> Deferred {
+        let batch = self.kept.defer_batch.load(Relaxed);
+        if batch == 0 {
+            return Deferred::No;
+        }
+        let word = (index / 64) as usize;
+        // Process-local words: no other core writes them while this process works.
+        self.kept.deferred[word].fetch_or(1 << (index % 64), Relaxed);
+        if self.kept.deferred_count.fetch_add(1, Relaxed) + 1 >= batch {
+            Deferred::Full
+        } else {
+            Deferred::Kept
+        }
+    }
+    #[inline]
+    fn take_deferred(&self, word: usize) -> u64 {
+        let cell = &self.kept.deferred[word];
+        if cell.load(Relaxed) == 0 {
+            return 0;
+        }
+        let bits = cell.swap(0, Relaxed);
+        let _ = self
+            .kept
+            .deferred_count
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(bits.count_ones())));
+        bits
+    }
+    #[inline(always)]
+    fn claimed(&self, word: usize) -> Option<&AtomicU64> {
+        if self.kept.claiming.load(Relaxed) {
+            self.kept.claimed.get(word)
+        } else {
+            None
+        }
     }
 }
 
@@ -446,6 +523,7 @@ impl PoolInner {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        self.publish_kept_hints();
         // Dead processes would keep the registry non-empty and the pool's name alive.
         registry::sweep(&self.map, self.identity, false);
         let named = self.path.is_some();
@@ -597,6 +675,9 @@ impl BufferPool {
 
     #[cold]
     fn try_acquire_slow(&self) -> Result<BufferMut> {
+        if let Some(b) = self.take_unhinted() {
+            return Ok(b);
+        }
         // A dead holder never releases: reclaim before declaring the pool exhausted.
         if !self.inner().sweep().is_empty() {
             if let Some(b) = self.take() {
@@ -632,6 +713,39 @@ impl BufferPool {
         Some(BufferMut::fresh(self.ptr, index, generation))
     }
 
+    /// After [`BufferPool::take`] found no hint: free buffers whose hints a process keeps back
+    /// (see [`HintBatching`]) are found through their holder words.
+    #[cold]
+    fn take_unhinted(&self) -> Option<BufferMut> {
+        let inner = self.inner();
+        protocol::give_back_claimed(&inner.map, inner);
+        if protocol::find_unhinted(&inner.map) == 0 {
+            return None;
+        }
+        self.take()
+    }
+
+    /// Batches this process's work on the free hints (see [`HintBatching`]); for streams.
+    pub(crate) fn batch_hints(&self, how: HintBatching) {
+        let inner = self.inner();
+        // First: from now on, acquirers that find no hint look at the holder words.
+        protocol::set_keep_back(&inner.map, inner.me);
+        match how {
+            HintBatching::Defer(batch) => inner.kept.defer_batch.store(batch.max(2), Relaxed),
+            HintBatching::Claim => inner.kept.claiming.store(true, Relaxed),
+        }
+    }
+
+    /// Publishes the hints this process deferred (a subscriber whose queue ran empty: the
+    /// publisher may be about to need them).
+    #[inline]
+    pub(crate) fn publish_deferred_hints(&self) {
+        let inner = self.inner();
+        if inner.kept.deferred_count.load(Relaxed) != 0 {
+            protocol::flush_deferred(&inner.map, inner);
+        }
+    }
+
     fn acquire_until(&self, deadline: Option<(Instant, Duration)>) -> Result<BufferMut> {
         if let Some(b) = self.take() {
             return Ok(b);
@@ -649,6 +763,9 @@ impl BufferPool {
                 break;
             }
         }
+        if let Some(b) = self.take_unhinted() {
+            return Ok(b);
+        }
         if !self.inner().sweep().is_empty() {
             if let Some(b) = self.take() {
                 return Ok(b);
@@ -663,7 +780,7 @@ impl BufferPool {
         let wake_seq = &inner.map.wake().wake_seq;
         loop {
             let seen = wake_seq.load(SeqCst);
-            if let Some(b) = self.take() {
+            if let Some(b) = self.take().or_else(|| self.take_unhinted()) {
                 return Ok(b);
             }
             let slice = match deadline {
@@ -951,6 +1068,18 @@ impl BufferPool {
 }
 
 impl PoolInner {
+    /// Publishes every hint this process keeps back and stops keeping any (it detaches).
+    fn publish_kept_hints(&self) {
+        if self.kept.defer_batch.swap(0, Relaxed) != 0 {
+            protocol::flush_deferred(&self.map, self);
+        }
+        if self.kept.claiming.load(Relaxed) {
+            protocol::give_back_claimed(&self.map, self);
+            self.kept.claiming.store(false, Relaxed);
+        }
+        protocol::clear_keep_back(&self.map, self.me);
+    }
+
     fn sweep(&self) -> ReclaimReport {
         let report = registry::sweep(&self.map, self.identity, false);
         if report.references > 0 {
@@ -1070,4 +1199,97 @@ pub fn clean_path(path: &Path, dry_run: bool) -> Result<CleanReport> {
         close_if_unused(&map, path)?
     };
     Ok(CleanReport { reclaimed, removed })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn pool_of(buffers: u32) -> BufferPool {
+        BufferPool::anonymous()
+            .buffers(buffers)
+            .buffer_size(64)
+            .create_anonymous()
+            .unwrap()
+    }
+
+    /// Another attachment of this process with its own slot, as a stream's subscriber has.
+    fn second(pool: &BufferPool) -> BufferPool {
+        pool.attach_managed(pool.identity()).unwrap()
+    }
+
+    fn hint_bits(pool: &BufferPool) -> u64 {
+        pool.inner().map.hint_words()[0].load(SeqCst)
+    }
+
+    /// Frees buffer `frame` through `sub`, as a subscriber dropping a delivered frame does.
+    fn free_through(pool: &BufferPool, sub: &BufferPool, frame: BufferMut) -> u32 {
+        let (index, generation) = (frame.index(), frame.generation());
+        let to = slot_bit(sub.process_slot());
+        assert!(pool.deliver(frame, to, false).is_none());
+        drop(sub.adopt_delivered(index, generation).unwrap());
+        index
+    }
+
+    #[test]
+    fn a_buffer_whose_hint_another_attachment_defers_is_still_acquired() {
+        let pool = pool_of(2);
+        let sub = second(&pool);
+        sub.batch_hints(HintBatching::Defer(4));
+        let kept = pool.try_acquire().unwrap();
+        let index = free_through(&pool, &sub, pool.try_acquire().unwrap());
+        assert_eq!(pool.free_count(), 1);
+        assert_eq!(hint_bits(&pool), 0, "the freed buffer's hint is kept back");
+        let again = pool.try_acquire().expect("found through its holder word");
+        assert_eq!(again.index(), index);
+        assert!(matches!(pool.try_acquire(), Err(Error::PoolExhausted { .. })));
+        drop((kept, again, sub));
+        assert_eq!(pool.free_count(), 2);
+    }
+
+    #[test]
+    fn a_subscriber_attachment_publishes_its_deferred_hints_in_batches_and_when_it_detaches() {
+        let pool = pool_of(8);
+        let sub = second(&pool);
+        sub.batch_hints(HintBatching::Defer(3));
+        let frames: Vec<BufferMut> = (0..8).map(|_| pool.try_acquire().unwrap()).collect();
+        let mut freed = 0u64;
+        for (n, frame) in frames.into_iter().enumerate() {
+            freed |= 1 << free_through(&pool, &sub, frame);
+            // The third free of a batch publishes all three; the fourth starts a new batch.
+            let expect = if n < 2 {
+                0
+            } else if n < 5 {
+                freed & 0b111
+            } else {
+                freed & 0b11_1111
+            };
+            assert_eq!(hint_bits(&pool), expect, "after free {n}");
+        }
+        drop(sub);
+        assert_eq!(hint_bits(&pool), 0xff, "detaching publishes what was kept");
+        assert_eq!(pool.inner().map.wake().keep_back.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn hints_one_attachment_claimed_do_not_hide_free_buffers_from_another() {
+        let pool = pool_of(3);
+        pool.batch_hints(HintBatching::Claim);
+        let mine = pool.try_acquire().unwrap();
+        assert_eq!(hint_bits(&pool), 0, "one swap claimed every hint");
+        let other = second(&pool);
+        let a = other
+            .try_acquire()
+            .expect("a free buffer claimed by another attachment");
+        let b = other.try_acquire().expect("the last free buffer");
+        let mut taken = [mine.index(), a.index(), b.index()];
+        taken.sort();
+        assert_eq!(taken, [0, 1, 2], "no buffer was handed out twice");
+        assert!(matches!(other.try_acquire(), Err(Error::PoolExhausted { .. })));
+        drop((a, b, mine));
+        // The claiming attachment's cache names buffers taken meanwhile: stale, and dropped.
+        let all: Vec<BufferMut> = (0..3).map(|_| pool.try_acquire().unwrap()).collect();
+        assert!(matches!(pool.try_acquire(), Err(Error::PoolExhausted { .. })));
+        drop((all, other));
+    }
 }

@@ -22,6 +22,7 @@ struct Cells {
     gens: Vec<AtomicU64>,
     hints: Vec<AtomicU64>,
     parked: AtomicU64,
+    keep_back: AtomicU64,
     wake: AtomicU32,
     /// Stand-in for the buffer's bytes: the writer stores the life's generation.
     data: Vec<AtomicU64>,
@@ -35,6 +36,7 @@ impl Cells {
             gens: (0..n).map(|_| AtomicU64::new(0)).collect(),
             hints: vec![AtomicU64::new((1u64 << n) - 1)],
             parked: AtomicU64::new(0),
+            keep_back: AtomicU64::new(0),
             wake: AtomicU32::new(0),
             data: (0..n).map(|_| AtomicU64::new(0)).collect(),
         })
@@ -63,6 +65,9 @@ impl SharedCells for Cells {
     fn parked(&self) -> &AtomicU64 {
         &self.parked
     }
+    fn keep_back(&self) -> &AtomicU64 {
+        &self.keep_back
+    }
     fn wake_seq(&self) -> &AtomicU32 {
         &self.wake
     }
@@ -72,13 +77,31 @@ impl SharedCells for Cells {
 struct Local {
     state: Vec<AtomicU64>,
     gens: Vec<AtomicU64>,
+    /// How this process batches its hints ("Hints kept back").
+    batching: Batching,
+    deferred: AtomicU64,
+    claimed: AtomicU64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Batching {
+    None,
+    Defer,
+    Claim,
 }
 
 impl Local {
     fn new(n: u32) -> Arc<Local> {
+        Local::batching(n, Batching::None)
+    }
+
+    fn batching(n: u32, batching: Batching) -> Arc<Local> {
         Arc::new(Local {
             state: (0..n).map(|_| AtomicU64::new(0)).collect(),
             gens: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            batching,
+            deferred: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
         })
     }
 }
@@ -91,6 +114,19 @@ impl LocalCells for Local {
     }
     fn generation(&self, i: u32) -> &AtomicU64 {
         &self.gens[i as usize]
+    }
+    fn defer_hint(&self, i: u32) -> Deferred {
+        if self.batching != Batching::Defer {
+            return Deferred::No;
+        }
+        self.deferred.fetch_or(1 << i, Relaxed);
+        Deferred::Kept // never a full batch: only `parked` or a flush publishes
+    }
+    fn take_deferred(&self, _word: usize) -> u64 {
+        self.deferred.swap(0, Relaxed)
+    }
+    fn claimed(&self, _word: usize) -> Option<&AtomicU64> {
+        (self.batching == Batching::Claim).then_some(&self.claimed)
     }
 }
 
@@ -270,6 +306,8 @@ enum Crash {
     Pending,
     /// Set its bit by `get`, then died before checking the generation.
     MidGet,
+    /// Claimed every hint of the word into its cache (it keeps hints back), then died.
+    ClaimedWord,
 }
 
 fn crash_state(c: &Cells, crash: Crash) {
@@ -284,6 +322,10 @@ fn crash_state(c: &Cells, crash: Crash) {
         Crash::AfterEmpty => {
             c.hints[0].fetch_and(!1, SeqCst);
             c.gens[0].store(1, SeqCst);
+        }
+        Crash::ClaimedWord => {
+            c.keep_back.store(P1, SeqCst);
+            c.hints[0].store(0, SeqCst);
         }
         Crash::Pending | Crash::MidGet => {
             c.hints[0].fetch_and(!1, SeqCst);
@@ -308,7 +350,13 @@ fn crash_is_reclaimed_while_others_work(crash: Crash) {
                     l0.gens[0].store(1, SeqCst);
                     release(&*c, &*l0, P0, 0).unwrap();
                 }
-                if let Some((i, _)) = try_acquire(&*c, &*l0, P0, 0) {
+                // As the pool does before giving up: look for buffers whose hints are kept back.
+                let got = try_acquire(&*c, &*l0, P0, 0).or_else(|| {
+                    (find_unhinted(&*c) > 0)
+                        .then(|| try_acquire(&*c, &*l0, P0, 0))
+                        .flatten()
+                });
+                if let Some((i, _)) = got {
                     release_writer(&*c, &*l0, i);
                 }
             })
@@ -322,8 +370,18 @@ fn crash_is_reclaimed_while_others_work(crash: Crash) {
         };
         live.join().unwrap();
         reclaimer.join().unwrap();
+        assert_eq!(
+            c.keep_back.load(SeqCst),
+            0,
+            "the dead process's keep-back bit stays"
+        );
         assert_all_free(&c);
     });
+}
+
+#[test]
+fn crash_of_a_process_that_claimed_a_word_of_hints_is_reclaimed() {
+    crash_is_reclaimed_while_others_work(Crash::ClaimedWord);
 }
 
 #[test]
@@ -497,5 +555,80 @@ fn a_stale_get_during_two_releases_neither_leaks_nor_frees_twice() {
         );
         assert_eq!(c.holders[0].load(SeqCst), 0, "never freed");
         assert_eq!(l0.state[0].load(SeqCst), 0);
+    });
+}
+
+#[test]
+fn a_parking_acquirer_never_misses_a_release_that_defers_its_hint() {
+    model(|| {
+        let c = Cells::new(1);
+        let l0 = Local::batching(1, Batching::Defer);
+        set_keep_back(&*c, P0);
+        let (i, _) = try_acquire(&*c, &*l0, P0, 0).unwrap();
+        freeze(&*c, &*l0, P0, i);
+        let waiter = {
+            let c = c.clone();
+            thread::spawn(move || {
+                let l1 = Local::new(1);
+                set_parked(&*c, P1);
+                let seen = c.wake.load(SeqCst);
+                // The pool's last look before sleeping: the hints, then the holder words.
+                let got = try_acquire(&*c, &*l1, P1, 0).or_else(|| {
+                    (find_unhinted(&*c) > 0)
+                        .then(|| try_acquire(&*c, &*l1, P1, 0))
+                        .flatten()
+                });
+                if let Some((i, _)) = got {
+                    release_writer(&*c, &*l1, i);
+                }
+                (got.is_some(), seen)
+            })
+        };
+        assert_eq!(release(&*c, &*l0, P0, i), Ok(Released::Freed));
+        let (got, seen) = waiter.join().unwrap();
+        // Either the waiter found the buffer, or its futex word moved: the release saw it parked
+        // and published what it kept back.
+        assert!(got || c.wake.load(SeqCst) != seen, "lost wake-up");
+        clear_parked(&*c, P1);
+        flush_deferred(&*c, &*l0);
+        clear_keep_back(&*c, P0);
+        assert_all_free(&c);
+    });
+}
+
+#[test]
+fn hints_claimed_a_word_at_a_time_are_neither_lost_nor_handed_out_twice() {
+    model_bounded(2, || {
+        let c = Cells::new(2);
+        set_keep_back(&*c, P0);
+        let worker = |l: Arc<Local>, me: u64, c: Arc<Cells>| {
+            move || {
+                for _ in 0..2 {
+                    let got = try_acquire(&*c, &*l, me, 0).or_else(|| {
+                        (find_unhinted(&*c) > 0)
+                            .then(|| try_acquire(&*c, &*l, me, 0))
+                            .flatten()
+                    });
+                    let Some((i, g)) = got else { continue };
+                    // Exclusive: nobody else writes this life's data.
+                    c.data[i as usize].store(g, SeqCst);
+                    thread::yield_now();
+                    assert_eq!(
+                        c.data[i as usize].load(SeqCst),
+                        g,
+                        "a buffer was handed out twice"
+                    );
+                    release_writer(&*c, &*l, i);
+                }
+            }
+        };
+        let l0 = Local::batching(2, Batching::Claim);
+        let claimer = thread::spawn(worker(l0.clone(), P0, c.clone()));
+        let other = thread::spawn(worker(Local::new(2), P1, c.clone()));
+        claimer.join().unwrap();
+        other.join().unwrap();
+        give_back_claimed(&*c, &*l0);
+        clear_keep_back(&*c, P0);
+        assert_all_free(&c);
     });
 }

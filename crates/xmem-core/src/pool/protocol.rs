@@ -44,6 +44,26 @@
 //! BUSY. So acquire plus drop cost three locked instructions: claim a hint, take the holder word,
 //! publish the hint.
 //!
+//! # Hints kept back
+//!
+//! The hint bitmap is one line that every acquire and every freeing release writes: between a
+//! publisher and a subscriber on two cores, two locked instructions per frame on a line the other
+//! core wrote last. A process may therefore keep hints back for a while: a subscriber *defers*
+//! the hints of the buffers it frees and publishes them in batches ([`flush_deferred`]); a
+//! publisher *claims* a whole word of hints with one swap and uses them one by one from a
+//! process-local cache. Meanwhile a free buffer has no visible hint, which a hint, being advisory,
+//! was always allowed to lack. What keeps such a buffer from being lost:
+//!
+//! - a process that may keep hints back sets its bit in `keep_back` first (its detach or its
+//!   reclaim clears it); while `keep_back` is not 0, an acquirer that finds no hint looks at the
+//!   holder words themselves ([`find_unhinted`]) before it reports exhaustion or sleeps;
+//! - a deferring release empties the holder word and then reads `parked` (both `SeqCst`): either
+//!   a parking waiter's look at the holder words sees the free buffer, or the release sees the
+//!   waiter and publishes all it kept back, and wakes it (Dekker, as below);
+//! - a process that dies loses only hints, which the reclaim rebuilds ([`rebuild_hints`]); a
+//!   buffer is still handed out only by the CAS on its holder word, so a hint published twice is
+//!   a stale hint, dropped by whoever claims it.
+//!
 //! # Waiting
 //!
 //! A thread that must park sets its process's bit in `parked` and sleeps on the futex word
@@ -95,6 +115,8 @@ pub trait SharedCells {
     fn hints(&self) -> &[Self::W64];
     /// Bitmask of process slots with parked threads.
     fn parked(&self) -> &Self::W64;
+    /// Bitmask of process slots that may keep free hints back (see "Hints kept back").
+    fn keep_back(&self) -> &Self::W64;
     /// The futex word waiters sleep on.
     fn wake_seq(&self) -> &Self::W32;
     /// Wakes one parked thread (a futex wake; nothing in the model).
@@ -111,6 +133,34 @@ pub trait LocalCells {
     fn state(&self, index: u32) -> &Self::W64;
     /// The generation of the life this process holds (valid while it holds it).
     fn generation(&self, index: u32) -> &Self::W64;
+    /// Keeps back the hint of buffer `index`, which this process just freed (see "Hints kept
+    /// back"). The default publishes every hint at once.
+    #[inline(always)]
+    fn defer_hint(&self, _index: u32) -> Deferred {
+        Deferred::No
+    }
+    /// Takes the hints kept back in hint word `word`.
+    #[inline(always)]
+    fn take_deferred(&self, _word: usize) -> u64 {
+        0
+    }
+    /// This process's cache of hints claimed a word at a time, for hint word `word`; `None`:
+    /// hints are claimed one by one.
+    #[inline(always)]
+    fn claimed(&self, _word: usize) -> Option<&Self::W64> {
+        None
+    }
+}
+
+/// What [`LocalCells::defer_hint`] did with a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferred {
+    /// Nothing: publish it now.
+    No,
+    /// Kept back with others.
+    Kept,
+    /// Kept back, and the batch is full: publish them all now.
+    Full,
 }
 
 /// Read or write access.
@@ -177,6 +227,12 @@ pub fn try_acquire<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, start: 
         let word = w;
         w = if w + 1 == words { 0 } else { w + 1 };
         let cell = &hints[word];
+        if let Some(cache) = l.claimed(word) {
+            if let Some(taken) = take_claimed(c, l, me, word, cell, cache) {
+                return Some(taken);
+            }
+            continue;
+        }
         // SeqCst: pairs with a parking waiter's SeqCst `parked` update (see module docs).
         let mut bits = cell.load(SeqCst);
         while bits != 0 {
@@ -187,34 +243,99 @@ pub fn try_acquire<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, start: 
                 bits = cell.load(Relaxed); // another acquirer claimed this hint first
                 continue;
             }
-            let index = (word as u32) * 64 + mask.trailing_zeros();
-            if index >= c.count() {
-                bits = cell.load(Relaxed); // a hint beyond the last buffer: dropped
-                continue;
+            if let Some(taken) = take_hinted(c, l, me, word, mask) {
+                return Some(taken);
             }
-            crate::crash_point!("acquire.after_hint");
-            if c.holders(index).cas(0, WRITER | me, AcqRel, Relaxed).is_err() {
-                bits = cell.load(Relaxed); // a stale hint (the buffer is in use): dropped
-                continue;
-            }
-            crate::crash_point!("acquire.after_take");
-            // Exclusive now: nobody else writes the generation while WRITER is set.
-            let generation = c.generation(index).load(Relaxed).wrapping_add(1);
-            c.generation(index).store(generation, Relaxed);
-            // This process holds no reference to a free buffer, so its local word is 0, or not
-            // yet 0 while a thread of ours finishes releasing the buffer's previous life: wait
-            // that out, then store (see "Single-writer words" for why a store is enough).
-            let state = l.state(index);
-            let mut spins = 0;
-            while state.load(Acquire) != 0 {
-                backoff(&mut spins);
-            }
-            l.generation(index).store(generation, Relaxed);
-            state.store(1 | LOCAL_WRITE, Release);
-            return Some((index, generation));
+            bits = cell.load(Relaxed); // a stale hint: dropped
         }
     }
     None
+}
+
+/// [`try_acquire`] for a process that claims hint word `word` a whole word at a time into its
+/// `cache` (see "Hints kept back"): one locked instruction on the shared line per batch, and no
+/// look at that line (which the other core writes) while the cache lasts.
+#[inline]
+fn take_claimed<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    word: usize,
+    cell: &C::W64,
+    cache: &L::W64,
+) -> Option<(u32, u64)> {
+    loop {
+        let mut bits = cache.load(Relaxed);
+        if bits == 0 {
+            // SeqCst: as in `try_acquire`.
+            let all = cell.swap(0, SeqCst);
+            if all == 0 {
+                return None;
+            }
+            bits = cache.fetch_or(all, Relaxed) | all;
+        }
+        let mask = 1u64 << bits.trailing_zeros();
+        // The cache is shared by this process's threads: the bit is ours only if we clear it.
+        if cache.fetch_and(!mask, Relaxed) & mask == 0 {
+            continue;
+        }
+        if let Some(taken) = take_hinted(c, l, me, word, mask) {
+            return Some(taken);
+        }
+    }
+}
+
+/// Takes the buffer a claimed hint names, if it is free: the CAS `0 → WRITER|me` on its holder
+/// word is what hands it out, so a stale hint (beyond the last buffer, or a buffer in use) is
+/// refused here and dropped.
+#[inline]
+fn take_hinted<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    word: usize,
+    mask: u64,
+) -> Option<(u32, u64)> {
+    let index = (word as u32) * 64 + mask.trailing_zeros();
+    if index >= c.count() {
+        return None;
+    }
+    crate::crash_point!("acquire.after_hint");
+    if c.holders(index).cas(0, WRITER | me, AcqRel, Relaxed).is_err() {
+        return None;
+    }
+    crate::crash_point!("acquire.after_take");
+    // Exclusive now: nobody else writes the generation while WRITER is set.
+    let generation = c.generation(index).load(Relaxed).wrapping_add(1);
+    c.generation(index).store(generation, Relaxed);
+    // This process holds no reference to a free buffer, so its local word is 0, or not yet 0
+    // while a thread of ours finishes releasing the buffer's previous life: wait that out, then
+    // store (see "Single-writer words" for why a store is enough).
+    let state = l.state(index);
+    let mut spins = 0;
+    while state.load(Acquire) != 0 {
+        backoff(&mut spins);
+    }
+    l.generation(index).store(generation, Relaxed);
+    state.store(1 | LOCAL_WRITE, Release);
+    Some((index, generation))
+}
+
+/// Publishes the hints this process claimed in batches and has not used (before it sleeps, or
+/// detaches). Returns how many.
+pub fn give_back_claimed<C: SharedCells, L: LocalCells>(c: &C, l: &L) -> u32 {
+    let mut n = 0;
+    for (word, cell) in c.hints().iter().enumerate() {
+        let Some(cache) = l.claimed(word) else {
+            return 0; // this process claims one by one
+        };
+        let bits = cache.swap(0, Relaxed);
+        if bits != 0 {
+            cell.fetch_or(bits, SeqCst);
+            n += bits.count_ones();
+        }
+    }
+    n
 }
 
 /// Ends exclusive writing: the buffer becomes shared and readable by token, and the write guard
@@ -380,9 +501,48 @@ pub fn release<C: SharedCells, L: LocalCells>(
         }
     }
     crate::crash_point!("release.after_local");
-    let result = remove_holder(c, me, index);
+    let result = clear_holder(c, me, index);
+    if result == Ok(Released::Freed) {
+        freed(c, l, index);
+    }
     state.store(0, Release);
     result
+}
+
+/// A buffer this process's release just freed: publish its hint, or keep it back.
+#[inline]
+fn freed<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32) {
+    match l.defer_hint(index) {
+        Deferred::No => publish_free(c, index),
+        Deferred::Kept => {
+            // The holder word was emptied by a SeqCst RMW; a waiter that marked itself parked
+            // before it must not sleep on a hint we keep (see "Hints kept back").
+            seqcst_store_load();
+            if c.parked().load(SeqCst) != 0 {
+                flush_deferred(c, l);
+            }
+        }
+        Deferred::Full => flush_deferred(c, l),
+    }
+}
+
+/// Publishes every hint this process kept back, and wakes a parked acquirer if there is one.
+pub fn flush_deferred<C: SharedCells, L: LocalCells>(c: &C, l: &L) {
+    let mut any = false;
+    for (word, cell) in c.hints().iter().enumerate() {
+        let bits = l.take_deferred(word);
+        if bits != 0 {
+            cell.fetch_or(bits, SeqCst);
+            any = true;
+        }
+    }
+    if any {
+        seqcst_store_load();
+        if c.parked().load(SeqCst) != 0 {
+            c.wake_seq().fetch_add(1, SeqCst);
+            c.wake_one();
+        }
+    }
 }
 
 /// Gives up a write guard, freeing the buffer (the writer is its only holder). Plain stores: see
@@ -424,6 +584,16 @@ fn release_pending<C: SharedCells, L: LocalCells>(
 /// the last bit frees the buffer, exactly once.
 #[inline]
 pub fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Released, NotHeld> {
+    let result = clear_holder(c, bit, index);
+    if result == Ok(Released::Freed) {
+        publish_free(c, index);
+    }
+    result
+}
+
+/// [`remove_holder`] without publishing the freed buffer's hint: the caller does that.
+#[inline]
+fn clear_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Released, NotHeld> {
     let cell = c.holders(index);
     let mut h = cell.load(Relaxed);
     let new = loop {
@@ -432,7 +602,8 @@ pub fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Rele
         }
         let rest = h & !bit;
         let new = if rest & HOLDERS == 0 { 0 } else { rest };
-        match cell.cas(h, new, AcqRel, Relaxed) {
+        // SeqCst: a release that keeps the hint back pairs this with its read of `parked`.
+        match cell.cas(h, new, SeqCst, Relaxed) {
             Ok(_) => break new,
             Err(now) => h = now,
         }
@@ -441,7 +612,6 @@ pub fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Rele
         return Ok(Released::Kept);
     }
     crate::crash_point!("release.after_empty");
-    publish_free(c, index);
     Ok(Released::Freed)
 }
 
@@ -608,6 +778,7 @@ pub fn reclaim_holder<C: SharedCells>(c: &C, bit: u64) -> ReclaimCounts {
         }
     }
     c.parked().fetch_and(!bit, SeqCst);
+    c.keep_back().fetch_and(!bit, SeqCst);
     counts
 }
 
@@ -624,6 +795,37 @@ pub fn rebuild_hints<C: SharedCells>(c: &C) -> u32 {
         }
     }
     set
+}
+
+/// An acquirer that found no hint: if some process may keep hints back, sets the hint of every
+/// free buffer that lacks one, so that the next [`try_acquire`] finds it (see "Hints kept back").
+/// Returns how many were set; wakes nobody (the caller is the one looking). Costs one load per
+/// buffer, so it runs only before giving up or sleeping.
+pub fn find_unhinted<C: SharedCells>(c: &C) -> u32 {
+    if c.keep_back().load(SeqCst) == 0 {
+        return 0;
+    }
+    let mut set = 0;
+    for index in 0..c.count() {
+        let (word, mask) = hint_of(index);
+        // SeqCst: pairs with a deferring release's emptying CAS (see "Hints kept back").
+        if c.holders(index).load(SeqCst) == 0 && c.hints()[word].load(Relaxed) & mask == 0 {
+            c.hints()[word].fetch_or(mask, SeqCst);
+            set += 1;
+        }
+    }
+    set
+}
+
+/// Marks process slot bit `bit` as one that may keep hints back. Must precede its first kept
+/// hint.
+pub fn set_keep_back<C: SharedCells>(c: &C, bit: u64) {
+    c.keep_back().fetch_or(bit, SeqCst);
+}
+
+/// Clears process slot bit `bit`'s keep-back mark, after it published everything it kept.
+pub fn clear_keep_back<C: SharedCells>(c: &C, bit: u64) {
+    c.keep_back().fetch_and(!bit, SeqCst);
 }
 
 /// Marks process slot bit `bit` as having a parked thread.

@@ -54,6 +54,12 @@ use crate::error::{Error, Result};
 use crate::object::{self, ObjectKind, OpenObject, OpenSpec};
 use crate::os::futex;
 
+/// Streams of buffers up to this size batch their work on the pool's free hints (the subscriber
+/// defers them, the publisher claims several at a time): for them a locked instruction per
+/// frame on a line the other core wrote is a large share of the cost. Larger frames take the
+/// buffer freed last instead, which is still in the cache.
+const BATCH_HINTS_UP_TO: u64 = 1024;
+
 /// What the publisher does when a subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {

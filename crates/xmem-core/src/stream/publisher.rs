@@ -15,7 +15,7 @@ use super::{Notifier, Policy, StreamMap};
 use crate::error::{Error, Result};
 use crate::object::{self, CreateOutcome, CreateSpec, ObjectKind};
 use crate::os::{futex, time, Liveness, ProcessIdentity, ShmDir};
-use crate::pool::{Buffer, BufferMut, BufferPool, SlotState};
+use crate::pool::{Buffer, BufferMut, BufferPool, HintBatching, SlotState};
 use crate::segment::seqlock;
 
 /// How often the publisher looks for subscribers that died (one `poll` of their pidfds).
@@ -150,6 +150,11 @@ impl PublisherBuilder {
             .mode(self.mode)
             .spin(self.spin)
             .open_or_create()?;
+        // Small frames: loans claim several free hints at a time (see `HintBatching`, and the
+        // subscriber's side for why large frames do not).
+        if self.buffer_size <= super::BATCH_HINTS_UP_TO {
+            pool.batch_hints(HintBatching::Claim);
+        }
         let spec = CreateSpec {
             kind: ObjectKind::Stream,
             layout_version: LAYOUT_VERSION,

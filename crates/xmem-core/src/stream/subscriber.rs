@@ -12,7 +12,7 @@ use super::{notify_address, StreamMap};
 use crate::error::{Error, Result};
 use crate::object;
 use crate::os::{futex, time, ProcessIdentity, ShmDir};
-use crate::pool::{Buffer, BufferPool, BufferRef};
+use crate::pool::{Buffer, BufferPool, BufferRef, HintBatching};
 use crate::segment::seqlock;
 
 /// How often a subscriber that finds its queue empty checks that the publisher lives.
@@ -97,6 +97,15 @@ impl SubscriberBuilder {
         }
         let pool = shared.attach_managed(publisher)?;
         drop(shared);
+        // Small frames: frees publish their hints in batches, one locked instruction per batch on
+        // the line the publisher claims from instead of one per frame. A batch is at most an
+        // eighth of the pool, so the publisher is rarely short of hinted buffers; small pools do
+        // not batch. Large frames do not either: for them reusing the buffer freed last, still
+        // in the cache, is worth far more than a locked instruction.
+        let batch = (pool.buffer_count() / 8).min(32);
+        if batch >= 2 && pool.buffer_size() <= super::BATCH_HINTS_UP_TO {
+            pool.batch_hints(HintBatching::Defer(batch));
+        }
         let me = pool.identity();
         let record = claim_record(&map, me)?;
         // Until ACTIVE below, the publisher ignores this record: set it up freely.
@@ -409,6 +418,8 @@ impl Subscriber {
 
     #[cold]
     fn on_empty(&mut self) -> Result<Option<Buffer>> {
+        // Nothing to read: the publisher may be waiting for the buffers we freed.
+        self.pool.publish_deferred_hints();
         if self.gone || self.publisher_gone() {
             return self.last_look();
         }
