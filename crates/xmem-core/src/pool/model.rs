@@ -146,6 +146,12 @@ fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// An acquire as the pool makes it before giving up or sleeping: the hints, then (if some process
+/// keeps hints back) the holder words.
+fn acquire_or_find(c: &Cells, l: &Local, me: u64) -> Option<(u32, u64)> {
+    try_acquire(c, l, me, 0).or_else(|| (find_unhinted(c) > 0).then(|| try_acquire(c, l, me, 0)).flatten())
+}
+
 /// After everything settled: every buffer free, findable, and acquirable exactly once.
 fn assert_all_free(c: &Cells) {
     let n = c.count();
@@ -350,12 +356,7 @@ fn crash_is_reclaimed_while_others_work(crash: Crash) {
                     l0.gens[0].store(1, SeqCst);
                     release(&*c, &*l0, P0, 0).unwrap();
                 }
-                // As the pool does before giving up: look for buffers whose hints are kept back.
-                let got = try_acquire(&*c, &*l0, P0, 0).or_else(|| {
-                    (find_unhinted(&*c) > 0)
-                        .then(|| try_acquire(&*c, &*l0, P0, 0))
-                        .flatten()
-                });
+                let got = acquire_or_find(&c, &l0, P0);
                 if let Some((i, _)) = got {
                     release_writer(&*c, &*l0, i);
                 }
@@ -572,12 +573,7 @@ fn a_parking_acquirer_never_misses_a_release_that_defers_its_hint() {
                 let l1 = Local::new(1);
                 set_parked(&*c, P1);
                 let seen = c.wake.load(SeqCst);
-                // The pool's last look before sleeping: the hints, then the holder words.
-                let got = try_acquire(&*c, &*l1, P1, 0).or_else(|| {
-                    (find_unhinted(&*c) > 0)
-                        .then(|| try_acquire(&*c, &*l1, P1, 0))
-                        .flatten()
-                });
+                let got = acquire_or_find(&c, &l1, P1);
                 if let Some((i, _)) = got {
                     release_writer(&*c, &*l1, i);
                 }
@@ -604,11 +600,7 @@ fn hints_claimed_a_word_at_a_time_are_neither_lost_nor_handed_out_twice() {
         let worker = |l: Arc<Local>, me: u64, c: Arc<Cells>| {
             move || {
                 for _ in 0..2 {
-                    let got = try_acquire(&*c, &*l, me, 0).or_else(|| {
-                        (find_unhinted(&*c) > 0)
-                            .then(|| try_acquire(&*c, &*l, me, 0))
-                            .flatten()
-                    });
+                    let got = acquire_or_find(&c, &l, me);
                     let Some((i, g)) = got else { continue };
                     // Exclusive: nobody else writes this life's data.
                     c.data[i as usize].store(g, SeqCst);
