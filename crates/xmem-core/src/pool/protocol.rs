@@ -784,14 +784,17 @@ pub fn reclaim_holder<C: SharedCells>(c: &C, bit: u64) -> ReclaimCounts {
 
 /// Sets the free hint of every free buffer whose hint is missing (lost by a process that died
 /// between emptying a holder word and setting the hint, or between claiming a hint and taking
-/// the buffer). Returns how many were set. Safe to run while others work: a hint is advisory.
+/// the buffer), and wakes as many parked acquirers. Returns how many were set. Safe to run while
+/// others work: a hint is advisory.
 pub fn rebuild_hints<C: SharedCells>(c: &C) -> u32 {
-    let mut set = 0;
-    for index in 0..c.count() {
-        let (word, mask) = hint_of(index);
-        if c.holders(index).load(Acquire) == 0 && c.hints()[word].load(Acquire) & mask == 0 {
-            publish_free(c, index);
-            set += 1;
+    let set = set_missing_hints(c);
+    if set > 0 {
+        seqcst_store_load();
+        if c.parked().load(SeqCst) != 0 {
+            c.wake_seq().fetch_add(1, SeqCst);
+            for _ in 0..set {
+                c.wake_one();
+            }
         }
     }
     set
@@ -805,6 +808,11 @@ pub fn find_unhinted<C: SharedCells>(c: &C) -> u32 {
     if c.keep_back().load(SeqCst) == 0 {
         return 0;
     }
+    set_missing_hints(c)
+}
+
+/// The scan [`rebuild_hints`] and [`find_unhinted`] share: one load per buffer.
+fn set_missing_hints<C: SharedCells>(c: &C) -> u32 {
     let mut set = 0;
     for index in 0..c.count() {
         let (word, mask) = hint_of(index);
