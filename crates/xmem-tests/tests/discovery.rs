@@ -193,6 +193,36 @@ fn watch_reports_creation_removal_and_owner_death() {
 }
 
 #[test]
+fn watch_reports_an_owner_death_that_it_reads_together_with_the_removal() {
+    // The watch looks only after the owner died *and* its segment was removed: both are ready
+    // at once (the dying owner's last close even comes first), and both are news, in order.
+    let scope = ShmScope::new("discwatch2");
+    let dir = Dir::new(&scope);
+    let mut w = discovery::watch_in(&dir.shm()).unwrap();
+    let mut writer = dir.peer(&[]);
+    let pid: u32 = writer.ok("segcreate cam.state 4096")[0].parse().unwrap();
+    assert!(matches!(w.next(WAIT).unwrap(), Some(Event::Created { .. })));
+    writer.kill();
+    let cleaned = discovery::cleanup_in(&dir.shm(), CleanupOptions::default()).unwrap();
+    assert_eq!(cleaned.len(), 1);
+    assert_eq!(
+        w.next(WAIT).unwrap(),
+        Some(Event::OwnerDied {
+            name: "cam.state".into(),
+            kind: Some(ObjectKind::Segment),
+            pid
+        })
+    );
+    assert_eq!(
+        w.next(WAIT).unwrap(),
+        Some(Event::Removed {
+            name: "cam.state".into()
+        })
+    );
+    assert_eq!(w.next(Some(Duration::from_millis(50))).unwrap(), None);
+}
+
+#[test]
 fn nobody_meets_an_object_half_made() {
     // Objects are built unnamed and linked only once complete. The creator pauses right after
     // opening its file; a watcher and a cleaner of damaged files look meanwhile. (Built in place,

@@ -135,11 +135,17 @@ impl Watcher {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(Error::os("epoll wait", self.dir.path(), e)),
             }
+            // Deaths first: an owner that died and then had its object removed is reported
+            // as dying before the removal, not forgotten with it.
+            let mut inotify_ready = false;
             for event in events {
                 match event.data.u64() {
-                    INOTIFY_KEY => self.drain_inotify()?,
+                    INOTIFY_KEY => inotify_ready = true,
                     pid => self.owner_exited(pid as u32),
                 }
+            }
+            if inotify_ready {
+                self.drain_inotify()?;
             }
             self.check_unready();
             if self.queue.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -217,6 +223,17 @@ impl Watcher {
 
     fn removed(&mut self, name: &str) {
         self.unready.remove(name);
+        // An owner that exited before the removal whose pidfd event is not read yet (the two
+        // can arrive in one batch, or the removal in an earlier one): its death is news first.
+        let dead: Vec<u32> = self
+            .owners
+            .iter()
+            .filter(|(_, (fd, names))| names.contains(name) && pidfd_readable(fd))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in dead {
+            self.owner_exited(pid);
+        }
         if self.known.remove(name).is_some() {
             self.queue.push_back(Event::Removed {
                 name: name.to_string(),
@@ -291,4 +308,15 @@ impl AsFd for Watcher {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
     }
+}
+
+/// Whether a pidfd says its process exited (it is readable then), without waiting.
+fn pidfd_readable(fd: &OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
