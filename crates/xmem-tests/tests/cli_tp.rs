@@ -100,6 +100,38 @@ fn tp_decode_prints_every_message_and_refuses_what_is_not_one() {
     );
 }
 
+/// `inspect`'s "slots: C committed, W being written, N never written".
+fn slot_counts(inspect: &str) -> (u32, u32, u32) {
+    let line = inspect
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("slots: "))
+        .unwrap_or_else(|| panic!("no slot counts: {inspect}"));
+    let n: Vec<u32> = line
+        .split(", ")
+        .map(|part| part.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(n.len(), 3, "{inspect}");
+    (n[0], n[1], n[2])
+}
+
+/// Waits until process `pid` is stopped (state `T` in /proc), for at most 20 s.
+fn wait_until_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
+        if state == Some('T') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never stopped: {stat}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// A base directory for regions, removed after the test.
 struct Base(PathBuf);
 
@@ -164,19 +196,23 @@ fn tp_produce_and_consume_processes_check_every_frame_and_leave_nothing() {
         "{out}"
     );
     assert!(out.contains("0 with wrong bytes"), "{out}");
+    // Inspected while the producer is stopped (SIGSTOP): a running one moves on between the
+    // slots inspect reads. Stopped at any point, at most one slot is caught mid-write.
+    let producer_pid = rustix::process::Pid::from_raw(p.pid as i32).unwrap();
+    rustix::process::kill_process(producer_pid, rustix::process::Signal::STOP).unwrap();
+    wait_until_stopped(p.pid);
     let inspect = ok(xmem(&["tp", "inspect", ring.to_str().unwrap()], None), "inspect");
+    rustix::process::kill_process(producer_pid, rustix::process::Signal::CONT).unwrap();
     assert!(
         inspect.contains("(header ring)") && inspect.contains("(alive)"),
         "{inspect}"
     );
-    // The producer is still writing: one slot may be caught mid-write, none is left unwritten.
+    let (committed, writing, never) = slot_counts(&inspect);
     assert!(
-        (inspect.contains("8 committed, 0 being written")
-            || inspect.contains("7 committed, 1 being written"))
-            && inspect.contains("0 never written")
-            && inspect.contains("Uint8 270x480x3"),
+        committed + writing == 8 && writing <= 1 && never == 0,
         "{inspect}"
     );
+    assert!(inspect.contains("Uint8 270x480x3"), "{inspect}");
     let uri = format!("shm:file?path={}", ring.with_file_name("1.pool").display());
     let pool = ok(
         xmem(&["tp", "inspect", &uri, "--format", "json"], None),
@@ -205,12 +241,7 @@ fn tp_inspect_shows_a_killed_producer_and_refuses_what_is_not_a_region() {
     let inspect = ok(xmem(&["tp", "inspect", ring.to_str().unwrap()], None), "inspect");
     assert!(inspect.contains("(not running)"), "{inspect}");
     // Killed at any point, at most one slot is caught mid-write.
-    let writing: u32 = inspect
-        .split(" being written")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{inspect}"));
+    let (_, writing, _) = slot_counts(&inspect);
     assert!(writing <= 1, "{inspect}");
     // Not regions: a random file, a directory, a bad URI, a missing file.
     let junk = base.0.join("junk");
