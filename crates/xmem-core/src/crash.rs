@@ -2,9 +2,9 @@
 //!
 //! With the feature on, `XMEM_CRASH_AT=name` (or `name:n` for the n-th hit, counting from 1)
 //! makes the process `_exit(137)` at that point: no destructor, no unlock, no cleanup, exactly
-//! like a `SIGKILL` there. `XMEM_PAUSE_AT=name:ms` instead holds the process at that point for
-//! `ms` milliseconds, so that a test can look at what others see while it is there. Without the
-//! feature the points compile to nothing.
+//! like a `SIGKILL` there. `XMEM_PAUSE_AT=name` instead stops the process there (it sends itself
+//! `SIGSTOP`, at the first hit), so that a test can look at what others see while it is there
+//! and then let it go on with `SIGCONT`. Without the feature the points compile to nothing.
 
 #[cfg(feature = "crash-points")]
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,17 +14,13 @@ use std::sync::OnceLock;
 /// Environment variable naming the crash point.
 pub const CRASH_AT_ENV: &str = "XMEM_CRASH_AT";
 
-/// Environment variable naming a point to pause at, and for how long (`name:ms`).
+/// Environment variable naming a point to stop at (`name`).
 pub const PAUSE_AT_ENV: &str = "XMEM_PAUSE_AT";
 
 #[cfg(feature = "crash-points")]
-fn pause() -> &'static Option<(String, u64)> {
-    static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    PAUSE.get_or_init(|| {
-        let spec = std::env::var(PAUSE_AT_ENV).ok()?;
-        let (name, ms) = spec.split_once(':')?;
-        Some((name.to_string(), ms.parse().ok()?))
-    })
+fn pause() -> &'static Option<String> {
+    static PAUSE: OnceLock<Option<String>> = OnceLock::new();
+    PAUSE.get_or_init(|| std::env::var(PAUSE_AT_ENV).ok())
 }
 
 #[cfg(feature = "crash-points")]
@@ -42,10 +38,10 @@ fn target() -> &'static Option<(String, u64)> {
 /// Called at each crash point; exits the process if it is the chosen one.
 #[cfg(feature = "crash-points")]
 pub fn hit(name: &str) {
-    if let Some((point, ms)) = pause() {
-        if point == name {
-            std::thread::sleep(std::time::Duration::from_millis(*ms));
-        }
+    static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if pause().as_deref() == Some(name) && !PAUSED.swap(true, Ordering::Relaxed) {
+        // SAFETY: raise is async-signal-safe; SIGSTOP stops the process until a SIGCONT.
+        unsafe { libc::raise(libc::SIGSTOP) };
     }
     static HITS: AtomicU64 = AtomicU64::new(0);
     if let Some((target, nth)) = target() {

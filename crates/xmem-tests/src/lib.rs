@@ -185,6 +185,18 @@ impl PeerProcess {
         self.child.wait().expect("reap peer")
     }
 
+    /// Waits until it is stopped (by `SIGSTOP`, or at an `XMEM_PAUSE_AT` point), for at most
+    /// 20 s.
+    pub fn wait_until_stopped(&self) {
+        wait_until_stopped(self.pid);
+    }
+
+    /// Sends it a signal.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal the peer");
+    }
+
     /// Closes its stdin and waits for it to exit.
     pub fn wait(&mut self) -> ExitStatus {
         self.stdin.take();
@@ -319,4 +331,22 @@ pub fn check_segment_reads(name: &str, end: std::time::Instant) -> ReadTally {
         }
     }
     tally
+}
+
+/// Waits until process `pid` is stopped (state `T` in /proc), for at most 20 s.
+pub fn wait_until_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the peer's stat");
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+        if state == Some('T') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never stopped: {stat}"
+        );
+        std::thread::yield_now();
+    }
 }

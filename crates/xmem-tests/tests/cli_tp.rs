@@ -114,24 +114,6 @@ fn slot_counts(inspect: &str) -> (u32, u32, u32) {
     (n[0], n[1], n[2])
 }
 
-/// Waits until process `pid` is stopped (state `T` in /proc), for at most 20 s.
-fn wait_until_stopped(pid: u32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // The state follows the command name, which is in parentheses.
-        let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
-        if state == Some('T') {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{pid} never stopped: {stat}"
-        );
-        std::thread::yield_now();
-    }
-}
-
 /// A base directory for regions, removed after the test.
 struct Base(PathBuf);
 
@@ -198,11 +180,10 @@ fn tp_produce_and_consume_processes_check_every_frame_and_leave_nothing() {
     assert!(out.contains("0 with wrong bytes"), "{out}");
     // Inspected while the producer is stopped (SIGSTOP): a running one moves on between the
     // slots inspect reads. Stopped at any point, at most one slot is caught mid-write.
-    let producer_pid = rustix::process::Pid::from_raw(p.pid as i32).unwrap();
-    rustix::process::kill_process(producer_pid, rustix::process::Signal::STOP).unwrap();
-    wait_until_stopped(p.pid);
+    p.signal(rustix::process::Signal::STOP);
+    p.wait_until_stopped();
     let inspect = ok(xmem(&["tp", "inspect", ring.to_str().unwrap()], None), "inspect");
-    rustix::process::kill_process(producer_pid, rustix::process::Signal::CONT).unwrap();
+    p.signal(rustix::process::Signal::CONT);
     assert!(
         inspect.contains("(header ring)") && inspect.contains("(alive)"),
         "{inspect}"

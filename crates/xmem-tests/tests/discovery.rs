@@ -224,20 +224,23 @@ fn watch_reports_an_owner_death_that_it_reads_together_with_the_removal() {
 
 #[test]
 fn nobody_meets_an_object_half_made() {
-    // Objects are built unnamed and linked only once complete. The creator pauses right after
+    // Objects are built unnamed and linked only once complete. The creator stops right after
     // opening its file; a watcher and a cleaner of damaged files look meanwhile. (Built in place,
     // the file would show as an empty, unlocked, "damaged" file there.)
     let scope = ShmScope::new("discrace");
     let dir = Dir::new(&scope);
     let mut w = discovery::watch_in(&dir.shm()).unwrap();
-    let mut creator = dir.peer(&[("XMEM_PAUSE_AT", "object.opened:300")]);
+    let mut creator = dir.peer(&[("XMEM_PAUSE_AT", "object.opened")]);
     creator.send("segcreate slow 4096");
+    creator.wait_until_stopped();
     let damaged = CleanupOptions {
         damaged: true,
         ..Default::default()
     };
     assert!(discovery::cleanup_in(&dir.shm(), damaged).unwrap().is_empty());
     assert!(discovery::list_in(&dir.shm()).unwrap().is_empty());
+    assert_eq!(w.next(Some(Duration::from_millis(50))).unwrap(), None);
+    creator.signal(rustix::process::Signal::CONT);
     let pid = creator.pid;
     assert_eq!(
         w.next(WAIT).unwrap(),
