@@ -89,8 +89,11 @@ def test_wake_ahead_keeps_a_steady_stream_from_waking_its_subscriber(name):
         assert out.get(timeout=60) == "joined"
     frames, period = 50, 0.02
     start = time.monotonic()
+    late = 0  # frames published > 2 ms after their time (a busy machine): see the Rust twin
     for i in range(frames):
-        time.sleep(max(0.0, start + i * period - time.monotonic()))  # the stream's frame clock
+        due = start + i * period
+        time.sleep(max(0.0, due - time.monotonic()))  # the stream's frame clock
+        late += time.monotonic() > due + 0.002
         pub.publish_array(np.full(8, i, dtype=np.uint8))
     pub.close()
     reports = [out.get(timeout=60) for _ in children]
@@ -100,8 +103,8 @@ def test_wake_ahead_keeps_a_steady_stream_from_waking_its_subscriber(name):
     by_lead = {r[0]: r[1:] for r in reports}
     (ordered_a, got_a, woken_ahead), (ordered_b, got_b, woken_plain) = by_lead[0.003], by_lead[None]
     assert ordered_a and ordered_b and got_a == got_b == frames
-    assert woken_plain >= frames * 4 // 5, f"the control was woken only {woken_plain} times"
-    assert woken_ahead <= frames // 2, f"woken {woken_ahead} of {frames} times despite wake_ahead"
+    assert woken_plain + late >= frames * 4 // 5, f"the control was woken only {woken_plain} times ({late} late)"
+    assert woken_ahead <= frames // 2 + 2 * late, f"woken {woken_ahead} of {frames} times despite wake_ahead ({late} late)"
     with pytest.raises(ValueError, match="wake_ahead"):
         xmem.Subscriber(name, wake_ahead=-1)
 

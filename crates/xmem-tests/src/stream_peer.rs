@@ -30,11 +30,12 @@ pub fn frame_seq(bytes: &[u8]) -> Option<u64> {
         .then_some(seq)
 }
 
-/// Parses `block` (5 s timeout), `drop` or `latest`.
+/// Parses `block` (60 s timeout: the tests check that nothing is lost, not how fast it
+/// arrives, on machines that may stall a process for seconds), `drop` or `latest`.
 pub fn policy(word: &str) -> Policy {
     match word {
         "block" => Policy::Block {
-            timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
         },
         "drop" => Policy::DropOldest,
         "latest" => Policy::Latest,

@@ -418,9 +418,18 @@ fn a_subscriber_that_wakes_ahead_is_seldom_woken_by_a_steady_publisher() {
     let frames = 50;
     let period = Duration::from_millis(20);
     let start = Instant::now();
+    // Frames this process published more than 2 ms after their time (descheduled on a busy
+    // machine): each may cost a wake-up the pace could not foresee (that frame, overdue, and
+    // the next, early against the projection), and a burst of them lets the control catch
+    // frames while it is still awake. The bounds allow for them.
+    let mut late = 0u64;
     for i in 0..frames {
         // The publisher's own schedule (a camera's frame clock), not a synchronisation.
-        std::thread::sleep((start + period * i).saturating_duration_since(Instant::now()));
+        let due = start + period * i;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        if Instant::now() > due + Duration::from_millis(2) {
+            late += 1;
+        }
         publish(&mut p);
     }
     drop(p);
@@ -436,14 +445,17 @@ fn a_subscriber_that_wakes_ahead_is_seldom_woken_by_a_steady_publisher() {
         w[2]
     };
     let (paced_woken, plain_woken) = (done(&mut paced), done(&mut plain));
-    eprintln!("woken for {paced_woken} (waking ahead) and {plain_woken} (not) of {frames} frames");
-    assert!(
-        plain_woken >= u64::from(frames) * 4 / 5,
-        "the control slept through only {plain_woken} of {frames} frames"
+    eprintln!(
+        "woken for {paced_woken} (waking ahead) and {plain_woken} (not) of {frames} frames, \
+         {late} published late"
     );
     assert!(
-        paced_woken <= u64::from(frames) / 2,
-        "woken for {paced_woken} of {frames} frames despite waking ahead"
+        plain_woken + late >= u64::from(frames) * 4 / 5,
+        "the control slept through only {plain_woken} of {frames} frames ({late} late)"
+    );
+    assert!(
+        paced_woken <= u64::from(frames) / 2 + 2 * late,
+        "woken for {paced_woken} of {frames} frames despite waking ahead ({late} late)"
     );
 }
 
