@@ -73,14 +73,16 @@ impl ProducerBuilder {
         self
     }
 
-    /// Creates the regions of a new epoch (the current real time in nanoseconds, so that a
-    /// restarted producer's epoch is higher) and returns the producer.
+    /// Creates the regions of a new epoch and returns the producer. The epoch is the current
+    /// real time in nanoseconds, but always above every epoch of the stream still on disk and
+    /// every one this process made (the spec's `max(prev + 1, now)`: a restarted producer's
+    /// epoch is higher even when the clock was set back).
     pub fn create(self) -> Result<TpProducer> {
         if self.pools.is_empty() {
             return Err(invalid("pools", 0u8, "a stream needs at least one payload pool"));
         }
         let layout = Layout::new(&self.base, &self.namespace)?;
-        let epoch = realtime_ns();
+        let epoch = next_epoch(&layout, self.stream_id);
         let pid = u64::from(std::process::id());
         let now = xmem_core::os::time::monotonic_ns();
         let dir = layout.epoch_dir(self.stream_id, epoch);
@@ -141,6 +143,30 @@ fn remove_epoch_dir(dir: &Path) {
     for parent in dir.ancestors().skip(1).take(3) {
         if std::fs::remove_dir(parent).is_err() {
             break;
+        }
+    }
+}
+
+/// `max(now, previous + 1)`, where the previous epochs are the stream's epoch directories and
+/// the last epoch this process made.
+fn next_epoch(layout: &Layout, stream_id: u32) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let on_disk = layout
+        .epoch_dir(stream_id, 0)
+        .parent()
+        .and_then(|stream_dir| std::fs::read_dir(stream_dir).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let mut last = LAST.load(Relaxed);
+    loop {
+        let epoch = realtime_ns().max(on_disk.max(last).saturating_add(1));
+        match LAST.compare_exchange(last, epoch, Relaxed, Relaxed) {
+            Ok(_) => return epoch,
+            Err(now) => last = now,
         }
     }
 }

@@ -180,6 +180,29 @@ fn w_15_21_1_the_same_epoch_is_a_no_op_another_epoch_remaps() {
     assert_eq!(c.counters().accepted, 2, "counted across the remap");
 }
 
+/// Epochs rise even against the clock: a killed producer's epoch directory from a clock that
+/// ran ahead (set back since) still lies there, and the next epoch is above it.
+#[test]
+fn a_new_epoch_is_above_every_epoch_left_on_disk() {
+    let base = Base::new("epochs");
+    let layout = Layout::new(&base.0, "test").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let ahead = now + 3_600_000_000_000; // an hour ahead
+    let left = layout.epoch_dir(10_005, ahead);
+    std::fs::create_dir_all(&left).unwrap();
+    let p = producer(&base, 10_005);
+    let first = p.announce().epoch;
+    assert_eq!(first, ahead + 1);
+    drop(p);
+    std::fs::remove_dir(&left).unwrap();
+    // And this process never repeats or lowers an epoch, whatever the clock says.
+    let again = producer(&base, 10_005);
+    assert!(again.announce().epoch > first && again.announce().epoch < ahead + 1000);
+}
+
 #[test]
 fn w_10_1_1_an_announce_that_does_not_match_its_regions_maps_nothing() {
     let base = Base::new("announce");
