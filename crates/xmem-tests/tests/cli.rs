@@ -336,6 +336,17 @@ fn streams_are_listed_and_inspected_with_their_subscribers() {
         (subs[0]["received"].as_u64(), subs[0]["queued"].as_u64()),
         (Some(1), Some(2))
     );
+    // Its pool: the subscriber batches the hints of the small frames it frees, and says so.
+    let pool: serde_json::Value =
+        serde_json::from_str(&dir.ok(&["inspect", json["pool"].as_str().unwrap(), "--format", "json"]))
+            .unwrap();
+    let keeps: Vec<bool> = pool["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["keeps_hints_back"].as_bool().unwrap())
+        .collect();
+    assert!(keeps.contains(&true), "{pool}");
 
     drop(subscriber);
     drop(publisher);

@@ -96,6 +96,7 @@ pub fn pool_json(s: &PoolSnapshot) -> Value {
             "waits": p.waits,
             "timeouts": p.timeouts,
             "reclaimed_refs": p.reclaimed_refs,
+            "keeps_hints_back": p.keeps_hints_back,
         })).collect::<Vec<_>>(),
         "buffer_states": s.buffers.iter().map(|b| json!({
             "index": b.index,

@@ -39,7 +39,9 @@ pub struct PoolSnapshot {
     pub processes: Vec<ProcessInfo>,
     /// Every buffer.
     pub buffers: Vec<BufferInfo>,
-    /// Number of free-hint bits set.
+    /// Number of free-hint bits set. Below the number of free buffers while a process keeps
+    /// hints back ([`ProcessInfo::keeps_hints_back`]: a stream batching its small frames); that
+    /// is normal, not damage.
     pub free_hints: u32,
     /// Whether the pool is being removed.
     pub closing: bool,
@@ -68,6 +70,8 @@ pub struct ProcessInfo {
     pub reclaimed_refs: u64,
     /// Buffers it holds.
     pub holds: usize,
+    /// Whether it may keep free hints back (see [`PoolSnapshot::free_hints`]).
+    pub keeps_hints_back: bool,
 }
 
 /// Whether a buffer is free, being written, or shared.
@@ -160,6 +164,7 @@ pub(crate) fn snapshot(map: &PoolMap) -> PoolSnapshot {
                 timeouts: s.timeouts.load(Relaxed),
                 reclaimed_refs: s.reclaimed_refs.load(Relaxed),
                 holds: buffers.iter().filter(|b| b.holder_slots.contains(&slot)).count(),
+                keeps_hints_back: map.wake().keep_back.load(Relaxed) & (1 << slot) != 0,
             }
         })
         .collect();
