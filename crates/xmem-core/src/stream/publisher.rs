@@ -379,7 +379,9 @@ impl Publisher {
                 "publish takes frames loaned from this publisher (Publisher::loan)".into(),
             ));
         }
-        self.maintain();
+        // New subscribers before delivering (they get this frame); the look for dead ones
+        // after it, off the path from the time stamp to the subscribers.
+        self.refresh_roster();
         let seq = self.next_seq;
         frame.set_sequence(seq);
         if !frame.has_timestamp() {
@@ -417,6 +419,7 @@ impl Publisher {
         }
         self.next_seq += 1;
         self.map.header().published.store(self.next_seq, Relaxed);
+        self.check_if_due();
         Ok((seq, mine))
     }
 
@@ -499,10 +502,22 @@ impl Publisher {
     /// Takes in joins and departures; every `CHECK_EVERY_NS`, looks for dead subscribers.
     #[inline]
     fn maintain(&mut self) {
+        self.refresh_roster();
+        self.check_if_due();
+    }
+
+    /// Takes in subscribers that joined or left since the last look.
+    #[inline]
+    fn refresh_roster(&mut self) {
         let epoch = self.map.header().roster_epoch.load(Acquire);
         if epoch != self.epoch {
             self.refresh(epoch);
         }
+    }
+
+    /// Looks for subscribers that died, at most every [`CHECK_EVERY_NS`].
+    #[inline]
+    fn check_if_due(&mut self) {
         if time::monotonic_coarse_ns() >= self.next_check_ns {
             self.check();
         }
