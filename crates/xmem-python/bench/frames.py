@@ -21,7 +21,12 @@ import pickle
 import time
 from multiprocessing import shared_memory
 
-import numpy as np
+# numpy's OpenBLAS starts a pool of threads in every process that imports it, and they spin for
+# a while: on a small machine they take CPU from the producer and consumer being measured. This
+# benchmark does no linear algebra, so one thread is all it needs (spawned children inherit it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 import xmem
 
