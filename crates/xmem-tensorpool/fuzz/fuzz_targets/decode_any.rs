@@ -3,14 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xmem_tensorpool::codec::{decode, encode, FrameDescriptor, FrameProgress};
+use xmem_tensorpool::codec::{FrameDescriptor, FrameProgress};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((m, used)) = decode(data) {
-        if m.def.legacy.is_none() {
-            assert_eq!(encode(&m).expect("a decoded message encodes"), &data[..used]);
-        }
-    }
+    xmem_tensorpool_fuzz::decodes_back(data);
     if let Ok(d) = FrameDescriptor::decode(data) {
         assert_eq!(&d.encode()[..], &data[..FrameDescriptor::ENCODED_LEN]);
     }
