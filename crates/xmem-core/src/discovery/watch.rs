@@ -15,6 +15,7 @@ use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::object::{self, ObjectKind, ObjectState};
+use crate::os::process::pidfd_exited;
 use crate::os::{Liveness, ProcessIdentity, ShmDir};
 
 /// A change among the xmem objects of a directory.
@@ -228,7 +229,7 @@ impl Watcher {
         let dead: Vec<u32> = self
             .owners
             .iter()
-            .filter(|(_, (fd, names))| names.contains(name) && pidfd_readable(fd))
+            .filter(|(_, (fd, names))| names.contains(name) && pidfd_exited(fd))
             .map(|(pid, _)| *pid)
             .collect();
         for pid in dead {
@@ -308,15 +309,4 @@ impl AsFd for Watcher {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
     }
-}
-
-/// Whether a pidfd says its process exited (it is readable then), without waiting.
-fn pidfd_readable(fd: &OwnedFd) -> bool {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }

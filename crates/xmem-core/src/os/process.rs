@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -113,7 +114,6 @@ impl ProcessIdentity {
 /// Waits until the process with this pid exits (becomes a zombie or is reaped), for at most
 /// `timeout`; returns whether it did. Uses a pidfd, which becomes readable at exit.
 pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> io::Result<bool> {
-    use rustix::event::{poll, PollFd, PollFlags};
     let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
         return Ok(true);
     };
@@ -122,7 +122,14 @@ pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> io::Result<bool> {
         Err(rustix::io::Errno::SRCH) => return Ok(true),
         Err(e) => return Err(e.into()),
     };
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    pidfd_poll(&fd, timeout).map_err(Into::into)
+}
+
+/// Waits at most `timeout` (zero: not at all) for the process of `pidfd` to exit; returns
+/// whether it has. A pidfd becomes readable when its process exits.
+fn pidfd_poll(pidfd: &OwnedFd, timeout: std::time::Duration) -> rustix::io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
     let ts = rustix::time::Timespec {
         tv_sec: timeout.as_secs() as _,
         tv_nsec: timeout.subsec_nanos() as _,
@@ -131,9 +138,14 @@ pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> io::Result<bool> {
         match poll(&mut fds, Some(&ts)) {
             Ok(n) => return Ok(n > 0),
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether the process of `pidfd` has exited, without waiting.
+pub fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    pidfd_poll(pidfd, std::time::Duration::ZERO).unwrap_or(false)
 }
 
 /// Whether process `pid` lives, given a test of its start time (pid reuse makes a different

@@ -14,6 +14,7 @@ use super::queue::{self, Entry, QueueCells};
 use super::{Notifier, Policy, StreamMap};
 use crate::error::{Error, Result};
 use crate::object::{self, CreateOutcome, CreateSpec, ObjectKind};
+use crate::os::process::pidfd_exited;
 use crate::os::{futex, time, Liveness, ProcessIdentity, ShmDir};
 use crate::pool::{Buffer, BufferMut, BufferPool, HintBatching, SlotState};
 use crate::segment::seqlock;
@@ -465,7 +466,7 @@ impl Publisher {
                 std::hint::spin_loop();
                 continue;
             }
-            if exited(&self.pidfds[i]) || self.map.record(d.record).state.load(Acquire) != d.word {
+            if pidfd_exited(&self.pidfds[i]) || self.map.record(d.record).state.load(Acquire) != d.word {
                 self.depart(i);
                 return Ok(false);
             }
@@ -591,7 +592,7 @@ impl Publisher {
     fn check(&mut self) {
         self.next_check_ns = time::monotonic_coarse_ns() + CHECK_EVERY_NS;
         for i in (0..self.deliveries.len()).rev() {
-            if exited(&self.pidfds[i]) {
+            if pidfd_exited(&self.pidfds[i]) {
                 self.depart(i);
             }
         }
@@ -656,17 +657,6 @@ fn pidfd_of(m: &Member) -> Option<OwnedFd> {
     let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
     // The pidfd pins the process it names; is that still our member (not a reused pid)?
     (m.liveness() != Liveness::Dead).then_some(fd)
-}
-
-/// Whether the process of a pidfd has exited (it polls readable then).
-fn exited(pidfd: &OwnedFd) -> bool {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    let now = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
 }
 
 /// Takes back the unread entry of position `pos` (the next lap's take-back, early).
