@@ -447,10 +447,17 @@ pub(crate) fn read_tensor(m: &BufferMeta, buffer_len: u64) -> std::result::Resul
     if ndim > MAX_DIMS {
         return Err(format!("{ndim} dimensions"));
     }
-    let shape: Vec<u64> = m.shape[..ndim].iter().map(|v| v.load(Relaxed)).collect();
-    let strides: Vec<i64> = m.strides[..ndim].iter().map(|v| v.load(Relaxed)).collect();
-    let desc = TensorDesc::strided(dtype, &shape, &strides, m.byte_offset.load(Relaxed))
-        .map_err(|e| e.to_string())?;
+    // On the stack: this runs for every frame a subscriber receives, and an allocation there
+    // is measurable when frames are far apart (the allocator's state is out of cache by then).
+    let shape: [u64; MAX_DIMS] = std::array::from_fn(|d| m.shape[d].load(Relaxed));
+    let strides: [i64; MAX_DIMS] = std::array::from_fn(|d| m.strides[d].load(Relaxed));
+    let desc = TensorDesc::strided(
+        dtype,
+        &shape[..ndim],
+        &strides[..ndim],
+        m.byte_offset.load(Relaxed),
+    )
+    .map_err(|e| e.to_string())?;
     desc.validate_for(buffer_len).map_err(|e| e.to_string())?;
     Ok(desc)
 }
