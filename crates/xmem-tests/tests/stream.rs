@@ -401,6 +401,48 @@ fn the_notification_descriptor_becomes_readable_when_a_frame_arrives() {
     }
 }
 
+/// The hook of `receive_timeout_with` runs while a receive polls, never when a frame is there
+/// or while it sleeps, and `Break` ends the receive with nothing taken.
+#[test]
+fn a_receive_calls_its_hook_only_while_it_polls_and_stops_when_told() {
+    use std::ops::ControlFlow;
+    let scope = ShmScope::new("sthook");
+    let name = scope.name("s");
+    let mut p = publisher(&name, Policy::DropOldest, 0);
+
+    let mut polling = Subscriber::builder(&name).spin(WAIT).open().unwrap();
+    let mut calls = 0;
+    let got = polling.receive_timeout_with(WAIT, &mut || {
+        calls += 1;
+        if calls == 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    assert!(got.unwrap().is_none(), "told to stop: nothing received");
+    assert_eq!(calls, 3, "called while polling until it said stop");
+
+    let mut sleeping = Subscriber::builder(&name).spin(Duration::ZERO).open().unwrap();
+    let mut calls = 0;
+    let got = sleeping.receive_timeout_with(Duration::from_millis(20), &mut || {
+        calls += 1;
+        ControlFlow::Continue(())
+    });
+    assert!(got.unwrap().is_none());
+    assert_eq!(calls, 0, "never called while the receive sleeps");
+
+    publish(&mut p);
+    for s in [&mut polling, &mut sleeping] {
+        let got = s.receive_timeout_with(WAIT, &mut || panic!("a frame was there: no polling"));
+        assert_eq!(
+            got.unwrap().unwrap().sequence(),
+            0,
+            "each subscriber receives the frame"
+        );
+    }
+}
+
 /// Frames at a steady 50 Hz: a subscriber with `wake_ahead` is awake when most of them come (the
 /// publisher seldom has to wake it), one without is woken for every frame (the control).
 #[test]

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use layout::{MemberState, MAX_DEPTH, MAX_HISTORY, MAX_SUBSCRIBERS};
 pub use publisher::{Publisher, PublisherBuilder};
-pub use subscriber::{Subscriber, SubscriberBuilder};
+pub use subscriber::{Subscriber, SubscriberBuilder, POLL_HOOK_EVERY};
 
 use self::layout::{
     HistoryEntry, QueueSlot, StreamHeader, StreamLayout, SubscriberRecord, LAYOUT_HASH, LAYOUT_VERSION,

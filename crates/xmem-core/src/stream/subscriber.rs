@@ -1,6 +1,7 @@
 //! The receiving side of a stream.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::*;
@@ -20,6 +21,9 @@ const LIVENESS_EVERY_NS: u64 = 10_000_000;
 
 /// Longest single sleep of a blocked receive (it then checks the publisher).
 const PARK_SLICE: Duration = Duration::from_millis(10);
+
+/// How often [`Subscriber::receive_timeout_with`] calls its hook while it polls.
+pub const POLL_HOOK_EVERY: Duration = Duration::from_micros(100);
 
 /// How to subscribe. Start with [`Subscriber::builder`].
 #[derive(Debug, Clone)]
@@ -488,11 +492,27 @@ impl Subscriber {
     /// on a futex that the publisher wakes only because this subscriber sleeps; with
     /// [`SubscriberBuilder::wake_ahead`], sleeps until the next frame is nearly due instead.
     pub fn receive_timeout(&mut self, timeout: Duration) -> Result<Option<Buffer>> {
+        self.receive_timeout_with(timeout, &mut || ControlFlow::Continue(()))
+    }
+
+    /// [`Subscriber::receive_timeout`] that calls `while_polling` about every
+    /// [`POLL_HOOK_EVERY`] while it polls (never while it sleeps); `Break` ends the receive with
+    /// `Ok(None)`.
+    ///
+    /// For callers with their own work between a frame's arrival and its use: code and data
+    /// left untouched for a few milliseconds fall out of the CPU caches (on a busy host within
+    /// one), so a frame that comes after a long poll would find the caller's path cold. The
+    /// Python binding rehearses its hand-over of a frame to Python here, and looks for Ctrl-C.
+    pub fn receive_timeout_with(
+        &mut self,
+        timeout: Duration,
+        while_polling: &mut dyn FnMut() -> ControlFlow<()>,
+    ) -> Result<Option<Buffer>> {
         if let Some(frame) = self.try_receive()? {
             self.paced(&frame, false);
             return Ok(Some(frame));
         }
-        let frame = self.wait(timeout)?;
+        let frame = self.wait(timeout, while_polling)?;
         if let Some(f) = &frame {
             self.paced(f, true);
         }
@@ -513,7 +533,11 @@ impl Subscriber {
         }
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<Option<Buffer>> {
+    fn wait(
+        &mut self,
+        timeout: Duration,
+        while_polling: &mut dyn FnMut() -> ControlFlow<()>,
+    ) -> Result<Option<Buffer>> {
         let start = Instant::now();
         let deadline = start + timeout;
         let mut spin_until = start + self.spin.min(timeout);
@@ -523,7 +547,18 @@ impl Subscriber {
             }
             spin_until = spin_until.max(window_end).min(deadline);
         }
-        while Instant::now() < spin_until {
+        let mut next_hook = Instant::now() + POLL_HOOK_EVERY;
+        loop {
+            let now = Instant::now();
+            if now >= spin_until {
+                break;
+            }
+            if now >= next_hook {
+                if while_polling().is_break() {
+                    return Ok(None);
+                }
+                next_hook = Instant::now() + POLL_HOOK_EVERY;
+            }
             for _ in 0..8 {
                 std::hint::spin_loop();
             }
