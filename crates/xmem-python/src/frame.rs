@@ -71,6 +71,16 @@ impl Frame {
         })
     }
 
+    /// A frame that refers to nothing, made and dropped to keep that path warm (`wait::Rehearsal`).
+    pub fn placeholder() -> Frame {
+        Frame {
+            guard: Guard::Released,
+            desc: TensorDesc::bytes(0),
+            exports: 0,
+            release_when_unviewed: false,
+        }
+    }
+
     fn released() -> PyErr {
         PyValueError::new_err("the frame was released; it no longer refers to any buffer")
     }

@@ -242,7 +242,11 @@ impl Subscriber {
 
     fn receive_inner(&mut self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Option<Frame>> {
         let sub = self.subscriber()?;
-        let got = wait::sliced(py, timeout, |slice| sub.receive_timeout(slice).map_err(to_py))?;
+        let got = wait::sliced(py, timeout, |slice| {
+            let mut rehearsal = wait::Rehearsal::default();
+            let got = sub.receive_timeout_with(slice, &mut || rehearsal.run());
+            rehearsal.outcome(got)
+        })?;
         got.map(Frame::read).transpose()
     }
 }
@@ -252,6 +256,8 @@ impl Subscriber {
     /// Joins stream `name` (late joiners first get its history). With `notify=True`,
     /// `fileno()` gives a descriptor that becomes readable when a frame arrives. `spin` is how
     /// long (seconds) `receive()` polls before it sleeps: longer costs CPU, saves the wake-up.
+    /// While it polls, it takes the GIL for a moment every 100 µs, to look for Ctrl-C and to
+    /// keep the hand-over of a frame to Python in cache (not while another thread runs Python).
     /// `wake_ahead` (seconds, for frames at a steady rate): `receive()` learns the interval,
     /// sleeps until that long before the next frame is due and polls from then on, so frames
     /// are seen as they come at the cost of polling about twice that long per frame.

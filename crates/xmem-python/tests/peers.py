@@ -82,9 +82,10 @@ def hold_and_wait(stream, out, never):
     never.wait()
 
 
-def receive_until_interrupted(stream, blocked, progressed):
-    """Blocks in receive(); a thread counts meanwhile (the GIL is free); Ctrl-C ends it."""
-    sub = xmem.Subscriber(stream)
+def receive_until_interrupted(stream, blocked, progressed, spin):
+    """Blocks in receive(); a thread counts meanwhile (the GIL is free); Ctrl-C ends it. With a
+    long `spin` the receive polls all along (taking the GIL now and then), else it sleeps."""
+    sub = xmem.Subscriber(stream, spin=spin)
 
     def count():
         # Far longer than the interpreter's switch interval: most of it runs while the main

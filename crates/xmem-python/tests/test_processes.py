@@ -132,10 +132,11 @@ def test_a_subscriber_killed_with_sigkill_leaves_nothing_held(name):
     pub.close()
 
 
-def test_ctrl_c_interrupts_a_blocking_receive_which_releases_the_gil(name):
+@pytest.mark.parametrize("spin", [None, 3600.0], ids=["sleeping", "polling"])
+def test_ctrl_c_interrupts_a_blocking_receive_which_releases_the_gil(name, spin):
     pub = xmem.Publisher(name, buffer_size=64)
     blocked, progressed = spawn.Event(), spawn.Event()
-    child = spawn.Process(target=receive_until_interrupted, args=(name, blocked, progressed))
+    child = spawn.Process(target=receive_until_interrupted, args=(name, blocked, progressed, spin))
     child.start()
     assert blocked.wait(timeout=60)
     assert progressed.wait(timeout=30), "another thread ran while receive() waited"
