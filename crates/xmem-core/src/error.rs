@@ -142,6 +142,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// A write was asked of a stream subscriber's attachment, whose buffers are mapped
+    /// read-only.
+    #[error("pool {pool} is attached read-only here (a stream subscriber's attachment: what it receives is read-only); open the pool with BufferPool::open to write buffers, or copy the frame")]
+    ReadOnly {
+        /// The pool's name.
+        pool: String,
+    },
+
     /// `try_acquire` found no free buffer.
     #[error("pool {pool} has no free buffer: all {count} are in use; release some, enlarge the pool, or use acquire_timeout")]
     PoolExhausted {

@@ -54,7 +54,7 @@ pub fn to_py(e: Error) -> PyErr {
         Error::InvalidName { .. } => InvalidName::new_err(msg),
         Error::NotFound { .. } => NotFound::new_err(msg),
         Error::AlreadyExists { .. } => AlreadyExists::new_err(msg),
-        Error::PermissionDenied { .. } => PermissionDenied::new_err(msg),
+        Error::PermissionDenied { .. } | Error::ReadOnly { .. } => PermissionDenied::new_err(msg),
         Error::NoSpace { .. } => NoSpace::new_err(msg),
         Error::NotXmem { .. }
         | Error::Truncated { .. }

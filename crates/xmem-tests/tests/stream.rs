@@ -443,6 +443,62 @@ fn a_receive_calls_its_hook_only_while_it_polls_and_stops_when_told() {
     }
 }
 
+/// A subscriber's attachment maps the buffers read-only (a write through a raw pointer faults
+/// rather than changing what others read), and it refuses every way to write access.
+#[test]
+fn a_subscriber_sees_the_buffers_mapped_read_only_and_gets_no_write_access() {
+    let scope = ShmScope::new("stro");
+    let name = scope.name("s");
+    let mut p = publisher(&name, Policy::DropOldest, 0);
+    let mut s = Subscriber::open(&name).unwrap();
+    publish(&mut p);
+    let frame = s.receive_timeout(WAIT).unwrap().unwrap();
+
+    // This process maps the pool twice: the publisher's attachment read-write, the
+    // subscriber's with its buffers (the arena) read-only.
+    let permissions = |addr: usize| -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| {
+                let (range, _) = l.split_once(' ').unwrap();
+                let (lo, hi) = range.split_once('-').unwrap();
+                let (lo, hi) = (
+                    usize::from_str_radix(lo, 16).unwrap(),
+                    usize::from_str_radix(hi, 16).unwrap(),
+                );
+                (lo..hi).contains(&addr)
+            })
+            .unwrap_or_else(|| panic!("no mapping holds {addr:#x}:\n{maps}"));
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(permissions(frame.bytes().as_ptr() as usize), "r--s");
+    let mut loaned = p.loan().unwrap();
+    assert_eq!(permissions(loaned.bytes_mut().as_mut_ptr() as usize), "rw-s");
+    drop(loaned);
+
+    match s.pool().try_acquire() {
+        Err(Error::ReadOnly { pool }) => assert_eq!(pool, format!("{name}.pool")),
+        other => panic!("a subscriber's attachment handed out write access: {other:?}"),
+    }
+    assert!(matches!(
+        frame.pool().acquire_timeout(WAIT),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        s.pool().get_mut(frame.token()),
+        Err(Error::ReadOnly { .. })
+    ));
+    let frame = frame
+        .try_into_mut()
+        .expect_err("a received frame never becomes writable");
+    assert_eq!(
+        frame_seq(frame.bytes()),
+        Some(0),
+        "and it still reads as published"
+    );
+}
+
 /// Frames at a steady 50 Hz: a subscriber with `wake_ahead` is awake when most of them come (the
 /// publisher seldom has to wake it), one without is woken for every frame (the control).
 #[test]

@@ -142,6 +142,36 @@ impl Mapping {
         Ok(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<T>(), count) })
     }
 
+    /// Makes `len` bytes from `offset` (page-aligned, inside the mapping) read-only for this
+    /// process: a write there faults (SIGSEGV) instead of changing what other processes read.
+    pub fn protect_read_only(&self, offset: usize, len: usize) -> Result<()> {
+        let page = 4096;
+        let inside = offset.checked_add(len).is_some_and(|end| end <= self.len);
+        if offset % page != 0 || !inside {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                detail: format!(
+                    "cannot protect {len} bytes at {offset} of a {}-byte mapping",
+                    self.len
+                ),
+            });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is page-aligned and inside our own mapping (checked above); taking
+        // write permission away invalidates no Rust reference (shared data is only written
+        // through atomics and raw pointers, whose writers are refused on this attachment).
+        unsafe {
+            mm::mprotect(
+                self.ptr.as_ptr().add(offset).cast::<c_void>(),
+                len,
+                mm::MprotectFlags::READ,
+            )
+        }
+        .map_err(|e| Error::os("protect", &self.path, e))
+    }
+
     /// Faults every page in now, so that no later access pays for it (`MADV_POPULATE_WRITE`,
     /// or touching each page where the kernel is older than 5.14).
     pub fn prefault(&self) {

@@ -134,10 +134,11 @@ impl Buffer {
         }
     }
 
-    /// Turns this reference into exclusive write access, if it is the only one anywhere.
+    /// Turns this reference into exclusive write access, if it is the only one anywhere (and
+    /// not a frame received by a stream subscriber: those are mapped read-only).
     pub fn try_into_mut(self) -> std::result::Result<BufferMut, Buffer> {
         let pool = self.inner();
-        if protocol::try_upgrade(&pool.map, pool, pool.me, self.index) {
+        if !pool.read_only && protocol::try_upgrade(&pool.map, pool, pool.me, self.index) {
             let this = std::mem::ManuallyDrop::new(self);
             Ok(BufferMut {
                 ptr: this.ptr,

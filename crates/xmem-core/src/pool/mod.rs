@@ -71,6 +71,8 @@ pub struct PoolBuilder {
     spin: Duration,
     /// Manager word of the slot to attach (a stream subscriber's private attachment).
     manager: u64,
+    /// Map the buffers read-only and refuse write access (a stream subscriber's attachment).
+    read_only: bool,
 }
 
 impl PoolBuilder {
@@ -86,6 +88,7 @@ impl PoolBuilder {
             open_timeout: object::DEFAULT_OPEN_TIMEOUT,
             spin: DEFAULT_SPIN,
             manager: 0,
+            read_only: false,
         }
     }
 
@@ -279,6 +282,15 @@ impl PoolBuilder {
                 })
             }
         };
+        // A stream subscriber's attachment only reads buffers: map them read-only, so that a
+        // write through a view that knows no read-only flag (a torch tensor, a raw pointer)
+        // faults here instead of changing what the publisher and other subscribers see.
+        if self.read_only {
+            let arena = map.layout.arena;
+            map.object
+                .map
+                .protect_read_only(arena, map.object.map.len() - arena)?;
+        }
         // Return what dead processes left behind before anyone waits for it.
         registry::sweep(&map, me, false);
         let count = map.layout.config.count as usize;
@@ -292,6 +304,7 @@ impl PoolBuilder {
             cursor: AtomicUsize::new(slot),
             handles: AtomicUsize::new(0),
             private: self.manager != 0,
+            read_only: self.read_only,
             key,
             path,
             kept: KeptHints::new(map.hint_words().len()),
@@ -418,6 +431,8 @@ pub(crate) struct PoolInner {
     /// A stream subscriber's own attachment: never re-used by `open`, so that only its stream
     /// delivers to its slot.
     private: bool,
+    /// Buffers mapped read-only, write access refused (a stream subscriber's attachment).
+    read_only: bool,
     /// (device, inode) of the pool's file.
     key: (u64, u64),
     /// Free hints this process keeps back (see [`HintBatching`]).
@@ -667,6 +682,7 @@ impl BufferPool {
     /// Takes a free buffer for writing, or fails with [`Error::PoolExhausted`] at once.
     #[inline]
     pub fn try_acquire(&self) -> Result<BufferMut> {
+        self.check_writable()?;
         match self.take() {
             Some(b) => Ok(b),
             None => self.try_acquire_slow(),
@@ -698,6 +714,18 @@ impl BufferPool {
     /// Takes a free buffer for writing, waiting at most `timeout` ([`Error::Timeout`] after).
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<BufferMut> {
         self.acquire_until(Some((Instant::now() + timeout, timeout)))
+    }
+
+    /// Refuses write access on a stream subscriber's attachment, whose buffers are mapped
+    /// read-only (a write would fault).
+    #[inline]
+    fn check_writable(&self) -> Result<()> {
+        if self.inner().read_only {
+            return Err(Error::ReadOnly {
+                pool: self.name().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// One pass over the free hints; no system call, no allocation.
@@ -747,6 +775,7 @@ impl BufferPool {
     }
 
     fn acquire_until(&self, deadline: Option<(Instant, Duration)>) -> Result<BufferMut> {
+        self.check_writable()?;
         if let Some(b) = self.take() {
             return Ok(b);
         }
@@ -818,6 +847,7 @@ impl BufferPool {
     /// Takes exclusive write access to the buffer a token names. Succeeds only if this process
     /// would be its only holder: typically a buffer [handed](BufferMut::send) to this process.
     pub fn get_mut(&self, token: BufferRef) -> Result<BufferMut> {
+        self.check_writable()?;
         self.take_ref(token, Access::Write)?;
         Ok(BufferMut::adopt(self.ptr, token.index(), token.generation()))
     }
@@ -954,12 +984,18 @@ impl BufferPool {
 impl BufferPool {
     /// A new attachment of this process with its own slot, managed by `manager` (the stream's
     /// publisher): what a subscriber holds is told apart from everything else of this process,
-    /// and its slot is not re-used while the publisher may still deliver to it.
+    /// and its slot is not re-used while the publisher may still deliver to it. It only reads
+    /// buffers: they are mapped read-only.
     pub(crate) fn attach_managed(&self, manager: ProcessIdentity) -> Result<BufferPool> {
+        self.attach_private(manager, true)
+    }
+
+    fn attach_private(&self, manager: ProcessIdentity, read_only: bool) -> Result<BufferPool> {
         let inner = self.inner();
         let file = ShmFile::from_fd(inner.map.object.file.try_clone_fd()?)?;
         let mut b = PoolBuilder::new(Some(self.name()));
         b.manager = registry::manager_word(Some(manager));
+        b.read_only = read_only;
         b.spin = inner.spin;
         let obj = object::open_file(file, &open_spec(true, b.prefault, b.open_timeout))?;
         b.finish_open(obj, inner.path.clone())
@@ -1277,7 +1313,8 @@ mod tests {
         pool.batch_hints(HintBatching::Claim);
         let mine = pool.try_acquire().unwrap();
         assert_eq!(hint_bits(&pool), 0, "one swap claimed every hint");
-        let other = second(&pool);
+        // A second attachment that writes (a subscriber's, from `second`, only reads).
+        let other = pool.attach_private(pool.identity(), false).unwrap();
         let a = other
             .try_acquire()
             .expect("a free buffer claimed by another attachment");
