@@ -103,3 +103,21 @@ def receive_until_interrupted(stream, blocked, progressed, spin):
     os._exit(1)
 
 
+
+
+def write_into_received(stream, how, out):
+    """Receives one frame and writes into it through a view that knows no read-only flag: a raw
+    pointer (ctypes) or a torch tensor. The subscriber's mapping is read-only, so this faults."""
+    sub = xmem.Subscriber(stream)
+    out.put("joined")
+    frame = sub.receive(timeout=60)
+    if how == "torch":
+        import torch
+
+        torch.from_dlpack(frame).add_(1)
+    else:
+        import ctypes
+
+        ctypes.memset(frame.address, 0xFF, 1)
+    out.put("wrote")
+    os._exit(0)

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 import xmem
-from peers import hold_and_wait, receive_counting_wakeups, receive_until_interrupted, subscribe_and_check
+from peers import (
+    hold_and_wait,
+    receive_counting_wakeups,
+    receive_until_interrupted,
+    subscribe_and_check,
+    write_into_received,
+)
 
 spawn = multiprocessing.get_context("spawn")
 
@@ -129,6 +135,31 @@ def test_a_subscriber_killed_with_sigkill_leaves_nothing_held(name):
         time.sleep(0.005)  # the publisher notices through a pidfd, polled every 10 ms
     assert pub.subscriber_count == 0
     assert pub.free_count == buffers, "what it held and what was queued came back"
+    pub.close()
+
+
+@pytest.mark.parametrize("how", ["pointer", "torch"])
+def test_writing_into_a_received_frame_faults_instead_of_changing_what_others_read(name, how):
+    if how == "torch":
+        pytest.importorskip("torch", reason="torch is not installed here; a raw pointer writes instead")
+    buffers = 4
+    pub = xmem.Publisher(name, buffer_size=64, buffers=buffers, depth=2)
+    out = spawn.Queue()
+    child = spawn.Process(target=write_into_received, args=(name, how, out))
+    child.start()
+    assert out.get(timeout=60) == "joined"
+    with xmem.Subscriber(name) as other:
+        pub.publish_array(np.full(64, 7, dtype=np.uint8))
+        child.join(timeout=60)
+        assert child.exitcode == -signal.SIGSEGV, "the write faulted (the subscriber's mapping is read-only)"
+        assert out.empty(), "nothing after the write ran"
+        frame = other.receive(timeout=60)
+        assert np.all(np.asarray(frame) == 7), "what the other subscriber reads is what was published"
+        del frame
+    deadline = time.monotonic() + 10
+    while pub.subscriber_count > 0 and time.monotonic() < deadline:
+        time.sleep(0.005)  # the publisher notices the dead subscriber through a pidfd
+    assert pub.free_count == buffers, "what the dead subscriber held came back"
     pub.close()
 
 
