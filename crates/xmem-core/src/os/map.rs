@@ -9,6 +9,10 @@ use rustix::mm::{self, MapFlags, ProtFlags};
 
 use crate::error::{Error, Result};
 
+/// The page size mappings are made of (x86-64 and aarch64 Linux with 4 KiB pages; hugetlbfs
+/// is refused). Layouts align to it, and protection and prefaulting work in it.
+pub const PAGE_SIZE: usize = 4096;
+
 /// A type that may be viewed in place over shared memory that other processes write.
 ///
 /// # Safety
@@ -145,9 +149,8 @@ impl Mapping {
     /// Makes `len` bytes from `offset` (page-aligned, inside the mapping) read-only for this
     /// process: a write there faults (SIGSEGV) instead of changing what other processes read.
     pub fn protect_read_only(&self, offset: usize, len: usize) -> Result<()> {
-        let page = 4096;
         let inside = offset.checked_add(len).is_some_and(|end| end <= self.len);
-        if offset % page != 0 || !inside {
+        if offset % PAGE_SIZE != 0 || !inside {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
                 detail: format!(
@@ -159,9 +162,10 @@ impl Mapping {
         if len == 0 {
             return Ok(());
         }
-        // SAFETY: the range is page-aligned and inside our own mapping (checked above); taking
-        // write permission away invalidates no Rust reference (shared data is only written
-        // through atomics and raw pointers, whose writers are refused on this attachment).
+        // SAFETY: the range is page-aligned and inside our own mapping (checked above), so no
+        // other memory changes; reads stay valid, and a later write there faults (a signal,
+        // not a silent change). Callers protect only ranges they never write through atomics
+        // (the pool protects the arena of an attachment that refuses write guards).
         unsafe {
             mm::mprotect(
                 self.ptr.as_ptr().add(offset).cast::<c_void>(),
@@ -175,7 +179,6 @@ impl Mapping {
     /// Faults every page in now, so that no later access pays for it (`MADV_POPULATE_WRITE`,
     /// or touching each page where the kernel is older than 5.14).
     pub fn prefault(&self) {
-        let page = 4096;
         if self.writable {
             // SAFETY: the range is our own mapping; MADV_POPULATE_WRITE changes no contents.
             let done = unsafe {
@@ -189,7 +192,7 @@ impl Mapping {
                 return;
             }
         }
-        for offset in (0..self.len).step_by(page) {
+        for offset in (0..self.len).step_by(PAGE_SIZE) {
             // SAFETY: offset < len, inside our mapping; a volatile read faults the page in and
             // changes nothing.
             unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(offset)) };

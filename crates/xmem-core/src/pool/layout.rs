@@ -310,7 +310,7 @@ pub struct PoolLayout {
     pub total: u64,
 }
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = crate::os::map::PAGE_SIZE as u64;
 
 fn round_up(v: u64, to: u64) -> Option<u64> {
     v.checked_add(to - 1).map(|x| x / to * to)
