@@ -5,6 +5,7 @@
 //! Cross-process roles run in a peer process ([`peer_main`]); the criterion benches start the
 //! `xmem-bench-peer` binary for them.
 
+mod paced;
 pub mod segment;
 pub mod streams;
 pub mod tensorpool;
@@ -97,6 +98,8 @@ pub fn peer_main(args: &[String]) -> i32 {
         ["tp-echo", dir, cpu] => tensorpool::echo_role(dir, cpu),
         ["tp-follow", dir, cpu] => tensorpool::follow_role(dir, cpu),
         ["line-echo", path, cpu] => tensorpool::line_echo_role(path, cpu),
+        ["paced-pub", rest @ ..] => paced::publisher_role(rest),
+        ["paced-sub", rest @ ..] => paced::subscriber_role(rest),
         _ => {
             eprintln!("unknown peer role {words:?}");
             2

@@ -12,12 +12,18 @@ Two figures per transport:
 Every transport does the same work per frame: the producer stamps the frame's first bytes
 (`--write header`, the default) or writes every byte (`--write full`, a memset in place); the
 consumer reads one byte of every 4 KiB page.
+
+Where `xmem-bench-peer` is built (`cargo build --release -p xmem-bench`), each round also runs
+a Rust publisher and a Rust subscriber with the same pacing (notification only): what the host
+does to a process that handles one frame every 10 ms, without Python. This host has stretches of
+seconds in which every cold cache miss costs several times more, and both figures move together.
 """
 
 import argparse
 import multiprocessing as mp
 import os
 import pickle
+import subprocess
 import time
 from multiprocessing import shared_memory
 
@@ -38,6 +44,11 @@ SLOTS = int(os.environ.get("XMEM_BENCH_SLOTS", "3"))
 DEPTH = 1  # frames queued ahead of the consumer
 FULL = False  # set from --write in main(); children get it as an argument
 spawn = mp.get_context("spawn")
+# The Rust reference's peer binary (see the docstring); the reference is left out without it.
+PEER = os.environ.get(
+    "XMEM_BENCH_PEER",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "target", "release", "xmem-bench-peer"),
+)
 
 
 def touch(a):
@@ -166,6 +177,19 @@ def queue_consumer(q):
     return (n - 1) / (time.monotonic() - t0), lat
 
 
+# ---- Rust publisher -> Rust subscriber (the reference) -----------------------------------
+
+def run_rust(frames, period):
+    """Notification only: a Rust publisher and subscriber in two processes, paced like the rest."""
+    name = f"bench-rs-{os.getpid()}-{time.monotonic_ns()}"
+    write = "full" if FULL else "header"
+    pub = subprocess.Popen([PEER, "paced-pub", name, str(frames), str(int(period * 1e9)), str(NBYTES), write])
+    sub = subprocess.run([PEER, "paced-sub", name, str(frames)], capture_output=True, text=True)
+    if pub.wait() != 0 or sub.returncode != 0:
+        raise RuntimeError(f"the Rust reference failed: {sub.stderr.strip()}")
+    return None, [int(x) for x in sub.stdout.split()]
+
+
 # ---- the runs -----------------------------------------------------------------------------
 
 def run_xmem(frames, period, spin=None, wake_ahead=None):
@@ -222,10 +246,17 @@ def main():
         ("xmem stream, receive() (spins 20 µs, then sleeps)", run_xmem, {}),
         ("xmem stream, receive() waking 300 µs ahead", run_xmem, {"wake_ahead": 0.0003}),
         ("xmem stream, receive() spinning up to 20 ms", run_xmem, {"spin": 0.02}),
+    ]
+    # Right after the polling Python row, so that both fall into the same stretch of the host.
+    if os.access(PEER, os.X_OK):
+        rows.append(("reference: Rust publisher -> Rust subscriber, polling", run_rust, {}))
+    else:
+        print(f"(the Rust reference is left out: no {PEER}; `cargo build --release -p xmem-bench` builds it)")
+    base = len(rows)  # the row every rate is divided by, in the same round
+    rows += [
         ("multiprocessing.shared_memory + Pipe", run_shm, {}),
         ("multiprocessing.Queue (pickles each frame)", run_queue, {}),
     ]
-    base = 3  # the row every rate is divided by, in the same round
     # results[row] = list of (rate, p50, p99), one per round. Rounds run every transport in turn,
     # so that a noisy stretch of the host falls on all of them, and each ratio is taken within
     # one round.
@@ -233,11 +264,12 @@ def main():
     for r in range(args.rounds):
         for i, (label, run, extra) in enumerate(rows):
             frames = args.frames if run is not run_queue else max(50, args.frames // 20)
-            rate, _ = run(frames, 0.0, **extra)
+            rate = run(frames, 0.0, **extra)[0] if run is not run_rust else None
             _, lat = run(args.paced, 0.01, **extra)
             p50, p99 = percentiles(lat)
             results[i].append((rate, p50, p99))
-            print(f"round {r + 1}: {label:52s} {rate:9.0f} frames/s   notification p50 {p50:8.1f} µs  p99 {p99:8.1f} µs", flush=True)
+            shown = f"{rate:9.0f} frames/s" if rate is not None else f"{'—':>18s}"
+            print(f"round {r + 1}: {label:52s} {shown}   notification p50 {p50:8.1f} µs  p99 {p99:8.1f} µs", flush=True)
     def med(values):
         return float(np.median(values))
 
@@ -245,11 +277,13 @@ def main():
     print("| transport | frames/s (median) | × shared_memory+Pipe, median (min–max) of the rounds | notification p50 / p99 (µs, medians) |")
     print("|---|---|---|---|")
     for (label, _, _), res in zip(rows, results):
-        ratios = [rate / b[0] for (rate, _, _), b in zip(res, results[base])]
-        print(
-            f"| {label} | {med([x[0] for x in res]):,.0f} | {med(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) "
-            f"| {med([x[1] for x in res]):.1f} / {med([x[2] for x in res]):.1f} |"
-        )
+        if res[0][0] is None:
+            rate = ratio = "—"
+        else:
+            ratios = [rate / b[0] for (rate, _, _), b in zip(res, results[base])]
+            rate = f"{med([x[0] for x in res]):,.0f}"
+            ratio = f"{med(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+        print(f"| {label} | {rate} | {ratio} | {med([x[1] for x in res]):.1f} / {med([x[2] for x in res]):.1f} |")
 
 
 if __name__ == "__main__":
