@@ -11,7 +11,8 @@ Two figures per transport:
     having the frame, with frames paced at 100/s so that no queue forms (p50 / p99).
 Every transport does the same work per frame: the producer stamps the frame's first bytes
 (`--write header`, the default) or writes every byte (`--write full`, a memset in place); the
-consumer reads one byte of every 4 KiB page.
+consumer reads one byte of every 4 KiB page (`--read pages`, the default), or only the frame's
+first element (`--read one`), which leaves the transports' own costs.
 
 Where `xmem-bench-peer` is built (`cargo build --release -p xmem-bench`), each round also runs
 a Rust publisher and a Rust subscriber with the same pacing (notification only): what the host
@@ -51,9 +52,16 @@ PEER = os.environ.get(
 )
 
 
+PAGES = True  # set from --read in main(); only the consumer (this process) reads
+
+
 def touch(a):
-    """Reads one byte of every page of the frame (what any consumer at least does)."""
-    return int(a.reshape(-1)[::4096].sum())
+    """Reads one byte of every page of the frame (`--read pages`, the default: what a consumer
+    that looks at the whole frame at least does), or its first element (`--read one`: the frame
+    used as an array, with nothing but the transport and the array to pay for)."""
+    if PAGES:
+        return int(a.reshape(-1)[::4096].sum())
+    return int(a[0, 0, 0])
 
 
 def percentiles(lat):
@@ -230,18 +238,20 @@ def run_queue(frames, period):
 
 
 def main():
-    global FULL, SLOTS
+    global FULL, SLOTS, PAGES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=2000, help="frames per rate run")
     ap.add_argument("--paced", type=int, default=300, help="frames per notification run (100/s)")
     ap.add_argument("--write", choices=["header", "full"], default="header")
+    ap.add_argument("--read", choices=["pages", "one"], default="pages", help="what the consumer reads of each frame")
     ap.add_argument("--slots", type=int, default=SLOTS, help="buffers in flight, for every transport")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every transport, interleaved")
     args = ap.parse_args()
     FULL = args.write == "full"
+    PAGES = args.read == "pages"
     SLOTS = args.slots
     os.environ["XMEM_BENCH_SLOTS"] = str(SLOTS)
-    print(f"1920x1080x3 uint8 frames, producer writes: {args.write}; {SLOTS} slots; {os.cpu_count()} CPUs; {args.rounds} rounds")
+    print(f"1920x1080x3 uint8 frames, producer writes: {args.write}; consumer reads: {args.read}; {SLOTS} slots; {os.cpu_count()} CPUs; {args.rounds} rounds")
     rows = [
         ("xmem stream, receive() (spins 20 µs, then sleeps)", run_xmem, {}),
         ("xmem stream, receive() waking 300 µs ahead", run_xmem, {"wake_ahead": 0.0003}),
