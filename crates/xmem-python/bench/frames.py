@@ -3,7 +3,7 @@ a numpy array: xmem streams beside multiprocessing.shared_memory + a pipe and a 
 multiprocessing.Queue, all in one run. Run by hand (about a minute per round; three rounds by
 default, every transport in each, medians reported):
 
-    scripts/python-env && .venv/bin/python crates/xmem-python/bench/frames.py [--frames 2000] [--rounds 3]
+    scripts/python-env && .venv/bin/python crates/xmem-python/bench/frames.py [--read pages|one] [--rounds 3]
 
 Two figures per transport:
   * rate: frames/s with the producer sending as fast as the consumer takes them (nothing lost);
