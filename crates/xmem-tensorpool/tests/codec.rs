@@ -498,8 +498,11 @@ fn d_4_4a_1_gate_on_schema_template_version_and_block_length() {
         Err(CodecError::Version { got: 2, max: 1, .. })
     ));
     assert!(
-        decode_exact(&with_header(ok, 6, 0)).is_ok(),
-        "version 0 is older, accepted"
+        matches!(
+            decode_exact(&with_header(ok, 6, 0)),
+            Err(CodecError::Version { got: 0, max: 1, .. })
+        ),
+        "version 0 never existed: refused, not re-encoded as 1"
     );
 }
 
@@ -623,6 +626,31 @@ fn typed_frame_messages_match_the_generic_codec() {
         "shm:file?path=/dev/shm/tp/10000/3/2.pool|require_hugepages=false"
     );
     assert_eq!(a.encode().unwrap(), vector("shm_pool_announce"));
+}
+
+/// Found by the `decode_any` fuzz target: a FrameDescriptor (and a FrameProgress) whose header
+/// says version 0 was taken by the typed codec and written back as version 1.
+#[test]
+fn typed_frame_messages_refuse_version_zero_as_the_generic_codec_does() {
+    let mut descriptor = hex("28 00 04 00 84 03 00 00");
+    descriptor.extend([0u8; 40]);
+    assert!(matches!(
+        FrameDescriptor::decode(&descriptor),
+        Err(CodecError::Version { got: 0, max: 1, .. })
+    ));
+    assert!(matches!(
+        decode_exact(&descriptor),
+        Err(CodecError::Version { got: 0, .. })
+    ));
+    let progress = with_header(vector("frame_progress"), 6, 0);
+    assert!(matches!(
+        FrameProgress::decode(&progress),
+        Err(CodecError::Version { got: 0, max: 1, .. })
+    ));
+    assert!(decode_exact(&progress).is_err());
+    let version_1 = with_header(descriptor, 6, 1);
+    let d = FrameDescriptor::decode(&version_1).expect("the same bytes as version 1 decode");
+    assert_eq!(d.encode().as_slice(), version_1.as_slice());
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! per frame ([`FrameDescriptor`], [`FrameProgress`]) have their own fixed-offset codecs in
 //! [`typed`], checked against the generic one by the tests.
 //!
-//! Decoding fails closed, as the C decoders do: the header's schema id, template id and
-//! `version ≤ 1` are checked, every block length must be exactly the schema's (the v1.1
+//! Decoding fails closed, as the C decoders do: the header's schema id, template id and version
+//! are checked (the version must be 1: the C decoders also take 0, which no schema of the family
+//! ever was and no implementation writes, and which would re-encode as 1), every block length must be exactly the schema's (the v1.1
 //! FrameDescriptor and FrameProgress are recognised by theirs and decoded as legacy layouts),
 //! every enum value must be a valid one, every length must fit the bytes that follow, and no
 //! input can panic. Encoding writes exactly those block lengths and zero-fills pads.
@@ -78,14 +79,15 @@ pub enum CodecError {
         /// The template id.
         template: u16,
     },
-    /// A header version newer than the schema's.
-    #[error("{message}: version {got} is newer than this decoder's {max}")]
+    /// A header version other than the schema's: newer (not understood yet), or 0, which no
+    /// schema of the family ever had and no implementation writes.
+    #[error("{message}: version {got}, but this schema has only version {max}; the sender is newer than this decoder or not a tensor-pool peer")]
     Version {
         /// The message.
         message: String,
         /// The version in the header.
         got: u16,
-        /// The newest version understood.
+        /// The version understood (every schema of the family is at version 1).
         max: u16,
     },
     /// A block length that is not exactly the schema's.

@@ -290,7 +290,8 @@ fn typed_body<'a>(
             h.template_id
         )));
     }
-    if h.version > 1 {
+    // The wire schema has only version 1 (see `layout_of` in wire.rs for why 0 is refused).
+    if h.version != 1 {
         return Err(CodecError::Version {
             message: name.into(),
             got: h.version,

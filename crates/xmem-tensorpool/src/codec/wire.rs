@@ -55,7 +55,9 @@ fn layout_of(h: &Header) -> Result<&'static MessageDef, CodecError> {
         schema: h.schema_id,
         template: h.template_id,
     })?;
-    if h.version > schema.version {
+    // Version 0 never existed (each schema was published as 1), so it is refused like a newer
+    // one: accepting it would re-encode another version than was read.
+    if h.version != schema.version {
         return Err(CodecError::Version {
             message: first.name.clone(),
             got: h.version,
