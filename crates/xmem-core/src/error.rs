@@ -72,7 +72,7 @@ pub enum Error {
     },
 
     /// The file is shorter than its header says it must be.
-    #[error("{} is truncated: {size} bytes, but it needs {needed}; remove it with `xmem clean`", path.display())]
+    #[error("{} is truncated: {size} bytes, but it needs {needed}; remove it with `xmem clean --damaged`", path.display())]
     Truncated {
         /// The file's path.
         path: PathBuf,
@@ -121,7 +121,7 @@ pub enum Error {
     },
 
     /// A header or table in shared memory holds values that cannot be right.
-    #[error("{} is corrupt: {detail}; remove it with `xmem clean`", path.display())]
+    #[error("{} is corrupt: {detail}; remove it with `xmem clean --damaged`", path.display())]
     Corrupt {
         /// The file's path.
         path: PathBuf,

@@ -352,3 +352,125 @@ fn streams_are_listed_and_inspected_with_their_subscribers() {
     drop(publisher);
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
+
+/// `xmem` run as `nobody` (uid 65534), or `None` where this test cannot switch users (not root).
+fn as_nobody(dir: &Dir, args: &[&str]) -> Option<Output> {
+    use std::os::unix::process::CommandExt;
+    if rustix::process::geteuid().as_raw() != 0 {
+        println!("skipped: switching to another uid needs root");
+        return None;
+    }
+    Some(
+        Command::new(xmem_bin())
+            .args(args)
+            .env("XMEM_SHM_DIR", &dir.path)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn objects_of_another_user_are_listed_as_unreadable_not_hidden() {
+    let scope = ShmScope::new("cliuid");
+    let dir = Dir::new(&scope);
+    let pool = BufferPool::builder("private")
+        .directory(&dir.path)
+        .buffers(2)
+        .buffer_size(64)
+        .create()
+        .unwrap();
+    let Some(ls) = as_nobody(&dir, &["ls"]) else {
+        return;
+    };
+    let ls = String::from_utf8(ls.stdout).unwrap();
+    assert!(
+        ls.contains("private") && ls.contains("unreadable") && ls.contains("owned by uid 0 with mode 0600"),
+        "{ls}"
+    );
+    let json = as_nobody(&dir, &["ls", "--format", "json"]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json[0]["state"], "unreadable", "{json}");
+    let clean = as_nobody(&dir, &["clean"]).unwrap();
+    assert!(clean.status.success());
+    let clean = String::from_utf8(clean.stdout).unwrap();
+    assert!(
+        clean.contains("private: left alone, not readable by uid 65534")
+            && clean.contains("1 object(s) not readable"),
+        "{clean}"
+    );
+    assert!(!clean.contains("nothing to clean in"), "{clean}");
+    let inspect = as_nobody(&dir, &["inspect", "private"]).unwrap();
+    assert_eq!(inspect.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&inspect.stderr).contains("permission denied"));
+    assert_eq!(dir.files(), ["xmem.private"]);
+    drop(pool);
+}
+
+/// Starts `xmem produce NAME` and waits until it publishes; the caller kills it.
+fn producer(dir: &Dir, name: &str) -> PeerProcess {
+    let mut cmd = Command::new(xmem_bin());
+    cmd.args(["produce", name, "--shape", "64", "--fps", "1000"])
+        .env("XMEM_SHM_DIR", &dir.path);
+    let mut p = PeerProcess::from_command(cmd);
+    assert_eq!(p.line(), "ready");
+    p
+}
+
+fn scribble(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+#[test]
+fn a_damaged_stream_whose_publisher_died_is_cleaned_and_its_name_taken_again() {
+    let scope = ShmScope::new("clidmg");
+    let dir = Dir::new(&scope);
+    // Its layout version scribbled (offset 16 of the common header): damage, not a version
+    // another xmem wrote, and plain `xmem clean` removes it since no one holds its lock.
+    producer(&dir, "cam").kill();
+    scribble(&dir.path.join("xmem.cam"), 16, &0xdead_beef_u32.to_le_bytes());
+    let ls = dir.ok(&["ls"]);
+    let line = ls.lines().find(|l| l.starts_with("cam ")).unwrap();
+    assert!(
+        line.contains("damaged")
+            && line.contains("layout version 3735928559 is not one any xmem writes")
+            && line.contains("`xmem clean --damaged` removes it"),
+        "{ls}"
+    );
+    assert!(!ls.contains("use one xmem version"), "{ls}");
+    let clean = dir.ok(&["clean"]);
+    assert!(
+        clean.contains("cam: removed (damaged") && clean.contains("its owner is gone"),
+        "{clean}"
+    );
+    assert!(
+        dir.files().is_empty(),
+        "the stream and its pool: {:?}",
+        dir.files()
+    );
+    producer(&dir, "cam").kill();
+    dir.ok(&["clean"]);
+
+    // Its magic scribbled: not recognisably a stream any more, so only `--damaged` removes it,
+    // and every command that meets it says so.
+    producer(&dir, "cam").kill();
+    scribble(&dir.path.join("xmem.cam"), 0, &[0xff; 8]);
+    assert!(dir
+        .ok(&["clean"])
+        .contains("cam: damaged (not an xmem object); `xmem clean --damaged` removes it"));
+    let out = dir.xmem(&["produce", "cam", "--count", "1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("xmem clean --damaged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir
+        .ok(&["clean", "--damaged"])
+        .contains("cam: removed (damaged: not an xmem object)"));
+    let done = dir.ok(&["produce", "cam", "--count", "3", "--shape", "64"]);
+    assert!(done.contains("done 3 frames"), "{done}");
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use xmem_core::discovery::{self, Action, CleanupOptions};
+use xmem_core::object::ObjectState;
 use xmem_core::os::{placement, ShmDir};
 
 use crate::fmt;
@@ -20,7 +21,7 @@ pub fn run(dry_run: bool, damaged: bool, grace: Duration) -> Result<()> {
             .into_iter()
             .map(|m| ShmDir::new(m.path)),
     );
-    let mut acted = 0;
+    let (mut acted, mut unreadable) = (0, 0);
     for dir in &dirs {
         for c in discovery::cleanup_in(dir, options)? {
             acted += 1;
@@ -44,16 +45,22 @@ pub fn run(dry_run: bool, damaged: bool, grace: Duration) -> Result<()> {
                 }
             }
         }
-        if !damaged {
-            for e in discovery::list_in(dir)? {
-                if let xmem_core::object::ObjectState::Damaged(why) = &e.state {
-                    println!("{}: damaged ({why}); `xmem clean --damaged` removes it", e.name);
-                }
+        for e in discovery::list_in(dir)? {
+            if let ObjectState::Unreadable(why) = &e.state {
+                unreadable += 1;
+                println!("{}: left alone, {why}", e.name);
+            } else if let Some(why) = e.damage().filter(|_| !damaged) {
+                println!("{}: damaged ({why}); `xmem clean --damaged` removes it", e.name);
             }
         }
     }
-    if acted == 0 {
+    if acted == 0 && unreadable == 0 {
         println!("nothing to clean in {}", dirs[0].path().display());
+    } else if acted == 0 {
+        println!(
+            "nothing this user can clean in {}; {unreadable} object(s) not readable (above)",
+            dirs[0].path().display()
+        );
     }
     Ok(())
 }

@@ -57,6 +57,7 @@ pub fn run(name: &str, format: Format) -> Result<()> {
             path.display()
         ),
         (ObjectState::Initialising, _) => bail!("{} is still being initialised", path.display()),
+        (ObjectState::Unreadable(why), _) => bail!("{}: {why}", path.display()),
         (ObjectState::Ready, None) => bail!("{} has no kind", path.display()),
     }
 }

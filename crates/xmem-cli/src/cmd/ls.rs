@@ -25,7 +25,7 @@ pub fn run(format: Format) -> Result<()> {
                     vec![
                         e.name.clone(),
                         e.kind.map(|k| k.to_string()).unwrap_or_else(|| "?".into()),
-                        state_word(&e.state).to_string(),
+                        entry_state_word(e).to_string(),
                         e.owner.map(|o| o.pid.to_string()).unwrap_or_else(|| "?".into()),
                         e.owner_liveness.map(liveness_word).unwrap_or("?").to_string(),
                         fmt::bytes(e.file_size),
@@ -76,9 +76,11 @@ fn usage(e: &Entry) -> String {
             "{published} frames, {subscribers} subscriber(s), publisher {}, pool {pool}",
             if *publisher_alive { "alive" } else { "gone" }
         ),
+        Detail::Damaged(why) => format!("{why}; `xmem clean --damaged` removes it"),
         Detail::Unreadable(why) => format!("unreadable: {why}"),
         Detail::None => match &e.state {
-            ObjectState::Damaged(why) => why.clone(),
+            ObjectState::Damaged(why) => format!("{why}; `xmem clean --damaged` removes it"),
+            ObjectState::Unreadable(why) => why.clone(),
             _ => String::new(),
         },
     }
@@ -111,14 +113,15 @@ pub fn entry_json(e: &Entry) -> serde_json::Value {
             json!({"pool": pool, "publisher_alive": publisher_alive, "published": published, "subscribers": subscribers})
         }
         Detail::Unreadable(why) => json!({"error": why}),
-        Detail::None => json!(null),
+        Detail::Damaged(_) | Detail::None => json!(null),
     };
     json!({
         "name": e.name,
         "path": e.path,
         "kind": e.kind.map(|k| k.to_string()),
-        "state": state_word(&e.state),
-        "damage": match &e.state { ObjectState::Damaged(d) => Some(d.clone()), _ => None },
+        "state": entry_state_word(e),
+        "damage": e.damage(),
+        "unreadable": match &e.state { ObjectState::Unreadable(why) => Some(why.clone()), _ => None },
         "owner_pid": e.owner.map(|o| o.pid),
         "owner_alive": e.owner_liveness.map(liveness_word),
         "size": e.file_size,
@@ -128,12 +131,22 @@ pub fn entry_json(e: &Entry) -> serde_json::Value {
     })
 }
 
+/// The entry's state in a word; an object whose own part is damaged reads "damaged" too.
+pub fn entry_state_word(e: &Entry) -> &'static str {
+    if e.damage().is_some() {
+        "damaged"
+    } else {
+        state_word(&e.state)
+    }
+}
+
 pub fn state_word(state: &ObjectState) -> &'static str {
     match state {
         ObjectState::Ready => "ready",
         ObjectState::Initialising => "initialising",
         ObjectState::Abandoned => "abandoned",
         ObjectState::Damaged(_) => "damaged",
+        ObjectState::Unreadable(_) => "unreadable",
     }
 }
 

@@ -76,11 +76,37 @@ pub enum Detail {
     },
     /// Nothing more is known (not ready, or a kind this build does not know).
     None,
-    /// The kind-specific part could not be read.
+    /// The common header is sound but the kind-specific part is not (a scribbled layout, a
+    /// wrong size): the object cannot be used. `xmem clean --damaged` removes it.
+    Damaged(String),
+    /// The kind-specific part could not be read now (out of file descriptors, say).
     Unreadable(String),
 }
 
+impl Detail {
+    /// `Damaged` for an error that says the object itself is broken, `Unreadable` otherwise.
+    fn of_error(e: Error) -> Detail {
+        match e {
+            Error::Corrupt { .. }
+            | Error::Truncated { .. }
+            | Error::VersionMismatch { .. }
+            | Error::NotXmem { .. }
+            | Error::WrongKind { .. } => Detail::Damaged(e.to_string()),
+            e => Detail::Unreadable(e.to_string()),
+        }
+    }
+}
+
 impl Entry {
+    /// What is broken in the object, if it is damaged: at the header level
+    /// ([`ObjectState::Damaged`]) or in its kind-specific part ([`Detail::Damaged`]).
+    pub fn damage(&self) -> Option<&str> {
+        match (&self.state, &self.detail) {
+            (ObjectState::Damaged(why), _) | (_, Detail::Damaged(why)) => Some(why),
+            _ => None,
+        }
+    }
+
     /// Whether no live process uses the object any more (a pool with no live process, a
     /// segment whose writer is gone, an object abandoned while being created).
     pub fn is_orphan(&self) -> bool {
@@ -133,7 +159,7 @@ fn describe(info: ObjectInfo) -> Entry {
                     .filter(|p| p.liveness == Liveness::Dead)
                     .count(),
             },
-            Err(e) => Detail::Unreadable(e.to_string()),
+            Err(e) => Detail::of_error(e),
         },
         (ObjectState::Ready, Some(ObjectKind::Segment)) => {
             match segment::inspect_path(&info.path, &info.name) {
@@ -143,7 +169,7 @@ fn describe(info: ObjectInfo) -> Entry {
                     writer_alive: s.writer_alive,
                     heartbeat_age: s.heartbeat_age,
                 },
-                Err(e) => Detail::Unreadable(e.to_string()),
+                Err(e) => Detail::of_error(e),
             }
         }
         (ObjectState::Ready, Some(ObjectKind::Stream)) => {
@@ -154,7 +180,7 @@ fn describe(info: ObjectInfo) -> Entry {
                     published: s.published,
                     subscribers: s.subscribers.len(),
                 },
-                Err(e) => Detail::Unreadable(e.to_string()),
+                Err(e) => Detail::of_error(e),
             }
         }
         _ => Detail::None,
@@ -261,7 +287,17 @@ pub fn cleanup_in(dir: &ShmDir, options: CleanupOptions) -> Result<Vec<Cleaned>>
             }
         }
         let why = match (&entry.state, &entry.detail) {
-            (ObjectState::Damaged(why), _) if options.damaged => format!("damaged: {why}"),
+            _ if options.damaged && entry.damage().is_some() => {
+                format!("damaged: {}", entry.damage().unwrap_or_default())
+            }
+            // A damaged stream or segment whose owner is gone (no one holds its lock): nothing
+            // can use it, and its creation lock says so even where its header cannot be trusted.
+            (ObjectState::Ready, Detail::Damaged(why))
+                if matches!(entry.kind, Some(ObjectKind::Stream | ObjectKind::Segment))
+                    && !object::lock_is_held(&entry.path)? =>
+            {
+                format!("damaged ({why}) and its owner is gone")
+            }
             _ if !entry.is_orphan() => continue,
             (ObjectState::Abandoned, _) => "abandoned by a creator that died while creating it".to_string(),
             (_, Detail::Pool { .. }) => "no live process has it open".to_string(),
@@ -282,6 +318,8 @@ pub fn cleanup_in(dir: &ShmDir, options: CleanupOptions) -> Result<Vec<Cleaned>>
         }
         let removed = if options.dry_run {
             true
+        } else if entry.damage().is_some() {
+            shm::unlink(&entry.path)?
         } else {
             match entry.kind {
                 Some(ObjectKind::Pool) if entry.state == ObjectState::Ready => {
@@ -312,7 +350,11 @@ fn grace_left(entry: &Entry, options: CleanupOptions) -> Result<Option<Duration>
     let now = time::unix_now_ns();
     let since = match entry.state {
         // No usable header: the file's age stands in.
-        ObjectState::Abandoned | ObjectState::Damaged(_) => ShmFile::open_read_only(&entry.path)?
+        _ if entry.damage().is_some() => ShmFile::open_read_only(&entry.path)?
+            .map(|f| f.modified_unix_ns())
+            .transpose()?
+            .unwrap_or(now),
+        ObjectState::Abandoned => ShmFile::open_read_only(&entry.path)?
             .map(|f| f.modified_unix_ns())
             .transpose()?
             .unwrap_or(now),

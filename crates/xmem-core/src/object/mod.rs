@@ -22,6 +22,11 @@ pub const HEADER_SIZE: usize = std::mem::size_of::<ObjectHeader>();
 /// Default time an `open` waits for a creator that is still initialising.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Layout versions above ours that a newer xmem could have written; beyond them (or at 0) the
+/// version word is taken for damage, so that a scribbled header is not reported as a version
+/// mismatch to be solved by upgrading.
+const PLAUSIBLE_NEWER_VERSIONS: u32 = 64;
+
 /// An object's file, mapped.
 #[derive(Debug)]
 pub struct OpenObject {
@@ -179,6 +184,10 @@ pub fn take_over(name: &str, path: &Path, kind: ObjectKind) -> std::result::Resu
         }
         (ObjectState::Abandoned, _) => crate::os::shm::unlink(path).map(|_| ()),
         (ObjectState::Initialising, _) => return Err(owner),
+        (ObjectState::Unreadable(_), _) => Err(Error::PermissionDenied {
+            path: path.to_path_buf(),
+            op: "replace",
+        }),
         (ObjectState::Damaged(why), _) => Err(Error::Corrupt {
             path: path.to_path_buf(),
             detail: why.clone(),
@@ -386,6 +395,16 @@ pub fn open_file(file: ShmFile, spec: &OpenSpec) -> Result<OpenObject> {
         });
     }
     let version = h.layout_version.load(Relaxed);
+    // A version far from ours was written by no xmem: the header is damaged, not foreign.
+    if version == 0 || version > spec.layout_version.saturating_add(PLAUSIBLE_NEWER_VERSIONS) {
+        return Err(Error::Corrupt {
+            path,
+            detail: format!(
+                "layout version {version} is not one any xmem writes (this one writes {})",
+                spec.layout_version
+            ),
+        });
+    }
     if version != spec.layout_version {
         return Err(Error::VersionMismatch {
             path,
@@ -417,6 +436,15 @@ pub fn open_file(file: ShmFile, spec: &OpenSpec) -> Result<OpenObject> {
     Ok(OpenObject { file, map })
 }
 
+/// Whether some process holds the creation lock of the file at `path` (a stream's publisher
+/// and a segment's writer hold it for their whole life; a creator holds it while creating).
+pub fn lock_is_held(path: &Path) -> Result<bool> {
+    match ShmFile::open_read_only(path)? {
+        Some(file) => Ok(!lock_is_free(&file)?),
+        None => Ok(false),
+    }
+}
+
 fn lock_is_free(file: &ShmFile) -> Result<bool> {
     if file.try_lock_shared()? {
         file.unlock()?;
@@ -437,6 +465,8 @@ pub enum ObjectState {
     Abandoned,
     /// Not an xmem object, truncated or corrupt; the text says which.
     Damaged(String),
+    /// This process may not open it (another user's object, mode 0600); the text says whose.
+    Unreadable(String),
 }
 
 /// A summary of one object, as `xmem ls` shows it.
@@ -535,11 +565,38 @@ pub fn list(dir: &ShmDir) -> Result<Vec<ObjectInfo>> {
         match probe(&dir.join(&file)) {
             Ok(Some(info)) => out.push(info),
             Ok(None) => {}
-            Err(Error::PermissionDenied { .. }) => {}
+            Err(Error::PermissionDenied { path, .. }) => {
+                if let Some(info) = unreadable(&path, &file)? {
+                    out.push(info);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(out)
+}
+
+/// What can be known of an object this process may not open: its owner and mode, from `lstat`.
+fn unreadable(path: &Path, file: &str) -> Result<Option<ObjectInfo>> {
+    let Some(st) = crate::os::shm::file_status(path)? else {
+        return Ok(None); // gone meanwhile
+    };
+    Ok(Some(ObjectInfo {
+        name: name_of_file(file).unwrap_or_default().to_string(),
+        path: path.to_path_buf(),
+        file_size: st.size,
+        state: ObjectState::Unreadable(format!(
+            "not readable by uid {}: owned by uid {} with mode {:04o}; run as that user or root, or create it with a group mode",
+            crate::os::process::uid(),
+            st.uid,
+            st.mode
+        )),
+        kind: None,
+        owner: None,
+        owner_liveness: None,
+        created_unix_ns: 0,
+        modified_unix_ns: st.modified_unix_ns,
+    }))
 }
 
 /// The path of the object called `name` in `dir`.

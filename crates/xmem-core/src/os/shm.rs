@@ -313,6 +313,34 @@ impl AsFd for ShmFile {
     }
 }
 
+/// Who owns a file and how it may be opened, read without opening it (`lstat`): what `xmem ls`
+/// says of an object this process may not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStatus {
+    /// The owner's uid.
+    pub uid: u32,
+    /// Permission bits (`0o600`…).
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, ns since the epoch.
+    pub modified_unix_ns: u64,
+}
+
+/// The status of the file at `path` (a link is not followed); `Ok(None)` if there is none.
+pub fn file_status(path: &Path) -> Result<Option<FileStatus>> {
+    match rfs::lstat(path) {
+        Ok(st) => Ok(Some(FileStatus {
+            uid: st.st_uid,
+            mode: st.st_mode & 0o7777,
+            size: st.st_size as u64,
+            modified_unix_ns: (st.st_mtime as u64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as u64,
+        })),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(Error::os("stat", path, e)),
+    }
+}
+
 /// Removes the file at `path`. `Ok(false)` if it was already gone.
 pub fn unlink(path: &Path) -> Result<bool> {
     match rfs::unlink(path) {
