@@ -230,7 +230,7 @@ impl ShmFile {
     /// The file's last modification time in nanoseconds since the epoch.
     pub fn modified_unix_ns(&self) -> Result<u64> {
         let st = rfs::fstat(&self.fd).map_err(|e| Error::os("stat", &self.path, e))?;
-        Ok((st.st_mtime as u64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as u64)
+        Ok(mtime_ns(&st))
     }
 
     /// Sets the file's size (no memory is allocated yet).
@@ -334,7 +334,7 @@ pub fn file_status(path: &Path) -> Result<Option<FileStatus>> {
             uid: st.st_uid,
             mode: st.st_mode & 0o7777,
             size: st.st_size as u64,
-            modified_unix_ns: (st.st_mtime as u64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as u64,
+            modified_unix_ns: mtime_ns(&st),
         })),
         Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(Error::os("stat", path, e)),
@@ -348,4 +348,10 @@ pub fn unlink(path: &Path) -> Result<bool> {
         Err(Errno::NOENT) => Ok(false),
         Err(e) => Err(Error::os("remove", path, e)),
     }
+}
+
+/// A stat's modification time in ns since the epoch.
+#[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+fn mtime_ns(st: &rfs::Stat) -> u64 {
+    (st.st_mtime as u64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as u64
 }
