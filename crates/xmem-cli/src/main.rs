@@ -1,5 +1,22 @@
 //! `xmem`: see, clean up and try out xmem's shared-memory objects.
 
+/// `println!` that returns the write's error instead of panicking: `xmem ls | head` must end
+/// quietly when the reader goes, and a producer must still clean up its stream.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)
+    }};
+}
+
+/// `print!` that returns the write's error (see [`outln`]).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($t)*)
+    }};
+}
+
 mod cmd;
 mod fmt;
 
@@ -117,10 +134,34 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`xmem ls | head`): not an error of ours.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: what failed and why, including the cause chain.
-            eprintln!("xmem: error: {e:#}");
+            eprintln!("xmem: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// What failed and why in one line: the error and its causes, each cause left out when the text
+/// before it already says it (xmem's errors name their OS cause in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }

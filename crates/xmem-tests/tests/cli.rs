@@ -474,3 +474,64 @@ fn a_damaged_stream_whose_publisher_died_is_cleaned_and_its_name_taken_again() {
     assert!(done.contains("done 3 frames"), "{done}");
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_not_in_a_panic() {
+    let scope = ShmScope::new("clipipe");
+    let dir = Dir::new(&scope);
+    let _pool = BufferPool::builder("listed")
+        .directory(&dir.path)
+        .buffers(2)
+        .buffer_size(64)
+        .create()
+        .unwrap();
+    for args in [&["ls"][..], &["ls", "--format", "json"], &["inspect", "listed"]] {
+        // The reading end is closed before xmem writes a byte: `xmem ls | true`, deterministic.
+        let (reader, writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(reader);
+        let out = Command::new(xmem_bin())
+            .args(args)
+            .env("XMEM_SHM_DIR", &dir.path)
+            .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(writer)))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "xmem {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "xmem {args:?}: {err}");
+    }
+}
+
+#[test]
+fn produce_and_consume_stop_on_sigint_and_sigterm_and_leave_nothing() {
+    use rustix::process::Signal;
+    let scope = ShmScope::new("clisig");
+    let dir = Dir::new(&scope);
+    for signal in [Signal::INT, Signal::TERM] {
+        let mut p = producer(&dir, "cam");
+        let mut cmd = Command::new(xmem_bin());
+        cmd.args(["consume", "cam"]).env("XMEM_SHM_DIR", &dir.path);
+        let mut c = PeerProcess::from_command(cmd);
+        // The consumer is in once the stream lists a subscriber.
+        let subscribed = || {
+            let json: serde_json::Value =
+                serde_json::from_str(&dir.ok(&["inspect", "cam", "--format", "json"])).unwrap();
+            json["subscribers"].as_array().is_some_and(|s| !s.is_empty())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !subscribed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the consumer never subscribed"
+            );
+            std::thread::yield_now();
+        }
+        c.signal(signal);
+        assert!(c.wait().success(), "consume on {signal:?}");
+        assert!(c.line().starts_with("received "), "it reports what it received");
+        p.signal(signal);
+        assert!(p.wait().success(), "produce on {signal:?}");
+        assert!(p.line().starts_with("done "), "it reports what it published");
+        assert!(dir.files().is_empty(), "{signal:?} left {:?}", dir.files());
+    }
+}

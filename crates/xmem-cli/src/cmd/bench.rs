@@ -48,7 +48,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     plan.scale = args.scale;
     if !Transport::Iceoryx2.available() {
-        println!("(iceoryx2 left out: build with `--features peers` to compare with it)");
+        outln!("(iceoryx2 left out: build with `--features peers` to compare with it)")?;
     }
     let program = PeerProgram {
         program: std::env::current_exe()?,

@@ -30,37 +30,33 @@ pub fn run(dry_run: bool, damaged: bool, grace: Duration) -> Result<()> {
                 Action::Reclaimed {
                     dead_processes,
                     references,
-                } => println!(
+                } => outln!(
                     "{name}: {} {references} reference(s) of dead process(es) {dead_processes:?}",
                     if dry_run { "would return" } else { "returned" }
-                ),
-                Action::Removed { why } => {
-                    println!(
-                        "{name}: {} ({why})",
-                        if dry_run { "would remove" } else { "removed" }
-                    )
-                }
-                Action::Waiting { left } => {
-                    println!("{name}: orphaned; removable in {}", fmt::duration(left))
-                }
+                )?,
+                Action::Removed { why } => outln!(
+                    "{name}: {} ({why})",
+                    if dry_run { "would remove" } else { "removed" }
+                )?,
+                Action::Waiting { left } => outln!("{name}: orphaned; removable in {}", fmt::duration(left))?,
             }
         }
         for e in discovery::list_in(dir)? {
             if let ObjectState::Unreadable(why) = &e.state {
                 unreadable += 1;
-                println!("{}: left alone, {why}", e.name);
+                outln!("{}: left alone, {why}", e.name)?;
             } else if let Some(why) = e.damage().filter(|_| !damaged) {
-                println!("{}: damaged ({why}); `xmem clean --damaged` removes it", e.name);
+                outln!("{}: damaged ({why}); `xmem clean --damaged` removes it", e.name)?;
             }
         }
     }
     if acted == 0 && unreadable == 0 {
-        println!("nothing to clean in {}", dirs[0].path().display());
+        outln!("nothing to clean in {}", dirs[0].path().display())?;
     } else if acted == 0 {
-        println!(
+        outln!(
             "nothing this user can clean in {}; {unreadable} object(s) not readable (above)",
             dirs[0].path().display()
-        );
+        )?;
     }
     Ok(())
 }

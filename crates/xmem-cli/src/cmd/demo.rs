@@ -111,14 +111,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .create()
         .context("creating the demo stream")?;
     let shape = format!("{}x{}x3", args.height, args.width);
-    println!(
+    outln!(
         "xmem demo: 1 publisher → {} subscribers, {}×{}×3 u8 frames ({}), stream {name} over {} buffers",
         args.consumers,
         args.width,
         args.height,
         fmt::bytes(frame_bytes),
         args.buffers
-    );
+    )?;
 
     let exe = std::env::current_exe()?;
     let mut consumers = Vec::new();
@@ -192,7 +192,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                     fmt::nanos(s.p99)
                 );
             }
-            println!("{line}");
+            outln!("{line}")?;
             last = (now, produced);
             next_report = now + Duration::from_secs(1);
         }
@@ -236,16 +236,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
             s.bad.to_string(),
         ]);
     }
-    println!();
+    outln!()?;
     fmt::table(
         &[
             "PROCESS", "FRAMES", "FRAMES/S", "GB/S", "P50", "P99", "P99.9", "MAX", "BAD",
         ],
         &rows,
-    );
-    println!(
+    )?;
+    outln!(
         "\nlatency: publisher's timestamp, taken just before publishing → the subscriber holds the frame"
-    );
+    )?;
     let free = pool.free_count();
     drop(pool);
     if failures > 0 {

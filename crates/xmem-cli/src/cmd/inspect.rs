@@ -23,27 +23,27 @@ pub fn run(name: &str, format: Format) -> Result<()> {
         (ObjectState::Ready, Some(ObjectKind::Pool)) => {
             let snap = xmem_core::pool::inspect_path(&path, name)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&pool_json(&snap))?),
-                Format::Text => print_pool(&snap),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&pool_json(&snap))?)?,
+                Format::Text => print_pool(&snap)?,
             }
             Ok(())
         }
         (ObjectState::Ready, Some(ObjectKind::Segment)) => {
             let seg = xmem_core::segment::inspect_path(&path, name)?;
             match format {
-                Format::Json => println!(
+                Format::Json => outln!(
                     "{}",
                     serde_json::to_string_pretty(&segment_json(name, &path, &seg))?
-                ),
-                Format::Text => print_segment(name, &path, &seg),
+                )?,
+                Format::Text => print_segment(name, &path, &seg)?,
             }
             Ok(())
         }
         (ObjectState::Ready, Some(ObjectKind::Stream)) => {
             let info = xmem_core::stream::inspect_path(&path, name)?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&stream_json(&info))?),
-                Format::Text => print_stream(&info),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&stream_json(&info))?)?,
+                Format::Text => print_stream(&info)?,
             }
             Ok(())
         }
@@ -114,9 +114,9 @@ pub fn pool_json(s: &PoolSnapshot) -> Value {
     })
 }
 
-fn print_pool(s: &PoolSnapshot) {
-    println!("pool {}  ({})", s.name, s.path.display());
-    println!(
+fn print_pool(s: &PoolSnapshot) -> std::io::Result<()> {
+    outln!("pool {}  ({})", s.name, s.path.display())?;
+    outln!(
         "  {} buffers × {} (stride {}, alignment {}), {} in all, {:?} storage",
         s.config.count,
         fmt::bytes(s.config.size),
@@ -124,16 +124,16 @@ fn print_pool(s: &PoolSnapshot) {
         s.config.alignment,
         fmt::bytes(s.total_size),
         s.storage
-    );
-    println!(
+    )?;
+    outln!(
         "  created by pid {} (alive: {}), {} ago; id {:016x}{}",
         s.owner.pid,
         liveness_word(s.owner_liveness),
         fmt::age(s.created_unix_ns),
         s.pool_id,
         if s.closing { "; closing" } else { "" }
-    );
-    println!();
+    )?;
+    outln!()?;
     let rows: Vec<Vec<String>> = s
         .processes
         .iter()
@@ -164,8 +164,8 @@ fn print_pool(s: &PoolSnapshot) {
             "RECLAIMED",
         ],
         &rows,
-    );
-    println!();
+    )?;
+    outln!()?;
     let rows: Vec<Vec<String>> = s
         .buffers
         .iter()
@@ -193,7 +193,8 @@ fn print_pool(s: &PoolSnapshot) {
             ]
         })
         .collect();
-    fmt::table(&["BUFFER", "GEN", "STATE", "HOLDERS", "SEQ", "TENSOR"], &rows);
+    fmt::table(&["BUFFER", "GEN", "STATE", "HOLDERS", "SEQ", "TENSOR"], &rows)?;
+    Ok(())
 }
 
 fn segment_json(name: &str, path: &std::path::Path, s: &xmem_core::segment::SegmentInfo) -> Value {
@@ -214,27 +215,32 @@ fn segment_json(name: &str, path: &std::path::Path, s: &xmem_core::segment::Segm
     })
 }
 
-fn print_segment(name: &str, path: &std::path::Path, s: &xmem_core::segment::SegmentInfo) {
-    println!("segment {name}  ({})", path.display());
-    println!(
+fn print_segment(
+    name: &str,
+    path: &std::path::Path,
+    s: &xmem_core::segment::SegmentInfo,
+) -> std::io::Result<()> {
+    outln!("segment {name}  ({})", path.display())?;
+    outln!(
         "  {} of data on {} pages{}{}{}",
         fmt::bytes(s.size),
         fmt::bytes(s.page_size),
         if s.huge_pages { " (huge)" } else { "" },
         if s.locked { ", locked in RAM" } else { "" },
         s.numa_node.map_or(String::new(), |n| format!(", NUMA node {n}"))
-    );
+    )?;
     if s.type_size > 0 {
-        println!("  holds a typed value of {} bytes", s.type_size);
+        outln!("  holds a typed value of {} bytes", s.type_size)?;
     }
-    println!(
+    outln!(
         "  writer pid {} ({}), version {} ({} writes), last write or heartbeat {} ago",
         s.writer.pid,
         if s.writer_alive { "alive" } else { "gone" },
         s.version,
         s.version / 2,
         fmt::duration(s.heartbeat_age)
-    );
+    )?;
+    Ok(())
 }
 
 fn policy_word(p: xmem_core::stream::Policy) -> String {
@@ -278,9 +284,9 @@ pub fn stream_json(s: &xmem_core::stream::StreamInfo) -> Value {
     })
 }
 
-fn print_stream(s: &xmem_core::stream::StreamInfo) {
-    println!("stream {}  (frames in pool {})", s.name, s.pool);
-    println!(
+fn print_stream(s: &xmem_core::stream::StreamInfo) -> std::io::Result<()> {
+    outln!("stream {}  (frames in pool {})", s.name, s.pool)?;
+    outln!(
         "  publisher pid {} ({}), policy {}, queue depth {}, history {}, {} frame(s) published",
         s.publisher_pid,
         if s.publisher_alive { "publishing" } else { "gone" },
@@ -288,12 +294,12 @@ fn print_stream(s: &xmem_core::stream::StreamInfo) {
         s.depth,
         s.history,
         s.published
-    );
-    println!(
+    )?;
+    outln!(
         "  {} of at most {} subscriber(s)\n",
         s.subscribers.len(),
         s.max_subscribers
-    );
+    )?;
     let rows: Vec<Vec<String>> = s
         .subscribers
         .iter()
@@ -316,6 +322,7 @@ fn print_stream(s: &xmem_core::stream::StreamInfo) {
                 "RECORD", "PID", "ALIVE", "STATE", "RECEIVED", "DROPPED", "QUEUED", "WOKEN",
             ],
             &rows,
-        );
+        )?;
     }
+    Ok(())
 }

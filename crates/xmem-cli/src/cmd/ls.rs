@@ -13,10 +13,10 @@ pub fn run(format: Format) -> Result<()> {
     match format {
         Format::Json => {
             let items: Vec<_> = entries.iter().map(entry_json).collect();
-            println!("{}", serde_json::to_string_pretty(&items)?);
+            outln!("{}", serde_json::to_string_pretty(&items)?)?;
         }
         Format::Text if entries.is_empty() => {
-            println!("no xmem objects in {}", ShmDir::default().path().display())
+            outln!("no xmem objects in {}", ShmDir::default().path().display())?
         }
         Format::Text => {
             let rows: Vec<Vec<String>> = entries
@@ -37,7 +37,7 @@ pub fn run(format: Format) -> Result<()> {
             fmt::table(
                 &["NAME", "KIND", "STATE", "OWNER", "ALIVE", "SIZE", "AGE", "USE"],
                 &rows,
-            );
+            )?;
         }
     }
     Ok(())

@@ -5,6 +5,8 @@
 //! is taken just before publishing: a consumer can check every byte and measure latency.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -56,7 +58,21 @@ fn parse_shape(s: &str) -> Result<Vec<u64>> {
         .collect()
 }
 
+/// A flag raised by SIGINT or SIGTERM (Ctrl-C, `docker stop`, `kill`), so that the command
+/// stops at its next frame and drops its stream (and the pool) instead of dying with them in
+/// /dev/shm. A second signal while stopping ends the process at once.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
+}
+
 pub fn produce(args: ProduceArgs) -> Result<()> {
+    let stop = stop_on_signals()?;
     let dtype: DType = args.dtype.parse()?;
     let desc = TensorDesc::contiguous(dtype, &parse_shape(&args.shape)?)?;
     let bytes = desc.num_elements() * dtype.size() as u64;
@@ -80,6 +96,9 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     let mut publisher = b.create().context("creating the stream")?;
     let deadline = Instant::now() + args.timeout;
     while publisher.subscriber_count() < args.subscribers {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if Instant::now() > deadline {
             bail!(
                 "{} subscriber(s) did not join within {:?}",
@@ -89,12 +108,12 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(1)); // waiting for people, not for memory
     }
-    println!("ready");
+    outln!("ready")?;
     std::io::stdout().flush()?;
     let started = Instant::now();
     let period = (args.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / args.fps));
     let mut n = 0u64;
-    while args.count == 0 || n < args.count {
+    while (args.count == 0 || n < args.count) && !stop.load(Ordering::Relaxed) {
         if let Some(p) = period {
             let due = started + p * n as u32;
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -110,11 +129,11 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         n += 1;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "done {n} frames in {secs:.3}s ({:.0} frames/s, {}/s)",
         n as f64 / secs,
         fmt::bytes((n as f64 * bytes as f64 / secs) as u64)
-    );
+    )?;
     Ok(())
 }
 
@@ -134,6 +153,7 @@ pub struct ConsumeArgs {
 }
 
 pub fn consume(args: ConsumeArgs) -> Result<()> {
+    let stop = stop_on_signals()?;
     let mut builder = Subscriber::builder(&args.name);
     if let Some(spin) = args.spin {
         builder = builder.spin(spin);
@@ -145,9 +165,11 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
     let (mut n, mut bad) = (0u64, 0u64);
     let mut latencies = Vec::new();
     let started = Instant::now();
-    while args.count == 0 || n < args.count {
-        let frame = match sub.receive() {
-            Ok(f) => f,
+    while (args.count == 0 || n < args.count) && !stop.load(Ordering::Relaxed) {
+        // Bounded waits, so that a signal is seen within one.
+        let frame = match sub.receive_timeout(Duration::from_millis(100)) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
             Err(Error::PublisherGone { .. }) => break,
             Err(e) => return Err(e.into()),
         };
@@ -163,14 +185,14 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
             .copied()
             .unwrap_or(0)
     };
-    println!(
+    outln!(
         "received {n} frames in {:.3}s, {} dropped, {bad} damaged; latency p50 {} p99 {}; woken {} times",
         started.elapsed().as_secs_f64(),
         sub.dropped(),
         fmt::nanos(p(0.5)),
         fmt::nanos(p(0.99)),
         sub.wakeups()
-    );
+    )?;
     if bad > 0 {
         bail!("{bad} frame(s) did not hold what was published");
     }

@@ -127,8 +127,8 @@ fn decode(file: &str, format: Format) -> Result<()> {
     let m =
         codec::decode_exact(&bytes).with_context(|| format!("{file} is not a valid tensor-pool message"))?;
     match format {
-        Format::Text => print!("{}", text::to_text(&m)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&text::to_json(&m))?),
+        Format::Text => out!("{}", text::to_text(&m))?,
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&text::to_json(&m))?)?,
     }
     Ok(())
 }
@@ -217,11 +217,11 @@ fn inspect(arg: &str, frames: usize, format: Format) -> Result<()> {
                     })).collect::<Vec<_>>(),
                 })),
             });
-            println!("{}", serde_json::to_string_pretty(&j)?);
+            outln!("{}", serde_json::to_string_pretty(&j)?)?;
         }
         Format::Text => {
-            println!("{} ({kind})", path.display());
-            println!(
+            outln!("{} ({kind})", path.display())?;
+            outln!(
                 "  stream {}  epoch {}  layout {}  pool {}  {} slots of {}",
                 sb.stream_id,
                 sb.epoch,
@@ -236,18 +236,18 @@ fn inspect(arg: &str, frames: usize, format: Format) -> Result<()> {
                     }
                     .into()
                 )
-            );
-            println!(
+            )?;
+            outln!(
                 "  producer pid {} ({}), activity {} ago",
                 sb.pid,
                 if alive { "alive" } else { "not running" },
                 fmt::duration(activity_age)
-            );
+            )?;
             if sb.region_type == RegionType::HeaderRing as i16 {
-                println!(
+                outln!(
                     "  slots: {} committed, {writing} being written, {empty} never written",
                     sb.nslots - empty - writing
-                );
+                )?;
                 let rows: Vec<Vec<String>> = committed
                     .iter()
                     .map(|f| {
@@ -261,7 +261,7 @@ fn inspect(arg: &str, frames: usize, format: Format) -> Result<()> {
                     })
                     .collect();
                 if !rows.is_empty() {
-                    fmt::table(&["SEQ", "SLOT", "POOL", "BYTES", "TENSOR"], &rows);
+                    fmt::table(&["SEQ", "SLOT", "POOL", "BYTES", "TENSOR"], &rows)?;
                 }
             }
         }
@@ -305,13 +305,13 @@ fn produce(args: ProduceArgs) -> Result<()> {
     let announce_file = AnnounceFile::in_dir(p.stream_dir());
     announce_file.write(p.announce())?;
     let _remove = RemoveOnDrop(announce_file.clone());
-    println!(
+    outln!(
         "producing stream {} epoch {}",
         args.place.stream,
         p.announce().epoch
-    );
-    println!("  header ring {}", p.announce().header_region_uri);
-    println!("  announce    {}", announce_file.path().display());
+    )?;
+    outln!("  header ring {}", p.announce().header_region_uri)?;
+    outln!("  announce    {}", announce_file.path().display())?;
     let stop = stop_flag()?;
     let spec = FrameSpec {
         tensor: TensorHeader::row_major(Dtype::Uint8, &dims),
@@ -346,7 +346,7 @@ fn produce(args: ProduceArgs) -> Result<()> {
             (last_refresh, last_n) = (Instant::now(), n);
         }
     }
-    println!("produced {n} frames");
+    outln!("produced {n} frames")?;
     Ok(())
 }
 
@@ -379,7 +379,7 @@ fn consume(args: ConsumeArgs) -> Result<()> {
     };
     let mut c = TpConsumer::new(AllowedDirs::new([&args.place.base])?);
     c.on_announce(&announce).context("map the announced regions")?;
-    println!("consuming stream {} epoch {}", announce.stream_id, announce.epoch);
+    outln!("consuming stream {} epoch {}", announce.stream_id, announce.epoch)?;
     let start = Instant::now();
     let mut buf = Vec::new();
     let (mut bad, mut last_report) = (0u64, Instant::now());
@@ -426,10 +426,13 @@ fn consume(args: ConsumeArgs) -> Result<()> {
         }
     }
     let total = c.counters();
-    println!(
+    outln!(
         "accepted {} frames, drops: {} gap, {} late, {} invalid; {bad} with wrong bytes",
-        total.accepted, total.drops_gap, total.drops_late, total.drops_invalid
-    );
+        total.accepted,
+        total.drops_gap,
+        total.drops_late,
+        total.drops_invalid
+    )?;
     std::io::stdout().flush()?;
     if bad > 0 {
         bail!("{bad} accepted frames had wrong bytes");

@@ -21,16 +21,16 @@ pub fn run(count: Option<usize>, duration: Option<Duration>) -> Result<()> {
         seen += 1;
         let now = fmt::clock();
         match event {
-            Event::Created { name, kind, owner } => println!(
+            Event::Created { name, kind, owner } => outln!(
                 "{now} created     {name} ({}{})",
                 kind.map_or("not an xmem object".to_string(), |k| k.to_string()),
                 owner.map_or(String::new(), |p| format!(", owner pid {p}"))
-            ),
-            Event::Removed { name } => println!("{now} removed     {name}"),
-            Event::OwnerDied { name, kind, pid } => println!(
+            )?,
+            Event::Removed { name } => outln!("{now} removed     {name}")?,
+            Event::OwnerDied { name, kind, pid } => outln!(
                 "{now} owner died  {name} ({}, pid {pid})",
                 kind.map_or("?".to_string(), |k| k.to_string())
-            ),
+            )?,
         }
     }
 }
