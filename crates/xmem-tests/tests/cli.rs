@@ -535,3 +535,67 @@ fn produce_and_consume_stop_on_sigint_and_sigterm_and_leave_nothing() {
         assert!(dir.files().is_empty(), "{signal:?} left {:?}", dir.files());
     }
 }
+
+#[test]
+fn watch_out_of_file_descriptors_reports_every_creation_and_death_and_says_why() {
+    use std::io::{BufRead, Read};
+    let scope = ShmScope::new("clifds");
+    let dir = Dir::new(&scope);
+    const OWNERS: usize = 10;
+    // 10 descriptors: stdio, epoll and inotify leave 5 for pidfds and for opening new objects.
+    let mut watch = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 10 && exec \"$0\" watch --count {} --duration 120s",
+            2 * OWNERS
+        ))
+        .arg(xmem_bin())
+        .env("XMEM_SHM_DIR", &dir.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(watch.stderr.take().unwrap());
+    let mut events = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watching"), "{line}");
+    let mut next_event = || {
+        let mut line = String::new();
+        events.read_line(&mut line).unwrap();
+        line
+    };
+    let mut writers: Vec<PeerProcess> = (0..OWNERS).map(|_| dir.peer()).collect();
+    let mut pids = Vec::new();
+    for (i, w) in writers.iter_mut().enumerate() {
+        pids.push(w.ok(&format!("segcreate s{i} 4096"))[0].clone());
+        let created = next_event();
+        assert!(
+            created.contains("created") && created.contains(&format!("s{i} ")),
+            "{created}"
+        );
+    }
+    for w in &mut writers {
+        w.kill();
+    }
+    let mut died: Vec<String> = (0..OWNERS).map(|_| next_event()).collect();
+    died.sort();
+    for pid in &pids {
+        assert_eq!(
+            died.iter()
+                .filter(|l| l.contains("owner died") && l.contains(pid.as_str()))
+                .count(),
+            1,
+            "pid {pid}: {died:?}"
+        );
+    }
+    assert!(watch.wait().unwrap().success());
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("out of file descriptors"),
+        "it says why it polls: {rest}"
+    );
+    dir.ok(&["clean"]);
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}

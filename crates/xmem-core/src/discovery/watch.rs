@@ -50,6 +50,8 @@ pub enum Event {
 const INOTIFY_KEY: u64 = u64::MAX;
 /// How often an object still being created is looked at again.
 const UNREADY_POLL: Duration = Duration::from_millis(5);
+/// How often owners watched without a pidfd (none could be had) are looked at.
+const OWNER_POLL: Duration = Duration::from_millis(20);
 
 /// Watches one directory. See [`watch`].
 #[derive(Debug)]
@@ -58,7 +60,11 @@ pub struct Watcher {
     epoll: OwnedFd,
     inotify: OwnedFd,
     known: HashMap<String, Option<ObjectKind>>,
-    owners: HashMap<u32, (OwnedFd, BTreeSet<String>)>,
+    owners: HashMap<u32, (OwnedFd, ProcessIdentity, BTreeSet<String>)>,
+    /// Owners watched by polling their liveness: out of file descriptors for their pidfds.
+    polled: HashMap<u32, (ProcessIdentity, BTreeSet<String>)>,
+    /// Whether running short of file descriptors was reported already.
+    warned: bool,
     unready: BTreeSet<String>,
     queue: VecDeque<Event>,
 }
@@ -94,6 +100,8 @@ pub fn watch_in(dir: &ShmDir) -> Result<Watcher> {
         inotify,
         known: HashMap::new(),
         owners: HashMap::new(),
+        polled: HashMap::new(),
+        warned: false,
         unready: BTreeSet::new(),
         queue: VecDeque::new(),
     };
@@ -127,6 +135,9 @@ impl Watcher {
             if !self.unready.is_empty() {
                 wait = Some(wait.map_or(UNREADY_POLL, |w| w.min(UNREADY_POLL)));
             }
+            if !self.polled.is_empty() {
+                wait = Some(wait.map_or(OWNER_POLL, |w| w.min(OWNER_POLL)));
+            }
             let ts = wait.map(|w| rustix::time::Timespec {
                 tv_sec: w.as_secs() as _,
                 tv_nsec: w.subsec_nanos() as _,
@@ -148,6 +159,7 @@ impl Watcher {
             if inotify_ready {
                 self.drain_inotify()?;
             }
+            self.check_polled();
             self.check_unready();
             if self.queue.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
@@ -198,7 +210,11 @@ impl Watcher {
                 self.unready.remove(&name);
                 continue;
             };
-            match object::probe(&path) {
+            let mut probed = object::probe(&path);
+            if probed.as_ref().is_err_and(out_of_fds) && self.shed_pidfd() {
+                probed = object::probe(&path);
+            }
+            match probed {
                 Ok(Some(info)) if info.state == ObjectState::Initialising => {}
                 Ok(Some(info)) => {
                     self.unready.remove(&name);
@@ -214,7 +230,20 @@ impl Watcher {
                         }
                     }
                 }
-                // Gone again (its removal event follows), or unreadable to us.
+                // Another user's: it exists, though we cannot read what it is (as `xmem ls`).
+                Err(Error::PermissionDenied { .. }) => {
+                    self.unready.remove(&name);
+                    if self.known.insert(name.clone(), None).is_none() {
+                        self.queue.push_back(Event::Created {
+                            name: name.clone(),
+                            kind: None,
+                            owner: None,
+                        });
+                    }
+                }
+                // Out of descriptors with none to give back: look again later, never drop it.
+                Err(e) if out_of_fds(&e) => self.warn_short_of_fds(),
+                // Gone again (its removal event follows), or not an object at all.
                 Ok(None) | Err(_) => {
                     self.unready.remove(&name);
                 }
@@ -229,26 +258,31 @@ impl Watcher {
         let dead: Vec<u32> = self
             .owners
             .iter()
-            .filter(|(_, (fd, names))| names.contains(name) && pidfd_exited(fd))
+            .filter(|(_, (fd, _, names))| names.contains(name) && pidfd_exited(fd))
             .map(|(pid, _)| *pid)
             .collect();
         for pid in dead {
             self.owner_exited(pid);
         }
+        self.check_polled();
+        for (_, names) in self.polled.values_mut() {
+            names.remove(name);
+        }
+        self.polled.retain(|_, (_, names)| !names.is_empty());
         if self.known.remove(name).is_some() {
             self.queue.push_back(Event::Removed {
                 name: name.to_string(),
             });
         }
         let mut empty = Vec::new();
-        for (pid, (_, names)) in self.owners.iter_mut() {
+        for (pid, (_, _, names)) in self.owners.iter_mut() {
             names.remove(name);
             if names.is_empty() {
                 empty.push(*pid);
             }
         }
         for pid in empty {
-            if let Some((fd, _)) = self.owners.remove(&pid) {
+            if let Some((fd, _, _)) = self.owners.remove(&pid) {
                 let _ = epoll::delete(&self.epoll, &fd);
             }
         }
@@ -256,7 +290,11 @@ impl Watcher {
 
     /// Watches `owner` with a pidfd; reports at once if it is already dead.
     fn track_owner(&mut self, name: &str, kind: Option<ObjectKind>, owner: ProcessIdentity) {
-        if let Some((_, names)) = self.owners.get_mut(&owner.pid) {
+        if let Some((_, _, names)) = self.owners.get_mut(&owner.pid) {
+            names.insert(name.to_string());
+            return;
+        }
+        if let Some((_, names)) = self.polled.get_mut(&owner.pid) {
             names.insert(name.to_string());
             return;
         }
@@ -270,31 +308,97 @@ impl Watcher {
         };
         // The pidfd first, then the identity check: the pidfd pins the process we checked.
         let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => fd,
-            Err(_) => {
+            Ok(fd) => Some(fd),
+            Err(Errno::SRCH) => {
                 self.queue.push_back(died());
                 return;
             }
+            // No descriptor to be had (EMFILE, ENFILE, ENOMEM): no sign of a death, so watch it
+            // by polling instead of reporting it dead.
+            Err(_) => None,
         };
         if owner.liveness() == Liveness::Dead {
             self.queue.push_back(died());
             return;
         }
-        if epoll::add(
-            &self.epoll,
-            &fd,
-            epoll::EventData::new_u64(u64::from(owner.pid)),
-            epoll::EventFlags::IN,
-        )
-        .is_ok()
-        {
-            self.owners
-                .insert(owner.pid, (fd, BTreeSet::from([name.to_string()])));
+        let names = BTreeSet::from([name.to_string()]);
+        match fd {
+            Some(fd)
+                if epoll::add(
+                    &self.epoll,
+                    &fd,
+                    epoll::EventData::new_u64(u64::from(owner.pid)),
+                    epoll::EventFlags::IN,
+                )
+                .is_ok() =>
+            {
+                self.owners.insert(owner.pid, (fd, owner, names));
+            }
+            _ => {
+                self.warn_short_of_fds();
+                self.polled.insert(owner.pid, (owner, names));
+            }
+        }
+    }
+
+    /// Reports the deaths of the owners watched by polling.
+    fn check_polled(&mut self) {
+        let dead: Vec<u32> = self
+            .polled
+            .iter()
+            .filter(|(_, (owner, _))| match owner.liveness() {
+                Liveness::Dead => true,
+                Liveness::Alive => false,
+                // /proc unreadable (no descriptor to open it with): whether the pid exists.
+                Liveness::Unknown => !crate::os::process::exists(owner.pid),
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in dead {
+            if let Some((_, names)) = self.polled.remove(&pid) {
+                for name in names {
+                    let kind = self.known.get(&name).copied().flatten();
+                    self.queue.push_back(Event::OwnerDied { name, kind, pid });
+                }
+            }
+        }
+    }
+
+    /// Gives up one owner's pidfd (that owner is polled from now on), so that a new object can
+    /// be opened. `false` if there was none.
+    fn shed_pidfd(&mut self) -> bool {
+        let Some(&pid) = self.owners.keys().next() else {
+            return false;
+        };
+        let Some((fd, owner, names)) = self.owners.remove(&pid) else {
+            return false;
+        };
+        let _ = epoll::delete(&self.epoll, &fd);
+        let exited = pidfd_exited(&fd);
+        drop(fd);
+        self.warn_short_of_fds();
+        if exited {
+            for name in names {
+                let kind = self.known.get(&name).copied().flatten();
+                self.queue.push_back(Event::OwnerDied { name, kind, pid });
+            }
+        } else {
+            self.polled.insert(pid, (owner, names));
+        }
+        true
+    }
+
+    fn warn_short_of_fds(&mut self) {
+        if !std::mem::replace(&mut self.warned, true) {
+            tracing::warn!(
+                dir = %self.dir.path().display(),
+                "out of file descriptors: owners are watched by polling every {OWNER_POLL:?} from now on, and new objects are looked at again until they can be opened; raise the limit (ulimit -n)"
+            );
         }
     }
 
     fn owner_exited(&mut self, pid: u32) {
-        if let Some((fd, names)) = self.owners.remove(&pid) {
+        if let Some((fd, _, names)) = self.owners.remove(&pid) {
             let _ = epoll::delete(&self.epoll, &fd);
             for name in names {
                 let kind = self.known.get(&name).copied().flatten();
@@ -309,4 +413,10 @@ impl AsFd for Watcher {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
     }
+}
+
+/// Whether `e` says this process (or the system) has no file descriptor left.
+fn out_of_fds(e: &Error) -> bool {
+    matches!(e, Error::Os { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)))
 }

@@ -166,6 +166,17 @@ pub fn liveness_of(pid: u32, same_start: impl FnOnce(u64) -> bool) -> Liveness {
     }
 }
 
+/// Whether a process with this pid exists (a zombie does), asked without a file descriptor:
+/// the fallback where `/proc` cannot be opened.
+pub fn exists(pid: u32) -> bool {
+    match rustix::process::Pid::from_raw(pid as i32) {
+        Some(p) => {
+            rustix::process::test_kill_process(p).map_or_else(|e| e != rustix::io::Errno::SRCH, |()| true)
+        }
+        None => false,
+    }
+}
+
 /// The inode of the caller's pid namespace (0 if `/proc` does not say).
 ///
 /// Pids are only meaningful inside one pid namespace, so shared objects record the creator's.
