@@ -599,3 +599,53 @@ fn watch_out_of_file_descriptors_reports_every_creation_and_death_and_says_why()
     dir.ok(&["clean"]);
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
+
+#[test]
+fn a_publisher_out_of_file_descriptors_still_delivers_to_every_subscriber_and_says_so() {
+    let scope = ShmScope::new("clipubfds");
+    let dir = Dir::new(&scope);
+    const SUBSCRIBERS: usize = 8;
+    const FRAMES: &str = "200";
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 9 && exec \"$0\" produce cam --shape 64 --policy block --count 200 --subscribers 8")
+        .arg(xmem_bin())
+        .env("XMEM_SHM_DIR", &dir.path)
+        .stderr(std::process::Stdio::piped());
+    let publisher = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    // The stream exists once its file does; the subscribers join it then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dir.files().contains(&"xmem.cam".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "no stream");
+        std::thread::yield_now();
+    }
+    let consumers: Vec<_> = (0..SUBSCRIBERS)
+        .map(|_| {
+            Command::new(xmem_bin())
+                .args(["consume", "cam", "--count", FRAMES])
+                .env("XMEM_SHM_DIR", &dir.path)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in consumers {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("received {FRAMES} frames")) && text.contains(" 0 dropped, 0 damaged"),
+            "every frame reached every subscriber: {text}"
+        );
+    }
+    let out = publisher.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no pidfd for a subscriber"), "it says why: {err}");
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}

@@ -325,6 +325,8 @@ pub struct FileStatus {
     pub size: u64,
     /// Last modification, ns since the epoch.
     pub modified_unix_ns: u64,
+    /// `(device, inode)`, as [`ShmFile::identity`] gives for an open file.
+    pub identity: (u64, u64),
 }
 
 /// The status of the file at `path` (a link is not followed); `Ok(None)` if there is none.
@@ -335,6 +337,7 @@ pub fn file_status(path: &Path) -> Result<Option<FileStatus>> {
             mode: st.st_mode & 0o7777,
             size: st.st_size as u64,
             modified_unix_ns: mtime_ns(&st),
+            identity: (st.st_dev, st.st_ino),
         })),
         Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(Error::os("stat", path, e)),
@@ -354,4 +357,13 @@ pub fn unlink(path: &Path) -> Result<bool> {
 #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
 fn mtime_ns(st: &rfs::Stat) -> u64 {
     (st.st_mtime as u64).saturating_mul(1_000_000_000) + st.st_mtime_nsec as u64
+}
+
+/// Unlinks `path` only if it still names the object whose `(device, inode)` is `identity` (not
+/// a newer object of that name). Looks by `lstat`, so it works without a free file descriptor.
+pub fn unlink_if_same(path: &Path, identity: (u64, u64)) -> Result<bool> {
+    match file_status(path)? {
+        Some(st) if st.identity == identity => unlink(path),
+        _ => Ok(false),
+    }
 }

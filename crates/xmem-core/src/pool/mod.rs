@@ -383,13 +383,7 @@ fn close_if_unused(map: &PoolMap, path: &Path) -> Result<bool> {
 
 /// Unlinks `path` only if it still names the object `map` maps (not a newer pool of that name).
 fn unlink_if_same(path: &Path, map: &PoolMap) -> Result<()> {
-    let mine = map.object.file.identity()?;
-    if let Some(file) = ShmFile::open_read_only(path).ok().flatten() {
-        if file.identity()? == mine {
-            crate::os::shm::unlink(path)?;
-        }
-    }
-    Ok(())
+    crate::os::shm::unlink_if_same(path, map.object.file.identity()?).map(|_| ())
 }
 
 fn describe_users(path: &Path, timeout: Duration) -> String {

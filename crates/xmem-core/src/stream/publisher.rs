@@ -242,8 +242,11 @@ pub struct Publisher {
     policy: Policy,
     spin: Duration,
     deliveries: Vec<Delivery>,
-    /// A pidfd per delivery (same order), readable once its subscriber's process has exited.
-    pidfds: Vec<OwnedFd>,
+    /// How each delivery's subscriber is watched (same order): a pidfd, readable once its
+    /// process has exited, or polling where no descriptor could be had.
+    pidfds: Vec<ExitWatch>,
+    /// Whether running out of descriptors for pidfds was reported already.
+    warned_fds: bool,
     departed: Vec<Departed>,
     epoch: u64,
     next_seq: u64,
@@ -266,6 +269,7 @@ impl Publisher {
             spin: b.spin,
             deliveries: Vec::new(),
             pidfds: Vec::new(),
+            warned_fds: false,
             departed: Vec::new(),
             epoch: u64::MAX,
             next_seq: 0,
@@ -466,7 +470,7 @@ impl Publisher {
                 std::hint::spin_loop();
                 continue;
             }
-            if pidfd_exited(&self.pidfds[i]) || self.map.record(d.record).state.load(Acquire) != d.word {
+            if self.pidfds[i].exited() || self.map.record(d.record).state.load(Acquire) != d.word {
                 self.depart(i);
                 return Ok(false);
             }
@@ -560,11 +564,25 @@ impl Publisher {
             {
                 continue;
             }
-            let Some(pidfd) = pidfd_of(&m) else {
-                self.next_check_ns = 0; // it is gone already: its record is freed below
-                continue;
+            let watch = match pidfd_of(&m) {
+                Ok(Some(pidfd)) => ExitWatch::Pidfd(pidfd),
+                Ok(None) => {
+                    self.next_check_ns = 0; // it is gone already: its record is freed below
+                    continue;
+                }
+                // Out of descriptors: deliver all the same (a subscriber must not starve for
+                // our lack of fds), and look for its death by polling.
+                Err(e) => {
+                    if !std::mem::replace(&mut self.warned_fds, true) {
+                        tracing::warn!(
+                            stream = %self.map.name, error = %e,
+                            "no pidfd for a subscriber: its death is looked for every check instead; raise the limit of open files (ulimit -n)"
+                        );
+                    }
+                    ExitWatch::Polled(m)
+                }
             };
-            self.pidfds.push(pidfd);
+            self.pidfds.push(watch);
             self.deliveries.push(Delivery {
                 record: r,
                 word,
@@ -592,7 +610,7 @@ impl Publisher {
     fn check(&mut self) {
         self.next_check_ns = time::monotonic_coarse_ns() + CHECK_EVERY_NS;
         for i in (0..self.deliveries.len()).rev() {
-            if pidfd_exited(&self.pidfds[i]) {
+            if self.pidfds[i].exited() {
                 self.depart(i);
             }
         }
@@ -651,12 +669,42 @@ impl Publisher {
     }
 }
 
-/// A pidfd for the member's process, if it is still that process.
-fn pidfd_of(m: &Member) -> Option<OwnedFd> {
-    let pid = rustix::process::Pid::from_raw(m.pid as i32)?;
-    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+/// How the publisher learns that a subscriber's process exited.
+#[derive(Debug)]
+enum ExitWatch {
+    /// Readable once the process has exited.
+    Pidfd(OwnedFd),
+    /// No descriptor could be had for a pidfd: the member's liveness is read at each check.
+    Polled(Member),
+}
+
+impl ExitWatch {
+    fn exited(&self) -> bool {
+        match self {
+            ExitWatch::Pidfd(fd) => pidfd_exited(fd),
+            ExitWatch::Polled(m) => match m.liveness() {
+                Liveness::Dead => true,
+                Liveness::Alive => false,
+                // /proc unreadable without a descriptor: whether the pid exists at all.
+                Liveness::Unknown => !crate::os::process::exists(m.pid),
+            },
+        }
+    }
+}
+
+/// A pidfd for the member's process: `Ok(None)` if that process is gone, `Err` if no pidfd
+/// could be had for a process that may live (out of descriptors).
+fn pidfd_of(m: &Member) -> std::result::Result<Option<OwnedFd>, rustix::io::Errno> {
+    let Some(pid) = rustix::process::Pid::from_raw(m.pid as i32) else {
+        return Ok(None);
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     // The pidfd pins the process it names; is that still our member (not a reused pid)?
-    (m.liveness() != Liveness::Dead).then_some(fd)
+    Ok((m.liveness() != Liveness::Dead).then_some(fd))
 }
 
 /// Takes back the unread entry of position `pos` (the next lap's take-back, early).
@@ -684,11 +732,6 @@ impl Drop for Publisher {
 
 /// Unlinks `path` only if it still names this stream (not a newer one of that name).
 fn unlink_if_same(path: &Path, map: &StreamMap) -> Result<()> {
-    let mine = map.object.file.identity()?;
-    if let Some(file) = crate::os::ShmFile::open_read_only(path).ok().flatten() {
-        if file.identity()? == mine {
-            crate::os::shm::unlink(path)?;
-        }
-    }
-    Ok(())
+    // By lstat, not by opening it: a publisher out of file descriptors must still clean up.
+    crate::os::shm::unlink_if_same(path, map.object.file.identity()?).map(|_| ())
 }
