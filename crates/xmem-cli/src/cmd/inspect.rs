@@ -276,6 +276,7 @@ pub fn stream_json(s: &xmem_core::stream::StreamInfo) -> Value {
             "pid": m.pid,
             "state": member_word(m.state),
             "alive": m.alive,
+            "damage": m.damage,
             "received": m.received,
             "dropped": m.dropped,
             "queued": m.queued,
@@ -308,9 +309,23 @@ fn print_stream(s: &xmem_core::stream::StreamInfo) -> std::io::Result<()> {
                 m.record.to_string(),
                 m.pid.to_string(),
                 if m.alive { "yes" } else { "no" }.to_string(),
-                member_word(m.state).to_string(),
-                m.received.to_string(),
-                m.dropped.to_string(),
+                if m.damage.is_some() {
+                    "damaged"
+                } else {
+                    member_word(m.state)
+                }
+                .to_string(),
+                // Counters that cannot be true are not shown as if they were.
+                if m.damage.is_some() {
+                    "?".into()
+                } else {
+                    m.received.to_string()
+                },
+                if m.damage.is_some() {
+                    "?".into()
+                } else {
+                    m.dropped.to_string()
+                },
                 m.queued.to_string(),
                 m.woken.to_string(),
             ]
@@ -323,6 +338,11 @@ fn print_stream(s: &xmem_core::stream::StreamInfo) -> std::io::Result<()> {
             ],
             &rows,
         )?;
+    }
+    for m in s.subscribers.iter() {
+        if let Some(why) = &m.damage {
+            outln!("  record {} is damaged: {why}", m.record)?;
+        }
     }
     Ok(())
 }

@@ -406,6 +406,9 @@ pub struct SubscriberInfo {
     pub queued: u64,
     /// Times the publisher woke it from sleep (each a system call on the publisher's side).
     pub woken: u64,
+    /// Why its counters cannot be true (more frames received or dropped than were published):
+    /// its record was written by someone else. Its counters are not to be shown as facts then.
+    pub damage: Option<String>,
 }
 
 /// Inspects the stream at `path` without joining it.
@@ -425,15 +428,23 @@ pub fn inspect_path(path: &Path, name: &str) -> Result<StreamInfo> {
         let queued = (0..q.depth())
             .filter(|&p| q.seq(p).load(Relaxed) & 1 == 1)
             .count() as u64;
+        let (received, dropped) = (r.received.load(Relaxed), r.dropped.load(Relaxed));
+        // Read after the counters. The publisher counts a frame after queueing it, so one frame
+        // may be received before it is counted; more than that, and the record is not true.
+        let published = h.published.load(Acquire);
+        let damage = (received.saturating_add(dropped) > published.saturating_add(1)).then(|| {
+            format!("its counters read {received} received and {dropped} dropped of {published} published")
+        });
         subscribers.push(SubscriberInfo {
             record: i,
             pid: m.pid,
             state: m.state,
             alive: m.liveness() != crate::os::Liveness::Dead,
-            received: r.received.load(Relaxed),
-            dropped: r.dropped.load(Relaxed),
+            received,
+            dropped,
             queued,
             woken: r.woken.load(Relaxed),
+            damage,
         });
     }
     Ok(StreamInfo {

@@ -427,6 +427,7 @@ impl Subscriber {
         if self.gone || self.publisher_gone() {
             return self.last_look();
         }
+        self.check_record()?;
         if let Some(n) = &self.notify {
             n.drain();
             let q = self.map.queue(self.record, None);
@@ -435,6 +436,23 @@ impl Subscriber {
             }
         }
         Ok(None)
+    }
+
+    /// Our record must still name us: only we change it while we live. Another value means the
+    /// stream was written by someone else (a publisher that took our damaged queue for a
+    /// departure, a scribbler); waiting on would wait for frames that never come.
+    fn check_record(&self) -> Result<()> {
+        let now = self.map.record(self.record).state.load(Acquire);
+        if now == self.word {
+            return Ok(());
+        }
+        Err(Error::Corrupt {
+            path: self.map.path().to_path_buf(),
+            detail: format!(
+                "subscriber record {} reads {now:#x}, not this subscriber's {:#x}: another process wrote it, and no frame will come through it; subscribe again",
+                self.record, self.word
+            ),
+        })
     }
 
     /// Whether the publisher closed the stream or died (checked at most every 10 ms).
@@ -627,6 +645,73 @@ impl Drop for Subscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory of its own in /dev/shm, removed (and checked empty) at the end.
+    struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let path =
+                std::path::PathBuf::from("/dev/shm").join(format!("xmem-unit-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let left: Vec<_> = std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            let _ = std::fs::remove_dir_all(&self.0);
+            if !std::thread::panicking() {
+                assert!(left.is_empty(), "left behind: {left:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_subscriber_whose_record_was_overwritten_says_so_instead_of_waiting_forever() {
+        let dir = Dir::new("record");
+        let mut publisher = crate::stream::Publisher::builder("scribbled")
+            .directory(&dir.0)
+            .buffers(4)
+            .buffer_size(64)
+            .create()
+            .unwrap();
+        let mut sub = Subscriber::builder("scribbled").directory(&dir.0).open().unwrap();
+        let frame = publisher.loan().unwrap();
+        publisher.publish(frame).unwrap();
+        drop(sub.try_receive().unwrap().expect("the first frame"));
+        for garbage in [0, 0x5555_5555_5555_5555] {
+            sub.map.record(sub.record).state.store(garbage, Release);
+            let started = Instant::now();
+            match sub.receive_timeout(Duration::from_secs(30)) {
+                Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("subscribe again"), "{detail}"),
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "it did not wait out the timeout"
+            );
+        }
+        sub.map.record(sub.record).state.store(sub.word, Release);
+        let info = crate::stream::inspect_path(&dir.0.join("xmem.scribbled"), "scribbled").unwrap();
+        assert_eq!(info.subscribers[0].damage, None);
+        sub.map
+            .record(sub.record)
+            .received
+            .store(15_501_577_856_141_985_574, Relaxed);
+        let info = crate::stream::inspect_path(&dir.0.join("xmem.scribbled"), "scribbled").unwrap();
+        let damage = info.subscribers[0]
+            .damage
+            .as_deref()
+            .expect("counters beyond what was published");
+        assert!(damage.contains("15501577856141985574 received"), "{damage}");
+        drop(sub);
+        drop(publisher);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
