@@ -205,7 +205,9 @@ pub fn take_over(name: &str, path: &Path, kind: ObjectKind) -> std::result::Resu
 /// Creates an anonymous object (a memfd), shared by handing its descriptor to other processes.
 pub fn create_anonymous(spec: &CreateSpec, init: impl FnOnce(&Mapping) -> Result<()>) -> Result<OpenObject> {
     let file = ShmFile::anonymous("xmem-anonymous")?;
-    initialise(file, spec, init)
+    let obj = initialise(file, spec, init)?;
+    obj.file.seal_size()?;
+    Ok(obj)
 }
 
 fn initialise(

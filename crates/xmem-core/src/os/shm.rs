@@ -189,12 +189,26 @@ impl ShmFile {
 
     /// Creates an anonymous shared-memory file (memfd); share it by passing the descriptor.
     pub fn anonymous(debug_name: &str) -> Result<ShmFile> {
-        let fd = rfs::memfd_create(debug_name, rfs::MemfdFlags::CLOEXEC)
-            .map_err(|e| Error::os("memfd_create", debug_name, e))?;
+        let fd = rfs::memfd_create(
+            debug_name,
+            rfs::MemfdFlags::CLOEXEC | rfs::MemfdFlags::ALLOW_SEALING,
+        )
+        .map_err(|e| Error::os("memfd_create", debug_name, e))?;
         Ok(ShmFile {
             fd,
             path: PathBuf::from(format!("memfd:{debug_name}")),
         })
+    }
+
+    /// Fixes the size of a memfd for good (seals against shrinking and growing, and against
+    /// removing the seals): a process it is passed to cannot truncate it under the others'
+    /// mappings, which would kill them with SIGBUS. Named files cannot be sealed.
+    pub fn seal_size(&self) -> Result<()> {
+        rfs::fcntl_add_seals(
+            &self.fd,
+            rfs::SealFlags::SHRINK | rfs::SealFlags::GROW | rfs::SealFlags::SEAL,
+        )
+        .map_err(|e| Error::os("seal", &self.path, e))
     }
 
     /// Wraps a descriptor received from another process (an anonymous pool's memfd).

@@ -1243,6 +1243,18 @@ mod tests {
             .unwrap()
     }
 
+    #[test]
+    fn an_anonymous_pool_cannot_be_truncated_under_its_users() {
+        let pool = pool_of(2);
+        let fd = pool.fd().unwrap();
+        let size = rustix::fs::fstat(&fd).unwrap().st_size as u64;
+        for wrong in [0, size / 2, size * 2] {
+            assert_eq!(rustix::fs::ftruncate(&fd, wrong), Err(rustix::io::Errno::PERM));
+        }
+        let mut b = pool.acquire().unwrap();
+        b.bytes_mut().fill(1);
+    }
+
     /// Another attachment of this process with its own slot, as a stream's subscriber has.
     fn second(pool: &BufferPool) -> BufferPool {
         pool.attach_managed(pool.identity()).unwrap()
