@@ -25,7 +25,7 @@ pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Layout versions above ours that a newer xmem could have written; beyond them (or at 0) the
 /// version word is taken for damage, so that a scribbled header is not reported as a version
 /// mismatch to be solved by upgrading.
-const PLAUSIBLE_NEWER_VERSIONS: u32 = 64;
+const PLAUSIBLE_NEWER_VERSIONS: u32 = 1000;
 
 /// An object's file, mapped.
 #[derive(Debug)]
