@@ -52,6 +52,39 @@ impl Dir {
         err
     }
 
+    /// Starts `xmem watch --count COUNT --duration DURATION` (under `ulimit -n FDS` if given)
+    /// and waits for its first line; returns it with its stderr and stdout.
+    fn watch(
+        &self,
+        count: usize,
+        duration: &str,
+        fds: Option<u32>,
+    ) -> (
+        std::process::Child,
+        std::io::BufReader<std::process::ChildStderr>,
+        std::io::BufReader<std::process::ChildStdout>,
+    ) {
+        use std::io::BufRead;
+        let limit = fds.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+        let mut watch = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{limit}exec \"$0\" watch --count {count} --duration {duration}"
+            ))
+            .arg(xmem_bin())
+            .env("XMEM_SHM_DIR", &self.path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(watch.stderr.take().unwrap());
+        let events = std::io::BufReader::new(watch.stdout.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.starts_with("watching"), "{line}");
+        (watch, err, events)
+    }
+
     fn peer(&self) -> PeerProcess {
         PeerProcess::spawn(PEER, &[], &[("XMEM_SHM_DIR", self.path.to_str().unwrap())])
     }
@@ -238,18 +271,7 @@ fn segments_are_listed_inspected_watched_and_cleaned() {
     use std::io::BufRead;
     let scope = ShmScope::new("cliseg");
     let dir = Dir::new(&scope);
-    let mut watch = Command::new(xmem_bin())
-        .args(["watch", "--count", "3", "--duration", "60s"])
-        .env("XMEM_SHM_DIR", &dir.path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(watch.stderr.take().unwrap());
-    let mut events = std::io::BufReader::new(watch.stdout.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.starts_with("watching"), "{line}");
+    let (mut watch, _err, mut events) = dir.watch(3, "60s", None);
     // Each event is awaited before the next step: the watch reports what happened, in order,
     // however late it gets to run.
     let mut next_event = || {
@@ -543,23 +565,7 @@ fn watch_out_of_file_descriptors_reports_every_creation_and_death_and_says_why()
     let dir = Dir::new(&scope);
     const OWNERS: usize = 10;
     // 10 descriptors: stdio, epoll and inotify leave 5 for pidfds and for opening new objects.
-    let mut watch = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 10 && exec \"$0\" watch --count {} --duration 120s",
-            2 * OWNERS
-        ))
-        .arg(xmem_bin())
-        .env("XMEM_SHM_DIR", &dir.path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(watch.stderr.take().unwrap());
-    let mut events = std::io::BufReader::new(watch.stdout.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.starts_with("watching"), "{line}");
+    let (mut watch, mut err, mut events) = dir.watch(2 * OWNERS, "120s", Some(10));
     let mut next_event = || {
         let mut line = String::new();
         events.read_line(&mut line).unwrap();
