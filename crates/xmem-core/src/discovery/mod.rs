@@ -350,14 +350,12 @@ fn grace_left(entry: &Entry, options: CleanupOptions) -> Result<Option<Duration>
     let now = time::unix_now_ns();
     let since = match entry.state {
         // No usable header: the file's age stands in.
-        _ if entry.damage().is_some() => ShmFile::open_read_only(&entry.path)?
-            .map(|f| f.modified_unix_ns())
-            .transpose()?
-            .unwrap_or(now),
-        ObjectState::Abandoned => ShmFile::open_read_only(&entry.path)?
-            .map(|f| f.modified_unix_ns())
-            .transpose()?
-            .unwrap_or(now),
+        _ if entry.damage().is_some() || entry.state == ObjectState::Abandoned => {
+            ShmFile::open_read_only(&entry.path)?
+                .map(|f| f.modified_unix_ns())
+                .transpose()?
+                .unwrap_or(now)
+        }
         _ => mark_orphan(&entry.path, entry.kind, now, options.dry_run)?,
     };
     let elapsed = Duration::from_nanos(now.saturating_sub(since));
