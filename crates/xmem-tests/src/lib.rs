@@ -69,20 +69,31 @@ impl Drop for ShmScope {
     }
 }
 
-/// The `xmem` binary, built beside the peer executable `peer_exe` (a test's
-/// `CARGO_BIN_EXE_…`). Built (or found up to date) once per test process: `cargo test` does not
-/// rebuild a binary whose package has no integration tests.
+/// The `xmem` binary, built from the main workspace (where no crash points are compiled in) into
+/// the target directory of the peer executable `peer_exe` (a test's `CARGO_BIN_EXE_…`), beside
+/// it. Built (or found up to date) once per test process.
 pub fn xmem_cli(peer_exe: &str) -> std::path::PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
+    let peer = std::path::Path::new(peer_exe);
     BUILT.call_once(|| {
+        let profile_dir = peer.parent().expect("the peer lies in <target>/<profile>");
+        let target_dir = profile_dir.parent().expect("the peer lies in <target>/<profile>");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "xmem-cli"]);
+        cmd.args(["build", "-q", "-p", "xmem-cli", "--manifest-path"])
+            .arg(main_workspace().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
         assert!(cmd.status().unwrap().success(), "building xmem");
     });
-    std::path::Path::new(peer_exe).with_file_name("xmem")
+    peer.with_file_name("xmem")
+}
+
+/// The root of the main workspace (this crate is a workspace of its own inside it).
+pub fn main_workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A peer process answering line commands.

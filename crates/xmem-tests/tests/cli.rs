@@ -655,3 +655,40 @@ fn a_publisher_out_of_file_descriptors_still_delivers_to_every_subscriber_and_sa
     assert!(err.contains("no pidfd for a subscriber"), "it says why: {err}");
     assert!(dir.files().is_empty(), "{:?}", dir.files());
 }
+
+/// The crash points (a test feature of xmem-core that exits the process at named places) are in
+/// no binary of the main workspace: not in `xmem`, not in the Python module, not in a
+/// `cargo build --workspace`. `cargo tree` prints the features each package is built with.
+#[test]
+fn crash_points_are_compiled_into_no_binary_of_the_main_workspace() {
+    let manifest = xmem_tests::main_workspace().join("Cargo.toml");
+    for what in [&["-p", "xmem-cli"][..], &["-p", "xmem-python"], &["--workspace"]] {
+        let out = Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "-e", "features", "--manifest-path"])
+            .arg(&manifest)
+            .args(what)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo tree {what:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            tree.contains("xmem-core feature \"default\""),
+            "cargo tree {what:?} lists xmem-core's features:\n{tree}"
+        );
+        assert!(
+            !tree.contains("crash-points"),
+            "cargo tree {what:?} builds xmem-core with crash points:\n{tree}"
+        );
+    }
+    // And the test workspace does turn them on (the check above would pass on a renamed feature).
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "features", "-i", "xmem-core"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("xmem-core feature \"crash-points\""));
+}

@@ -648,7 +648,7 @@ fn bad_input_gives_typed_errors() {
         .create()
         .unwrap();
     assert_eq!(
-        kind(p.publish(foreign.acquire().unwrap()).unwrap_err()),
+        kind(p.publish(foreign.acquire().unwrap()).unwrap_err().into()),
         "InvalidConfig"
     );
     // A segment is not a stream.
