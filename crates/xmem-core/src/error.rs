@@ -409,6 +409,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the same call, made again later with nothing changed, can succeed: the condition
+    /// is one that other processes end by themselves (a buffer released, a queue drained, an
+    /// object's creator finishing, a writer pausing). `false` means something must change first
+    /// (a name, a configuration, a file removed, space freed) and the message says what.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::PoolExhausted { .. }
+                | Error::Timeout { .. }
+                | Error::QueueFull { .. }
+                | Error::NotReady { .. }
+                | Error::Contended { .. }
+                | Error::Busy { .. }
+                | Error::TooManyProcesses { .. }
+                | Error::TooManySubscribers { .. }
+        )
+    }
+
     /// An OS error while doing `op` on `path`, mapped to the typed variants where one fits.
     pub(crate) fn os(op: &'static str, path: impl Into<PathBuf>, err: impl Into<io::Error>) -> Self {
         let path = path.into();

@@ -105,6 +105,11 @@ impl Frame {
         }
     }
 
+    /// After a publish that failed: the frame is writable again, as before the call.
+    pub fn restore_writable(&mut self, b: BufferMut) {
+        self.guard = Guard::Write(b);
+    }
+
     /// After publishing: the frame becomes a read-only reference to what was published.
     pub fn become_read(&mut self, b: Buffer) {
         self.guard = Guard::Read(b);

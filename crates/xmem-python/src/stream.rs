@@ -47,7 +47,12 @@ impl Publisher {
                 frame.borrow_mut(py).become_read(kept);
                 Ok(seq)
             }
-            Err(e) => Err(to_py(e)),
+            Err(e) => {
+                // Not published: the frame stays writable in the caller's hands, to publish again.
+                let (error, b) = e.into_parts();
+                frame.borrow_mut(py).restore_writable(b);
+                Err(to_py(error))
+            }
         }
     }
 }
@@ -151,16 +156,27 @@ impl Publisher {
     }
 
     /// Publishes `frame`, or else the array last given by `loan()`. Returns its sequence
-    /// number. The frame stays usable, read-only, as what was published.
+    /// number. The frame stays usable, read-only, as what was published. If the publish fails
+    /// (`QueueFull`), nothing was published and the frame or loaned array stays writable: call
+    /// `publish()` again.
     #[pyo3(signature = (frame = None))]
     fn publish(&mut self, py: Python<'_>, frame: Option<Py<Frame>>) -> PyResult<u64> {
+        let loaned = frame.is_none();
         let (frame, array) = match frame {
             Some(f) => (f, None),
             None => self.pending.take().ok_or_else(|| {
                 PyValueError::new_err("nothing to publish: call loan() first, or pass a frame")
             })?,
         };
-        let seq = self.publish_frame(py, &frame)?;
+        let seq = match self.publish_frame(py, &frame) {
+            Ok(seq) => seq,
+            Err(e) => {
+                if loaned {
+                    self.pending = Some((frame, array));
+                }
+                return Err(e);
+            }
+        };
         if let Some(a) = array {
             // Subscribers read it now: writing through this array would race them.
             a.bind(py).getattr("flags")?.setattr("writeable", false)?;

@@ -246,3 +246,22 @@ def test_fileno_becomes_readable_when_a_frame_arrives(name):
     del frame
     sub.close()
     pub.close()
+
+
+def test_a_publish_refused_on_a_full_queue_leaves_the_loaned_array_to_publish_again(name):
+    pub = xmem.Publisher(name, buffer_size=64, buffers=4, depth=1, policy="block", timeout=0.02)
+    sub = xmem.Subscriber(name)
+    assert pub.publish_array(np.zeros(8, dtype=np.uint8)) == 0
+    a = pub.loan((8,), "uint8")
+    a[...] = 7
+    with pytest.raises(xmem.QueueFull):
+        pub.publish()
+    assert a.flags.writeable and (a == 7).all(), "not published: still the caller's"
+    assert pub.published == 1
+    with sub.receive(timeout=5) as first:
+        assert first.sequence == 0
+    assert pub.publish() == 1
+    with sub.receive(timeout=5) as second:
+        assert (np.asarray(second) == 7).all()
+    sub.close()
+    pub.close()

@@ -167,8 +167,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         frame.set_timestamp_ns(monotonic_ns());
         match publisher.publish(frame) {
             Ok(_) => {}
-            Err(Error::QueueFull { .. }) => bail!("a subscriber stopped taking frames"),
-            Err(e) => return Err(e).context("publishing a frame"),
+            Err(e) if matches!(e.error(), Error::QueueFull { .. }) => {
+                bail!("a subscriber stopped taking frames")
+            }
+            Err(e) => return Err(Error::from(e)).context("publishing a frame"),
         }
         if publisher.subscriber_count() < consumers.len() {
             bail!("a subscriber went away");

@@ -42,7 +42,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use layout::{MemberState, MAX_DEPTH, MAX_HISTORY, MAX_SUBSCRIBERS};
-pub use publisher::{Publisher, PublisherBuilder};
+pub use publisher::{PublishError, Publisher, PublisherBuilder};
 pub use subscriber::{Subscriber, SubscriberBuilder, POLL_HOOK_EVERY};
 
 use self::layout::{

@@ -366,23 +366,38 @@ impl Publisher {
     ///
     /// The frame must come from [`Publisher::loan`]. Its sequence number is stamped into its
     /// metadata, and its timestamp too unless one was set.
-    pub fn publish(&mut self, frame: BufferMut) -> Result<u64> {
+    ///
+    /// # Errors
+    ///
+    /// A frame that is not published comes back inside the [`PublishError`], untouched but for
+    /// its sequence number and time stamp: nothing was delivered to anyone, and it can be
+    /// published again ([`PublishError::into_frame`]) or dropped, which returns it to the pool.
+    pub fn publish(&mut self, frame: BufferMut) -> Result<u64, PublishError> {
         self.publish_inner(frame, false).map(|(seq, _)| seq)
     }
 
     /// Publishes `frame` like [`Publisher::publish`] and keeps a read-only reference to it for
     /// the caller: for views of the frame that outlive the call (a numpy array filled in place),
     /// whose memory must not be recycled while they exist.
-    pub fn publish_and_keep(&mut self, frame: BufferMut) -> Result<(u64, Buffer)> {
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::publish`]: the frame comes back in the error.
+    pub fn publish_and_keep(&mut self, frame: BufferMut) -> Result<(u64, Buffer), PublishError> {
         let (seq, kept) = self.publish_inner(frame, true)?;
         Ok((seq, kept.expect("kept for the caller")))
     }
 
-    fn publish_inner(&mut self, mut frame: BufferMut, for_caller: bool) -> Result<(u64, Option<Buffer>)> {
+    fn publish_inner(
+        &mut self,
+        mut frame: BufferMut,
+        for_caller: bool,
+    ) -> Result<(u64, Option<Buffer>), PublishError> {
         if frame.pool_ptr() != self.pool.attachment_ptr() {
-            return Err(Error::InvalidConfig(
+            let error = Error::InvalidConfig(
                 "publish takes frames loaned from this publisher (Publisher::loan)".into(),
-            ));
+            );
+            return Err(PublishError { error, frame });
         }
         // New subscribers before delivering (they get this frame); the look for dead ones
         // after it, off the path from the time stamp to the subscribers.
@@ -396,10 +411,14 @@ impl Publisher {
         let mut to = 0u64;
         let mut i = 0;
         while i < self.deliveries.len() {
-            if self.make_room(i)? {
-                to |= self.deliveries[i].bit;
-                i += 1;
-            } // else it was removed (dead); the same index is the next delivery
+            match self.make_room(i) {
+                Ok(true) => {
+                    to |= self.deliveries[i].bit;
+                    i += 1;
+                }
+                Ok(false) => {} // it was removed (dead); the same index is the next delivery
+                Err(error) => return Err(PublishError { error, frame }),
+            }
         }
         let entry = Entry {
             index: frame.index(),
@@ -734,4 +753,59 @@ impl Drop for Publisher {
 fn unlink_if_same(path: &Path, map: &StreamMap) -> Result<()> {
     // By lstat, not by opening it: a publisher out of file descriptors must still clean up.
     crate::os::shm::unlink_if_same(path, map.object.file.identity()?).map(|_| ())
+}
+
+/// A publish that failed, with the frame it was given: nothing was delivered to anyone.
+///
+/// As `crossbeam`'s and `tokio`'s send errors do, it hands the value back
+/// ([`PublishError::into_frame`]): the caller may publish it again (a full queue under
+/// [`Policy::Block`] can have room a moment later) or drop it, which returns it to the pool.
+/// `?` turns it into the plain [`Error`], dropping the frame.
+pub struct PublishError {
+    error: Error,
+    frame: BufferMut,
+}
+
+impl PublishError {
+    /// Why the frame was not published.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The frame, to publish again.
+    pub fn into_frame(self) -> BufferMut {
+        self.frame
+    }
+
+    /// The reason and the frame.
+    pub fn into_parts(self) -> (Error, BufferMut) {
+        (self.error, self.frame)
+    }
+}
+
+impl std::fmt::Debug for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishError")
+            .field("error", &self.error)
+            .field("frame", &self.frame)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Error {
+        e.error
+    }
 }

@@ -671,6 +671,56 @@ mod tests {
         }
     }
 
+    /// A publish refused on a full queue (or for a frame of another pool) hands the frame back,
+    /// contents intact, and it can be published again once there is room.
+    #[test]
+    fn a_refused_publish_gives_the_frame_back_to_publish_again() {
+        let dir = Dir::new("giveback");
+        let mut publisher = crate::stream::Publisher::builder("giveback")
+            .directory(&dir.0)
+            .buffers(4)
+            .buffer_size(64)
+            .depth(1)
+            .policy(crate::stream::Policy::Block {
+                timeout: Duration::from_millis(20),
+            })
+            .create()
+            .unwrap();
+        let mut sub = Subscriber::builder("giveback").directory(&dir.0).open().unwrap();
+        let first = publisher.loan().unwrap();
+        publisher.publish(first).unwrap();
+        let mut second = publisher.loan().unwrap();
+        second.bytes_mut().fill(0xA7);
+        let refused = publisher.publish(second).unwrap_err();
+        assert!(matches!(refused.error(), Error::QueueFull { .. }), "{refused:?}");
+        assert!(refused.error().is_retryable());
+        let second = refused.into_frame();
+        assert!(second.bytes().iter().all(|&b| b == 0xA7));
+        assert_eq!(publisher.published(), 1, "nothing was published");
+
+        drop(sub.try_receive().unwrap().expect("the first frame"));
+        let seq = publisher.publish(second).unwrap();
+        let got = sub
+            .try_receive()
+            .unwrap()
+            .expect("the frame given back, published again");
+        assert_eq!((seq, got.sequence()), (1, 1));
+        assert!(got.bytes().iter().all(|&b| b == 0xA7));
+        drop(got);
+
+        let other = crate::BufferPool::builder("giveback-other")
+            .directory(&dir.0)
+            .buffers(1)
+            .buffer_size(64)
+            .create()
+            .unwrap();
+        let foreign = other.acquire().unwrap();
+        let refused = publisher.publish(foreign).unwrap_err();
+        assert!(!refused.error().is_retryable(), "{refused}");
+        drop(refused.into_frame());
+        assert_eq!(other.free_count(), 1, "the foreign frame went back to its pool");
+    }
+
     #[test]
     fn a_subscriber_whose_record_was_overwritten_says_so_instead_of_waiting_forever() {
         let dir = Dir::new("record");
