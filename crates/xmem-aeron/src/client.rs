@@ -46,6 +46,7 @@ struct Reported {
 
 /// A connection to a media driver. Create one per process and share it: each client is a
 /// conductor thread, a heartbeat and a set of mapped logs.
+#[derive(Clone)]
 pub struct Client {
     aeron: Aeron,
     dir: PathBuf,
@@ -68,7 +69,9 @@ impl Client {
             DriverStatus::Dead { pid, silent_for } => {
                 return Err(Error::NoDriver {
                     dir,
-                    why: Some(format!("the driver that was there, pid {pid}, is gone: silent for {silent_for:?}")),
+                    why: Some(format!(
+                        "the driver that was there, pid {pid}, is gone: silent for {silent_for:?}"
+                    )),
                 })
             }
             DriverStatus::Unreadable(why) => return Err(Error::NoDriver { dir, why: Some(why) }),
@@ -82,7 +85,8 @@ impl Client {
             detail: "the directory's name is not UTF-8".into(),
         })?;
         let ctx = AeronContext::new().map_err(|e| connect("context", e))?;
-        ctx.set_dir(&dir_str.into_c_string()).map_err(|e| connect("dir", e))?;
+        ctx.set_dir(&dir_str.into_c_string())
+            .map_err(|e| connect("dir", e))?;
         ctx.set_driver_timeout_ms(opts.driver_timeout.as_millis() as u64)
             .map_err(|e| connect("driver timeout", e))?;
         let reported = Arc::new(Mutex::new(Reported::default()));

@@ -25,7 +25,10 @@ pub fn default_dir() -> PathBuf {
     }
     match AeronContext::new() {
         Ok(ctx) => PathBuf::from(ctx.get_dir()),
-        Err(_) => PathBuf::from(format!("/dev/shm/aeron-{}", std::env::var("USER").unwrap_or_else(|_| "root".into()))),
+        Err(_) => PathBuf::from(format!(
+            "/dev/shm/aeron-{}",
+            std::env::var("USER").unwrap_or_else(|_| "root".into())
+        )),
     }
 }
 

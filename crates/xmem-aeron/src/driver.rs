@@ -66,11 +66,14 @@ impl MediaDriver {
             dir: dir.clone(),
             detail: "the directory's name is not UTF-8".into(),
         })?;
-        ctx.set_dir(&dir_str.into_c_string()).map_err(|e| start("dir", e))?;
+        ctx.set_dir(&dir_str.into_c_string())
+            .map_err(|e| start("dir", e))?;
         // Delete on start: no live driver is there (checked above), so what is there is a dead
         // one's, and Aeron would otherwise wait out its timeout (up to 20 s) before refusing.
-        ctx.set_dir_delete_on_start(true).map_err(|e| start("delete on start", e))?;
-        ctx.set_dir_delete_on_shutdown(true).map_err(|e| start("delete on shutdown", e))?;
+        ctx.set_dir_delete_on_start(true)
+            .map_err(|e| start("delete on start", e))?;
+        ctx.set_dir_delete_on_shutdown(true)
+            .map_err(|e| start("delete on shutdown", e))?;
         // One thread for the conductor, sender and receiver: xmem's control plane is light, and
         // the machines it runs on are often small.
         ctx.set_threading_mode(aeron_threading_mode_enum::AERON_THREADING_MODE_SHARED)

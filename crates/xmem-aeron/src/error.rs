@@ -80,7 +80,9 @@ pub enum Error {
     },
 
     /// A channel string Aeron cannot use (it holds a NUL byte).
-    #[error("invalid channel {0:?}: Aeron channels are strings like aeron:ipc or aeron:udp?endpoint=host:port")]
+    #[error(
+        "invalid channel {0:?}: Aeron channels are strings like aeron:ipc or aeron:udp?endpoint=host:port"
+    )]
     InvalidChannel(String),
 
     /// An Aeron call failed.

@@ -22,7 +22,7 @@ mod driver;
 mod error;
 
 pub use client::{Client, ClientOptions, Message, Offer, Publication, Subscription};
-pub use dir::{DriverStatus, default_dir, driver_status};
+pub use dir::{default_dir, driver_status, DriverStatus};
 pub use driver::{DriverOptions, MediaDriver};
 pub use error::{Error, Result};
 

@@ -5,7 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use xmem_aeron::{driver_status, Client, ClientOptions, DriverOptions, DriverStatus, Error, MediaDriver, Offer, TP_CHANNEL};
+use xmem_aeron::{
+    driver_status, Client, ClientOptions, DriverOptions, DriverStatus, Error, MediaDriver, Offer, TP_CHANNEL,
+};
 
 /// A unique Aeron directory under /dev/shm; the test fails if anything is left there at the end.
 struct TestDir(PathBuf);
@@ -14,7 +16,10 @@ impl TestDir {
     fn new() -> TestDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        TestDir(PathBuf::from(format!("/dev/shm/xmem-aeron-test-{}-{n}", std::process::id())))
+        TestDir(PathBuf::from(format!(
+            "/dev/shm/xmem-aeron-test-{}-{n}",
+            std::process::id()
+        )))
     }
 }
 
@@ -84,13 +89,17 @@ fn messages_cross_an_embedded_driver_whole_and_offers_never_wait() {
     let dir = TestDir::new();
     let driver = MediaDriver::launch(&options(&dir.0)).unwrap();
     assert!(driver.is_running() && driver.replaced().is_none());
-    assert!(matches!(driver_status(&dir.0), DriverStatus::Active { pid } if pid == std::process::id() as i64));
+    assert!(
+        matches!(driver_status(&dir.0), DriverStatus::Active { pid } if pid == std::process::id() as i64)
+    );
     {
         let aeron = client(&dir.0, Duration::from_secs(5)).unwrap();
         let publication = aeron.publication(TP_CHANNEL, 1000).unwrap();
         assert_eq!(publication.offer(b"nobody listens"), Offer::NotConnected);
         let mut subscription = aeron.subscription(TP_CHANNEL, 1000).unwrap();
-        wait_for(Duration::from_secs(10), "the publication to connect", || publication.is_connected());
+        wait_for(Duration::from_secs(10), "the publication to connect", || {
+            publication.is_connected()
+        });
         // One message below the MTU, one that Aeron must fragment (the IPC MTU is 1408 bytes).
         let small = b"announce".to_vec();
         let large: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
@@ -122,7 +131,10 @@ fn a_live_driver_is_not_replaced_and_no_driver_is_said_at_once() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("connected to nothing"),
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "not Aeron's driver timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not Aeron's driver timeout"
+    );
     let driver = MediaDriver::launch(&options(&dir.0)).unwrap();
     match MediaDriver::launch(&options(&dir.0)) {
         Err(Error::DriverRunning { pid, .. }) => assert_eq!(pid, std::process::id() as i64),
@@ -145,12 +157,20 @@ fn a_killed_drivers_directory_is_replaced_at_once_and_its_clients_say_it_is_lost
     let dead_after = wait_for(Duration::from_secs(5), "the directory to read as dead", || {
         matches!(driver_status(&dir.0), DriverStatus::Dead { .. })
     });
-    assert!(dead_after < Duration::from_secs(3), "dead by its pid, not Aeron's 10 s: {dead_after:?}");
-    let lost_after = wait_for(Duration::from_secs(10), "the client to notice", || aeron.check().is_err());
+    assert!(
+        dead_after < Duration::from_secs(3),
+        "dead by its pid, not Aeron's 10 s: {dead_after:?}"
+    );
+    let lost_after = wait_for(Duration::from_secs(10), "the client to notice", || {
+        aeron.check().is_err()
+    });
     let e = aeron.check().unwrap_err();
     assert!(matches!(e, Error::DriverLost { .. }), "{e}");
     assert!(e.to_string().contains("restart it"), "{e}");
-    assert!(lost_after < Duration::from_secs(5), "within the client's driver timeout: {lost_after:?}");
+    assert!(
+        lost_after < Duration::from_secs(5),
+        "within the client's driver timeout: {lost_after:?}"
+    );
     assert_ne!(publication.offer(b"x"), Offer::Sent);
     drop(publication);
     drop(aeron);
@@ -162,12 +182,17 @@ fn a_killed_drivers_directory_is_replaced_at_once_and_its_clients_say_it_is_lost
     }
     let started = Instant::now();
     let driver = MediaDriver::launch(&options(&dir.0)).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(3), "not Aeron's wait for the old driver's timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not Aeron's wait for the old driver's timeout"
+    );
     assert!(matches!(driver.replaced(), Some(DriverStatus::Dead { .. })));
     let aeron = client(&dir.0, Duration::from_secs(5)).unwrap();
     let publication = aeron.publication(TP_CHANNEL, 1100).unwrap();
     let mut subscription = aeron.subscription(TP_CHANNEL, 1100).unwrap();
-    wait_for(Duration::from_secs(10), "the new publication to connect", || publication.is_connected());
+    wait_for(Duration::from_secs(10), "the new publication to connect", || {
+        publication.is_connected()
+    });
     assert!(publication.offer(b"again").is_sent());
     let mut got = 0;
     wait_for(Duration::from_secs(10), "the message", || {

@@ -60,6 +60,11 @@ impl Producer {
         &self.ring
     }
 
+    /// The payload pools.
+    pub fn pools(&self) -> &[Region] {
+        &self.pools
+    }
+
     /// Publishes one frame: picks the smallest pool whose stride holds `spec.values_len` (none:
     /// `Ok(None)`, the frame is dropped without blocking), lets `fill` write the payload in
     /// place, and commits. Returns the frame's sequence number.
@@ -195,6 +200,11 @@ impl Consumer {
     /// The counters so far.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// The header ring.
+    pub fn ring(&self) -> &Region {
+        &self.ring
     }
 
     /// Reads frame `seq` (from a descriptor, or the next one when following the ring), copying

@@ -205,13 +205,22 @@ impl TpProducer {
         &self.announce
     }
 
-    /// Stamps the regions' activity time and the announce's time (call once per announce
-    /// period) and returns the announce to send.
+    /// Stamps the activity time of the ring and of every pool, and the announce's time (call
+    /// once per announce period: consumers take a region whose stamp is older than three periods
+    /// for a dead producer's) and returns the announce to send.
     pub fn refresh(&mut self) -> &ShmPoolAnnounce {
         let now = xmem_core::os::time::monotonic_ns();
         self.inner.ring().touch(now);
+        for pool in self.inner.pools() {
+            pool.touch(now);
+        }
         self.announce.announce_timestamp_ns = now;
         &self.announce
+    }
+
+    /// The next frame's sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.inner.next_seq()
     }
 
     /// The directory of this stream's epochs (`<base>/tensorpool-<user>/<ns>/<stream_id>`).
@@ -386,6 +395,12 @@ impl TpConsumer {
     /// The epoch mapped, if any.
     pub fn epoch(&self) -> Option<u64> {
         self.mapped.as_ref().map(|(a, _)| a.epoch)
+    }
+
+    /// The activity time stamp now in the mapped ring's superblock (CLOCK_MONOTONIC ns), which
+    /// a live producer refreshes every announce period.
+    pub fn activity_ns(&self) -> Option<u64> {
+        self.mapped.as_ref().map(|(_, c)| c.ring().activity_ns())
     }
 
     /// The announce of the mapped epoch.
