@@ -120,24 +120,64 @@ impl PeerProcess {
     }
 
     /// Starts a prepared command (stdin/stdout are replaced by pipes).
-    pub fn from_command(mut cmd: Command) -> Self {
+    pub fn from_command(cmd: Command) -> Self {
+        Self::start(cmd, false)
+    }
+
+    /// Starts a prepared command whose stderr lines come through [`PeerProcess::line`] too,
+    /// interleaved with its stdout's as they arrive.
+    pub fn from_command_with_stderr(cmd: Command) -> Self {
+        Self::start(cmd, true)
+    }
+
+    fn start(mut cmd: Command, with_stderr: bool) -> Self {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        if with_stderr {
+            cmd.stderr(Stdio::piped());
+        }
         let mut child = cmd.spawn().expect("spawn peer");
-        let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+        fn forward(from: impl std::io::Read + Send + 'static, tx: mpsc::Sender<String>) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(from).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
+        forward(child.stdout.take().expect("stdout"), tx.clone());
+        if with_stderr {
+            forward(child.stderr.take().expect("stderr"), tx);
+        }
         PeerProcess {
             pid: child.id(),
             stdin: child.stdin.take(),
             child,
             lines: rx,
+        }
+    }
+
+    /// Reads lines until one satisfies `pred`, within `limit`; returns it and how long it took.
+    /// Panics on the limit or when the process closes its output first.
+    pub fn line_where(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> (String, Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let left = limit.saturating_sub(started.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if pred(&l) => return (l, started.elapsed()),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("pid {}: no line {what} within {limit:?}", self.pid),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("pid {}: output ended before a line {what}", self.pid)
+                }
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use xmem_tests::{PeerProcess, ShmScope};
 
@@ -123,22 +124,45 @@ impl Drop for Base {
     }
 }
 
-fn producer(base: &Path, extra: &[&str]) -> (PeerProcess, PathBuf) {
+/// `xmem tp media-driver` in `dir`, once it says it runs.
+fn media_driver(dir: &Path) -> PeerProcess {
+    let mut cmd = Command::new(xmem_tests::xmem_cli(PEER));
+    cmd.args(["tp", "media-driver", "--aeron-dir", dir.to_str().unwrap()]);
+    let mut d = PeerProcess::from_command(cmd);
+    d.line_where(Duration::from_secs(30), "saying it runs", |l| {
+        l.starts_with("media driver running in")
+    });
+    d
+}
+
+/// An `xmem tp …` process on the driver in `aeron` (never one of its own), stderr with stdout.
+fn tp(aeron: &Path, what: &str, args: &[&str]) -> PeerProcess {
     let mut cmd = Command::new(xmem_tests::xmem_cli(PEER));
     cmd.args([
         "tp",
-        "produce",
-        "--base",
-        base.to_str().unwrap(),
-        "--stream",
-        "10007",
-        "--shape",
-        "270x480x3",
+        what,
+        "--aeron-dir",
+        aeron.to_str().unwrap(),
+        "--driver",
+        "external",
     ])
-    .args(extra);
-    let mut p = PeerProcess::from_command(cmd);
-    assert!(p.line().starts_with("producing stream 10007"));
-    let ring = p.line();
+    .args(["--announce-period", "200ms"])
+    .args(args);
+    PeerProcess::from_command_with_stderr(cmd)
+}
+
+fn producer(aeron: &Path, base: &Path, extra: &[&str]) -> (PeerProcess, PathBuf) {
+    let mut p = tp(
+        aeron,
+        "produce",
+        &[&["--base", base.to_str().unwrap(), "--stream", "10007"], extra].concat(),
+    );
+    p.line_where(Duration::from_secs(30), "producing", |l| {
+        l.starts_with("producing stream 10007")
+    });
+    let (ring, _) = p.line_where(Duration::from_secs(5), "naming the ring", |l| {
+        l.contains("header ring")
+    });
     let ring = ring
         .split("path=")
         .nth(1)
@@ -147,37 +171,176 @@ fn producer(base: &Path, extra: &[&str]) -> (PeerProcess, PathBuf) {
         .next()
         .unwrap()
         .to_string();
-    assert!(p.line().contains("announce"));
     (p, PathBuf::from(ring))
 }
 
+fn sigterm(p: &PeerProcess) {
+    p.signal(rustix::process::Signal::TERM);
+}
+
+/// The acceptance run of the tensor pool over Aeron: a media driver, a producer of 1080p frames
+/// and four consumer processes: one slow, one on a per-consumer descriptor stream the producer's
+/// supervisor grants, one sent to FALLBACK, one that stops polling (SIGSTOP). Every accepted
+/// frame is checked byte for byte by its consumer. Then: a consumer SIGKILLed and the producer
+/// keeps its rate; the producer SIGKILLed and every mapped consumer unmaps within three
+/// announce periods; the media driver SIGKILLed and each client says so in one line and exits
+/// non-zero; a new driver replaces the dead one's files and removes them when it stops.
+#[test]
+fn tp_over_aeron_a_producer_four_consumer_processes_and_every_kill() {
+    let scope = ShmScope::new("cli-tp-aeron");
+    let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
+    std::fs::create_dir(&base.0).unwrap();
+    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let mut driver = media_driver(&aeron);
+    let b = base.0.to_str().unwrap();
+    let consume = |extra: &[&str]| {
+        tp(
+            &aeron,
+            "consume",
+            &[&["--base", b, "--stream", "10007"], extra].concat(),
+        )
+    };
+    let mut slow = consume(&["--slow", "40ms"]);
+    let mut own = consume(&["--own-stream", "31001"]);
+    let mut fallback = consume(&["--no-shm"]);
+    let mut stalled = consume(&[]);
+    let (mut p, _ring) = producer(
+        &aeron,
+        &base.0,
+        &[
+            "--shape",
+            "1080x1920x3",
+            "--fps",
+            "30",
+            "--fallback-uri",
+            "aeron:udp?endpoint=127.0.0.1:40999",
+        ],
+    );
+    let mapped = |c: &mut PeerProcess| {
+        c.line_where(Duration::from_secs(20), "mapped", |l| {
+            l.starts_with("mapped epoch")
+        });
+    };
+    mapped(&mut slow);
+    mapped(&mut own);
+    mapped(&mut stalled);
+    // The per-consumer one moves to the stream the producer's supervisor granted.
+    own.line_where(Duration::from_secs(20), "on its own stream", |l| {
+        l.ends_with("stream 31001") || l.contains("stream 31001 (granted")
+    });
+    let (l, _) = fallback.line_where(Duration::from_secs(20), "in fallback", |l| {
+        l.starts_with("fallback:")
+    });
+    assert!(l.ends_with("aeron:udp?endpoint=127.0.0.1:40999"), "{l}");
+    stalled.signal(rustix::process::Signal::STOP);
+    stalled.wait_until_stopped();
+
+    // Frames flow to the slow one and the per-consumer one; every accepted frame is checked
+    // (a report says how many were bad).
+    let accepted = |c: &mut PeerProcess, at_least: u64| loop {
+        let (l, _) = c.line_where(Duration::from_secs(30), "a report", |l| {
+            l.contains(" accepted; drops")
+        });
+        assert!(l.ends_with("; 0 bad"), "{l}");
+        let n: u64 = l.split_whitespace().next().unwrap().parse().unwrap();
+        if n >= at_least {
+            break n;
+        }
+    };
+    accepted(&mut own, 30);
+    accepted(&mut slow, 10);
+
+    // A consumer killed: the producer keeps its rate (two reports after the kill, at 30/s).
+    slow.kill();
+    for _ in 0..3 {
+        let (l, _) = p.line_where(Duration::from_secs(10), "a rate report", |l| {
+            l.contains(" frames/s,")
+        });
+        let rate: f64 = l
+            .split(" frames, ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rate > 24.0, "the producer kept its rate: {l}");
+    }
+    let n = accepted(&mut own, 0);
+    accepted(&mut own, n + 20);
+
+    // The producer killed: every mapped consumer unmaps within three announce periods (600 ms;
+    // the reports come each second, so allow one report's time besides).
+    p.kill();
+    let (_, took) = own.line_where(Duration::from_secs(10), "unmapped", |l| {
+        l.starts_with("unmapped:")
+    });
+    assert!(
+        took < Duration::from_millis(600 + 1000),
+        "unmapped after {took:?}"
+    );
+    stalled.signal(rustix::process::Signal::CONT);
+    let (_, took) = stalled.line_where(Duration::from_secs(10), "unmapped", |l| {
+        l.starts_with("unmapped:")
+    });
+    assert!(
+        took < Duration::from_millis(600 + 1000),
+        "unmapped after {took:?}"
+    );
+
+    // The media driver killed: each client says so in one line within the driver timeout (5 s)
+    // and exits non-zero.
+    driver.kill();
+    for c in [&mut own, &mut stalled, &mut fallback] {
+        let (l, took) = c.line_where(Duration::from_secs(15), "the error", |l| {
+            l.starts_with("xmem: error:")
+        });
+        assert!(
+            l.contains("lost the media driver") && l.contains("restart it"),
+            "{l}"
+        );
+        assert!(took < Duration::from_secs(5 + 2), "{took:?}");
+        assert_eq!(c.wait().code(), Some(1));
+    }
+    // A new driver replaces the dead one's files at once and removes them when it stops.
+    let mut again = media_driver(&aeron);
+    sigterm(&again);
+    assert!(again.wait().success());
+    assert!(!aeron.exists(), "the driver removed {}", aeron.display());
+    drop(base); // the killed producer's regions (a producer cleans up only when it stops)
+}
+
+/// The regions of a live producer, inspected; SIGTERM stops it and it removes them. A
+/// consumer counts exactly what it was asked for, every frame checked.
 #[test]
 fn tp_produce_and_consume_processes_check_every_frame_and_leave_nothing() {
     let scope = ShmScope::new("cli-tp");
     let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
     std::fs::create_dir(&base.0).unwrap();
-    let (mut p, ring) = producer(&base.0, &["--fps", "2000"]);
-    let out = ok(
-        xmem(
-            &[
-                "tp",
-                "consume",
-                "--base",
-                base.0.to_str().unwrap(),
-                "--stream",
-                "10007",
-                "--count",
-                "300",
-            ],
-            None,
-        ),
+    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let mut driver = media_driver(&aeron);
+    let (mut p, ring) = producer(&aeron, &base.0, &["--shape", "270x480x3", "--fps", "2000"]);
+    let mut c = tp(
+        &aeron,
         "consume",
+        &[
+            "--base",
+            base.0.to_str().unwrap(),
+            "--stream",
+            "10007",
+            "--count",
+            "300",
+        ],
     );
+    let (out, _) = c.line_where(Duration::from_secs(30), "the total", |l| {
+        l.starts_with("accepted ")
+    });
     assert!(
-        out.contains("accepted 300 frames") || out.contains("accepted 301 frames"),
+        out.starts_with("accepted 300 frames") && out.ends_with("0 with wrong bytes"),
         "{out}"
     );
-    assert!(out.contains("0 with wrong bytes"), "{out}");
+    assert!(c.wait().success());
     // Inspected while the producer is stopped (SIGSTOP): a running one moves on between the
     // slots inspect reads. Stopped at any point, at most one slot is caught mid-write.
     p.signal(rustix::process::Signal::STOP);
@@ -200,16 +363,64 @@ fn tp_produce_and_consume_processes_check_every_frame_and_leave_nothing() {
         "inspect pool",
     );
     let j: serde_json::Value = serde_json::from_str(&pool).unwrap();
-    assert_eq!(j["superblock"]["strideBytes"], 388_800);
-    // SIGTERM: the producer stops and removes its regions and its announce.
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(p.pid as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
+    assert_eq!(
+        j["superblock"]["strideBytes"], 524_288,
+        "the next power of two (Julia consumers want one)"
+    );
+    // SIGTERM: the producer stops and removes its regions.
+    sigterm(&p);
     assert!(p.wait().success());
     let left: Vec<_> = walk(&base.0);
     assert!(left.is_empty(), "{left:?}");
+    sigterm(&driver);
+    assert!(driver.wait().success());
+    assert!(!aeron.exists());
+}
+
+/// `xmem tp listen` prints what crosses the control plane, decoded: a producer's announces on
+/// both the control and the announce stream, its QoS, in text and as JSON lines.
+#[test]
+fn tp_listen_prints_the_control_plane_decoded() {
+    let scope = ShmScope::new("cli-tp-listen");
+    let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
+    std::fs::create_dir(&base.0).unwrap();
+    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let mut driver = media_driver(&aeron);
+    let (mut p, _) = producer(
+        &aeron,
+        &base.0,
+        &["--shape", "64x64", "--fps", "100", "--name", "cam1"],
+    );
+    let mut json = tp(&aeron, "listen", &["--format", "json", "--count", "12"]);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let (l, _) = json.line_where(Duration::from_secs(20), "a message", |l| l.starts_with('{'));
+        let j: serde_json::Value = serde_json::from_str(&l).unwrap();
+        seen.insert((
+            j["stream"].as_i64().unwrap(),
+            j["message"]["message"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert!(json.wait().success());
+    for want in [
+        (1000, "ShmPoolAnnounce"),
+        (1001, "ShmPoolAnnounce"),
+        (1200, "QosProducer"),
+        (1300, "DataSourceAnnounce"),
+    ] {
+        assert!(
+            seen.contains(&(want.0, want.1.to_string())),
+            "{want:?} in {seen:?}"
+        );
+    }
+    let mut text = tp(&aeron, "listen", &["--count", "1"]);
+    let (l, _) = text.line_where(Duration::from_secs(20), "a message", |l| l.starts_with("stream "));
+    assert!(l.contains("wire "), "{l}");
+    assert!(text.wait().success());
+    sigterm(&p);
+    assert!(p.wait().success());
+    sigterm(&driver);
+    assert!(driver.wait().success());
 }
 
 #[test]
@@ -217,7 +428,9 @@ fn tp_inspect_shows_a_killed_producer_and_refuses_what_is_not_a_region() {
     let scope = ShmScope::new("cli-tp-kill");
     let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
     std::fs::create_dir(&base.0).unwrap();
-    let (mut p, ring) = producer(&base.0, &[]);
+    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let mut driver = media_driver(&aeron);
+    let (mut p, ring) = producer(&aeron, &base.0, &["--shape", "270x480x3"]);
     p.kill();
     let inspect = ok(xmem(&["tp", "inspect", ring.to_str().unwrap()], None), "inspect");
     assert!(inspect.contains("(not running)"), "{inspect}");
@@ -240,6 +453,33 @@ fn tp_inspect_shows_a_killed_producer_and_refuses_what_is_not_a_region() {
     fails_with_one_line(
         xmem(&["tp", "inspect", "/dev/shm/no-such-region"], None),
         "missing",
+    );
+    sigterm(&driver);
+    assert!(driver.wait().success());
+}
+
+/// With no driver running and `--driver external`, a client says at once how to get one.
+#[test]
+fn tp_without_a_driver_says_how_to_start_one() {
+    let scope = ShmScope::new("cli-tp-nodriver");
+    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let err = fails_with_one_line(
+        xmem(
+            &[
+                "tp",
+                "consume",
+                "--aeron-dir",
+                aeron.to_str().unwrap(),
+                "--driver",
+                "external",
+            ],
+            None,
+        ),
+        "no driver",
+    );
+    assert!(
+        err.contains("no media driver runs in") && err.contains("xmem tp media-driver"),
+        "{err}"
     );
 }
 

@@ -7,4 +7,5 @@ pub mod inspect;
 pub mod ls;
 pub mod produce;
 pub mod tp;
+pub mod tp_live;
 pub mod watch;

@@ -1,0 +1,539 @@
+//! `xmem tp produce | consume | listen | media-driver`: the tensor pool over Aeron, as the C and
+//! Julia implementations speak it (no-driver mode: the producer owns its regions).
+//!
+//! Every command finds the media driver in `--aeron-dir` (default `AERON_DIR`, else Aeron's
+//! `/dev/shm/aeron-<user>`). With none running there, it starts one inside itself (`--driver
+//! auto`, the default), which other processes may use while it runs; `--driver external`
+//! refuses instead, and `xmem tp media-driver` runs one as a process of its own.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use xmem_aeron::{
+    driver_status, Client, ClientOptions, DriverOptions, DriverStatus, MediaDriver, TP_CHANNEL,
+};
+use xmem_tensorpool::codec::{self, text};
+use xmem_tensorpool::commit::FrameSpec;
+use xmem_tensorpool::layout::{Dtype, TensorHeader};
+use xmem_tensorpool::paths::AllowedDirs;
+use xmem_tensorpool::stream::TpProducer;
+use xmem_tp_control::{
+    Channels, Consumer, ConsumerOptions, Endpoint, Mode, Policy, Producer, ProducerOptions, State,
+    StreamRequest,
+};
+
+use super::produce::stop_on_signals;
+use crate::{fmt, Format};
+
+/// Which media driver to use.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverMode {
+    /// The one running in the Aeron directory; if none runs, one started inside this process.
+    Auto,
+    /// Only one already running (no driver: an error saying how to start one).
+    External,
+}
+
+/// The Aeron side of every command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AeronArgs {
+    /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-<user>).
+    #[arg(long, env = "AERON_DIR")]
+    aeron_dir: Option<PathBuf>,
+    /// Which media driver to use.
+    #[arg(long, value_enum, default_value_t = DriverMode::Auto)]
+    driver: DriverMode,
+    /// The Aeron channel of every stream (both implementations use exactly this string).
+    #[arg(long, default_value = TP_CHANNEL)]
+    channel: String,
+    /// Stream id of the control stream (hellos, configs, progress; no-driver announces).
+    #[arg(long, default_value_t = 1000)]
+    control_stream: i32,
+    /// Stream id of the announce stream.
+    #[arg(long, default_value_t = 1001)]
+    announce_stream: i32,
+    /// Stream id of the shared descriptor stream.
+    #[arg(long, default_value_t = 1100)]
+    descriptor_stream: i32,
+    /// Stream id of the QoS stream.
+    #[arg(long, default_value_t = 1200)]
+    qos_stream: i32,
+    /// Stream id of the metadata stream.
+    #[arg(long, default_value_t = 1300)]
+    metadata_stream: i32,
+    /// The announce period (QoS goes at the same rate).
+    #[arg(long, default_value = "1s", value_parser = super::demo::parse_duration)]
+    announce_period: Duration,
+}
+
+impl AeronArgs {
+    fn channels(&self) -> Channels {
+        let e = |id| Endpoint {
+            channel: self.channel.clone(),
+            stream_id: id,
+        };
+        Channels {
+            control: e(self.control_stream),
+            announce: e(self.announce_stream),
+            descriptor: e(self.descriptor_stream),
+            qos: e(self.qos_stream),
+            metadata: e(self.metadata_stream),
+        }
+    }
+
+    /// The client, and the driver this process started if it had to.
+    fn connect(&self) -> Result<(Client, Option<MediaDriver>)> {
+        let dir = self.aeron_dir.clone().unwrap_or_else(xmem_aeron::default_dir);
+        let driver = match (driver_status(&dir), self.driver) {
+            (DriverStatus::Active { .. }, _) | (_, DriverMode::External) => None,
+            (_, DriverMode::Auto) => {
+                let d = MediaDriver::launch(&DriverOptions {
+                    dir: Some(dir.clone()),
+                    ..DriverOptions::default()
+                })?;
+                if let Some(old) = d.replaced() {
+                    eprintln!(
+                        "  replaced a dead media driver's files in {} ({old:?})",
+                        dir.display()
+                    );
+                }
+                eprintln!("  started a media driver in this process: {}", dir.display());
+                Some(d)
+            }
+        };
+        let client = Client::connect(&ClientOptions {
+            dir: Some(dir),
+            ..ClientOptions::default()
+        })?;
+        Ok((client, driver))
+    }
+}
+
+/// `xmem tp produce`.
+#[derive(clap::Args, Debug)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    aeron: AeronArgs,
+    /// The stream id.
+    #[arg(long, default_value_t = 10_000)]
+    stream: u32,
+    /// Base directory of the regions.
+    #[arg(long, default_value = "/dev/shm")]
+    base: PathBuf,
+    /// Namespace under the base.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Frame shape, e.g. `1080x1920x3`.
+    #[arg(long, default_value = "1080x1920x3")]
+    shape: String,
+    /// Slots in the ring and the pool (a power of two).
+    #[arg(long, default_value_t = 8)]
+    nslots: u32,
+    /// Frames to produce (0: until stopped).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Frames per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    fps: f64,
+    /// Stop after this long (`10s`, `1m`).
+    #[arg(long, value_parser = super::demo::parse_duration)]
+    duration: Option<Duration>,
+    /// Wait for a subscriber to the descriptor stream before the first frame.
+    #[arg(long)]
+    wait_for_consumer: bool,
+    /// Send consumers that cannot map shared memory (or, with --fallback-all, every consumer)
+    /// to this URI.
+    #[arg(long)]
+    fallback_uri: Option<String>,
+    /// Send every consumer to --fallback-uri.
+    #[arg(long, requires = "fallback_uri")]
+    fallback_all: bool,
+    /// A name for the stream (DataSourceAnnounce).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// `xmem tp consume`.
+#[derive(clap::Args, Debug)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    aeron: AeronArgs,
+    /// The stream id.
+    #[arg(long, default_value_t = 10_000)]
+    stream: u32,
+    /// Base directory whose regions may be mapped.
+    #[arg(long, default_value = "/dev/shm")]
+    base: PathBuf,
+    /// The consumer id (0: a random one).
+    #[arg(long, default_value_t = 0)]
+    consumer_id: u32,
+    /// Ask for a descriptor stream of its own with this id (31000-31999 by convention).
+    #[arg(long)]
+    own_stream: Option<u32>,
+    /// RATE_LIMITED at this many frames a second.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Say it cannot map shared memory (asks for the fallback).
+    #[arg(long)]
+    no_shm: bool,
+    /// Spend this long on each frame (a slow consumer).
+    #[arg(long, value_parser = super::demo::parse_duration)]
+    slow: Option<Duration>,
+    /// Stop after accepting this many frames (0: until stopped).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Stop after this long (`10s`, `1m`).
+    #[arg(long, value_parser = super::demo::parse_duration)]
+    duration: Option<Duration>,
+    /// Give up if nothing is mapped (or no fallback is told) within this long.
+    #[arg(long, default_value = "30s", value_parser = super::demo::parse_duration)]
+    wait: Duration,
+}
+
+/// `xmem tp listen`.
+#[derive(clap::Args, Debug)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    aeron: AeronArgs,
+    /// Also print every FrameDescriptor (many a second).
+    #[arg(long)]
+    descriptors: bool,
+    /// Stop after this many messages (0: until stopped).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Stop after this long.
+    #[arg(long, value_parser = super::demo::parse_duration)]
+    duration: Option<Duration>,
+    /// Output format (JSON: one object a line).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// `xmem tp media-driver`.
+#[derive(clap::Args, Debug)]
+pub struct MediaDriverArgs {
+    /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-<user>).
+    #[arg(long, env = "AERON_DIR")]
+    aeron_dir: Option<PathBuf>,
+}
+
+fn parse_shape(s: &str) -> Result<Vec<i32>> {
+    let dims: Vec<i32> = s
+        .split('x')
+        .map(|d| {
+            d.parse::<i32>()
+                .with_context(|| format!("bad shape {s:?}: use e.g. 1080x1920x3"))
+        })
+        .collect::<Result<_>>()?;
+    if dims.is_empty() || dims.len() > 8 || dims.iter().any(|&d| d <= 0) {
+        bail!("bad shape {s:?}: 1 to 8 positive dimensions");
+    }
+    Ok(dims)
+}
+
+/// Frame `seq`'s bytes: every byte `seq % 256` (what `consume` checks).
+fn byte_of(seq: u64) -> u8 {
+    seq as u8
+}
+
+pub fn produce(args: ProduceArgs) -> Result<()> {
+    let stop = stop_on_signals()?;
+    let dims = parse_shape(&args.shape)?;
+    let len: u64 = dims.iter().map(|&d| d as u64).product();
+    let len = u32::try_from(len).context("a frame must be under 4 GiB")?;
+    // Power-of-two strides: the Julia consumer refuses any other (its validate_stride).
+    let stride = len
+        .max(64)
+        .checked_next_power_of_two()
+        .context("a frame must be under 2 GiB")?;
+    let (client, _driver) = args.aeron.connect()?;
+    let tp = TpProducer::builder(args.stream)
+        .base_dir(&args.base)
+        .namespace(&args.namespace)
+        .nslots(args.nslots)
+        .pool(1, stride)
+        .create()
+        .context("create the regions")?;
+    let mut p = Producer::new(
+        &client,
+        tp,
+        ProducerOptions {
+            channels: args.aeron.channels(),
+            announce_period: args.aeron.announce_period,
+            supervise: Some(Policy {
+                fallback_uri: args.fallback_uri.clone(),
+                fallback_all: args.fallback_all,
+                ..Policy::default()
+            }),
+            data_source: args.name.clone().map(|n| (n, format!("{} frames", args.shape))),
+        },
+    )?;
+    let a = p.regions().announce().clone();
+    outln!(
+        "producing stream {} epoch {} on {}",
+        a.stream_id,
+        a.epoch,
+        args.aeron.channel
+    )?;
+    outln!("  header ring {}", a.header_region_uri)?;
+    if args.wait_for_consumer {
+        while !p.is_connected() {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            p.poll()?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let spec = FrameSpec {
+        tensor: TensorHeader::row_major(Dtype::Uint8, &dims),
+        values_len: len,
+        timestamp_ns: 0,
+        meta_version: 0,
+    };
+    let start = Instant::now();
+    let (mut n, mut last_report, mut last) = (0u64, Instant::now(), p.stats());
+    while !stop.load(Ordering::Relaxed)
+        && (args.count == 0 || n < args.count)
+        && args.duration.is_none_or(|d| start.elapsed() < d)
+    {
+        if args.fps > 0.0 {
+            let due = start + Duration::from_secs_f64(n as f64 / args.fps);
+            while let Some(wait) = due.checked_duration_since(Instant::now()) {
+                p.poll()?;
+                std::thread::sleep(wait.min(Duration::from_millis(5)));
+            }
+        }
+        let mut spec = spec;
+        spec.timestamp_ns = xmem_core::os::time::monotonic_ns();
+        let seq = p.regions().next_seq();
+        p.publish(&spec, 0, |b| b.fill(byte_of(seq)))?;
+        n += 1;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            p.poll()?;
+            let s = p.stats();
+            let secs = last_report.elapsed().as_secs_f64();
+            let rate = (s.frames - last.frames) as f64 / secs;
+            outln!(
+                "  {n} frames, {rate:.0} frames/s, {}/s; descriptors: {} sent, {} no subscriber, {} back-pressured; {} consumers",
+                fmt::bytes((rate * f64::from(len)) as u64),
+                s.descriptors,
+                s.not_connected,
+                s.back_pressured,
+                s.consumers
+            )?;
+            (last_report, last) = (Instant::now(), s);
+        }
+    }
+    let s = p.stats();
+    outln!(
+        "produced {} frames; descriptors: {} sent, {} no subscriber, {} back-pressured, {} failed",
+        s.frames,
+        s.descriptors,
+        s.not_connected,
+        s.back_pressured,
+        s.failed
+    )?;
+    Ok(())
+}
+
+pub fn consume(args: ConsumeArgs) -> Result<()> {
+    let stop = stop_on_signals()?;
+    let (client, _driver) = args.aeron.connect()?;
+    let channels = args.aeron.channels();
+    let mut opts = ConsumerOptions::new(args.stream, AllowedDirs::new([&args.base])?);
+    opts.consumer_id = args.consumer_id;
+    opts.announce_period = args.aeron.announce_period;
+    opts.supports_shm = !args.no_shm;
+    opts.descriptor_stream = args.own_stream.map(|id| StreamRequest {
+        channel: args.aeron.channel.clone(),
+        stream_id: id,
+    });
+    if let Some(rate) = args.rate {
+        opts.mode = Mode::RateLimited;
+        opts.max_rate_hz = rate;
+    }
+    opts.channels = channels;
+    let mut c = Consumer::new(&client, opts)?;
+    outln!(
+        "consumer {} of stream {} on {}",
+        c.consumer_id(),
+        args.stream,
+        args.aeron.channel
+    )?;
+    let start = Instant::now();
+    let (mut bad, mut accepted) = (0u64, 0u64);
+    let mut last_state = State::Unmapped;
+    let mut last_report = Instant::now();
+    let mut ever_placed = false;
+    let mut descriptors_from = c.descriptor_stream();
+    while !stop.load(Ordering::Relaxed)
+        && (args.count == 0 || accepted < args.count)
+        && args.duration.is_none_or(|d| start.elapsed() < d)
+    {
+        let work = c.poll(64, |f| {
+            if args.count != 0 && accepted >= args.count {
+                return; // asked for this many: the rest of this poll's frames are let go
+            }
+            let want = byte_of(f.accepted.seq);
+            if !f.bytes.iter().all(|&b| b == want) {
+                bad += 1;
+            }
+            accepted += 1;
+            if let Some(d) = args.slow {
+                std::thread::sleep(d);
+            }
+        })?;
+        if c.state() != &last_state {
+            last_state = c.state().clone();
+            ever_placed = true;
+            match &last_state {
+                State::Mapped { epoch } => {
+                    let per = c.descriptor_stream();
+                    outln!("mapped epoch {epoch}; descriptors from {per}")?;
+                }
+                State::Unmapped => {
+                    let s = c.stats();
+                    let why = if s.unmaps_activity > 0 {
+                        "the regions' activity stamp went stale"
+                    } else {
+                        "no fresh announce for three periods"
+                    };
+                    outln!("unmapped: {why} (the producer stopped?); waiting for an announce")?;
+                }
+                State::Fallback { uri } => {
+                    outln!("fallback: told not to map shared memory; payloads at {uri}")?
+                }
+            }
+        }
+        if c.descriptor_stream() != descriptors_from && matches!(c.state(), State::Mapped { .. }) {
+            descriptors_from = c.descriptor_stream();
+            outln!("descriptors now from {descriptors_from} (granted by a ConsumerConfig)")?;
+        }
+        if !ever_placed && start.elapsed() > args.wait {
+            bail!(
+                "no producer of stream {} announced on {} within {:?} (is one running with the same --aeron-dir and channel?)",
+                args.stream,
+                args.aeron.channel,
+                args.wait
+            );
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            let s = c.stats();
+            outln!(
+                "  {} accepted; drops: {} gap, {} late, {} invalid, {} epoch, {} unmapped; {bad} bad",
+                s.accepted,
+                s.drops_gap,
+                s.drops_late,
+                s.drops_invalid,
+                s.drops_epoch,
+                s.drops_unmapped
+            )?;
+            last_report = Instant::now();
+        }
+        if work == 0 {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    let s = c.stats();
+    outln!(
+        "accepted {} frames, drops: {} gap, {} late, {} invalid; {bad} with wrong bytes",
+        s.accepted,
+        s.drops_gap,
+        s.drops_late,
+        s.drops_invalid
+    )?;
+    if bad > 0 {
+        bail!("{bad} accepted frames had wrong bytes");
+    }
+    Ok(())
+}
+
+pub fn listen(args: ListenArgs) -> Result<()> {
+    let stop = stop_on_signals()?;
+    let (client, _driver) = args.aeron.connect()?;
+    let ch = args.aeron.channels();
+    let mut endpoints = vec![
+        ch.control.clone(),
+        ch.announce.clone(),
+        ch.qos.clone(),
+        ch.metadata.clone(),
+    ];
+    if args.descriptors {
+        endpoints.push(ch.descriptor.clone());
+    }
+    endpoints.dedup();
+    let mut subs = Vec::new();
+    for e in &endpoints {
+        subs.push((e.stream_id, client.subscription(&e.untethered(), e.stream_id)?));
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed)
+        && (args.count == 0 || n < args.count)
+        && args.duration.is_none_or(|d| start.elapsed() < d)
+    {
+        client.check()?;
+        let mut got = Vec::new();
+        for (stream, s) in &mut subs {
+            let stream = *stream;
+            s.poll(16, |m| got.push((stream, m.session_id, m.bytes.to_vec())))?;
+        }
+        if got.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for (stream, session, bytes) in got {
+            if args.count != 0 && n >= args.count {
+                break;
+            }
+            n += 1;
+            match (codec::decode_exact(&bytes), args.format) {
+                (Ok(m), Format::Json) => {
+                    let j = serde_json::json!({"stream": stream, "session": session, "message": text::to_json(&m)});
+                    outln!("{j}")?;
+                }
+                (Ok(m), Format::Text) => {
+                    out!("stream {stream} session {session}: {}", text::to_text(&m))?;
+                }
+                (Err(e), Format::Json) => {
+                    let j = serde_json::json!({"stream": stream, "session": session, "undecodable": e.to_string(), "bytes": bytes.len()});
+                    outln!("{j}")?;
+                }
+                (Err(e), Format::Text) => outln!(
+                    "stream {stream} session {session}: {} bytes that are not a message: {e}",
+                    bytes.len()
+                )?,
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn media_driver(args: MediaDriverArgs) -> Result<()> {
+    let stop = stop_on_signals()?;
+    let d = MediaDriver::launch(&DriverOptions {
+        dir: args.aeron_dir,
+        ..DriverOptions::default()
+    })?;
+    if let Some(old) = d.replaced() {
+        outln!("replaced a dead media driver's files ({old:?})")?;
+    }
+    outln!(
+        "media driver running in {} (pid {})",
+        d.dir().display(),
+        std::process::id()
+    )?;
+    while !stop.load(Ordering::Relaxed) && d.is_running() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !d.is_running() {
+        bail!(
+            "the media driver in {} stopped on its own (see the log above)",
+            d.dir().display()
+        );
+    }
+    outln!("stopping; its files are removed")?;
+    Ok(())
+}
