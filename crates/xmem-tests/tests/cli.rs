@@ -206,6 +206,12 @@ fn the_demo_runs_hands_frames_to_every_consumer_and_leaves_nothing() {
         "240",
     ]);
     assert!(out.contains("subscriber 3"), "{out}");
+    // The second part: the same frames as a tensor pool over an embedded Aeron media driver.
+    assert!(
+        out.contains("xmem tp demo:") && out.contains("consumer 3"),
+        "{out}"
+    );
+    assert!(out.contains("every accepted frame was checked"), "{out}");
     let producer: u64 = out
         .lines()
         .find(|l| l.starts_with("publisher"))

@@ -124,6 +124,29 @@ impl Drop for Base {
     }
 }
 
+/// An Aeron directory for one test, removed when the test ends however it ends (a driver killed
+/// by the test, or by a failing test's drop, leaves its files).
+struct AeronDir(PathBuf);
+
+impl AeronDir {
+    fn new(scope: &ShmScope) -> AeronDir {
+        AeronDir(PathBuf::from("/dev/shm").join(scope.name("aeron")))
+    }
+}
+
+impl std::ops::Deref for AeronDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for AeronDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `xmem tp media-driver` in `dir`, once it says it runs.
 fn media_driver(dir: &Path) -> PeerProcess {
     let mut cmd = Command::new(xmem_tests::xmem_cli(PEER));
@@ -190,7 +213,7 @@ fn tp_over_aeron_a_producer_four_consumer_processes_and_every_kill() {
     let scope = ShmScope::new("cli-tp-aeron");
     let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
     std::fs::create_dir(&base.0).unwrap();
-    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let aeron = AeronDir::new(&scope);
     let mut driver = media_driver(&aeron);
     let b = base.0.to_str().unwrap();
     let consume = |extra: &[&str]| {
@@ -318,7 +341,7 @@ fn tp_produce_and_consume_processes_check_every_frame_and_leave_nothing() {
     let scope = ShmScope::new("cli-tp");
     let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
     std::fs::create_dir(&base.0).unwrap();
-    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let aeron = AeronDir::new(&scope);
     let mut driver = media_driver(&aeron);
     let (mut p, ring) = producer(&aeron, &base.0, &["--shape", "270x480x3", "--fps", "2000"]);
     let mut c = tp(
@@ -384,7 +407,7 @@ fn tp_listen_prints_the_control_plane_decoded() {
     let scope = ShmScope::new("cli-tp-listen");
     let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
     std::fs::create_dir(&base.0).unwrap();
-    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let aeron = AeronDir::new(&scope);
     let mut driver = media_driver(&aeron);
     let (mut p, _) = producer(
         &aeron,
@@ -428,7 +451,7 @@ fn tp_inspect_shows_a_killed_producer_and_refuses_what_is_not_a_region() {
     let scope = ShmScope::new("cli-tp-kill");
     let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
     std::fs::create_dir(&base.0).unwrap();
-    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let aeron = AeronDir::new(&scope);
     let mut driver = media_driver(&aeron);
     let (mut p, ring) = producer(&aeron, &base.0, &["--shape", "270x480x3"]);
     p.kill();
@@ -462,7 +485,7 @@ fn tp_inspect_shows_a_killed_producer_and_refuses_what_is_not_a_region() {
 #[test]
 fn tp_without_a_driver_says_how_to_start_one() {
     let scope = ShmScope::new("cli-tp-nodriver");
-    let aeron = PathBuf::from("/dev/shm").join(scope.name("aeron"));
+    let aeron = AeronDir::new(&scope);
     let err = fails_with_one_line(
         xmem(
             &[

@@ -1,4 +1,5 @@
-//! `xmem demo`: a publisher process streams 1080p RGB frames to subscriber processes.
+//! `xmem demo`: a publisher process streams 1080p RGB frames to subscriber processes; then the
+//! same frames as an SHM Tensor Pool over Aeron, on a media driver embedded in this process.
 //!
 //! The publisher (this process) loans each frame from the stream's pool, fills it in place and
 //! publishes it: every subscriber receives a read-only guard on the same memory, so a frame lives
@@ -35,6 +36,9 @@ pub struct DemoArgs {
     /// Buffers in the stream's pool (few, so that they stay in cache).
     #[arg(long, default_value_t = 6)]
     buffers: u32,
+    /// Leave out the second part: the same frames as an SHM Tensor Pool over Aeron.
+    #[arg(long)]
+    no_tensor_pool: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -256,7 +260,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if free != args.buffers {
         bail!("{} buffer(s) were not returned to the pool", args.buffers - free);
     }
-    Ok(())
+    if args.no_tensor_pool || stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    outln!()?;
+    super::tp_live::demo(super::tp_live::DemoArgs {
+        consumers: args.consumers,
+        duration: args.duration,
+        shape,
+        fps: 60.0,
+    })
 }
 
 fn parse_stats(line: &str) -> Option<ConsumerStats> {

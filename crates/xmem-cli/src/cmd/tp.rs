@@ -44,6 +44,8 @@ pub enum TpCommand {
     Listen(super::tp_live::ListenArgs),
     /// Run an Aeron media driver as a process of its own (until SIGINT or SIGTERM).
     MediaDriver(super::tp_live::MediaDriverArgs),
+    /// A producer here and consumer processes over an embedded media driver, every frame checked.
+    Demo(super::tp_live::DemoArgs),
 }
 
 pub fn run(cmd: TpCommand) -> Result<()> {
@@ -58,6 +60,7 @@ pub fn run(cmd: TpCommand) -> Result<()> {
         TpCommand::Consume(args) => super::tp_live::consume(args),
         TpCommand::Listen(args) => super::tp_live::listen(args),
         TpCommand::MediaDriver(args) => super::tp_live::media_driver(args),
+        TpCommand::Demo(args) => super::tp_live::demo(args),
     }
 }
 
