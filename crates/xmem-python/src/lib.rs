@@ -10,6 +10,7 @@ mod frame;
 mod pool;
 mod segment;
 mod stream;
+mod tensorpool;
 mod wait;
 
 use pyo3::prelude::*;
@@ -28,5 +29,6 @@ fn _xmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
         xmem_core::DType::ALL.iter().map(|d| d.name()).collect::<Vec<_>>(),
     )?;
     errors::register(m)?;
+    tensorpool::register(m)?;
     Ok(())
 }
