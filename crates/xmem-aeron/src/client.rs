@@ -44,6 +44,9 @@ struct Reported {
     count: u64,
 }
 
+/// Set with `Reported::lost`, read without the lock on every [`Client::check`].
+type LostFlag = Arc<std::sync::atomic::AtomicBool>;
+
 /// A connection to a media driver. Create one per process and share it: each client is a
 /// conductor thread, a heartbeat and a set of mapped logs.
 #[derive(Clone)]
@@ -52,6 +55,7 @@ pub struct Client {
     dir: PathBuf,
     add_timeout: Duration,
     reported: Arc<Mutex<Reported>>,
+    lost: LostFlag,
 }
 
 /// Aeron's client error codes for a driver that stopped answering (aeronc.h:
@@ -91,6 +95,8 @@ impl Client {
             .map_err(|e| connect("driver timeout", e))?;
         let reported = Arc::new(Mutex::new(Reported::default()));
         let sink = reported.clone();
+        let lost: LostFlag = Arc::default();
+        let lost_flag = lost.clone();
         let log_dir = dir.clone();
         ctx.set_error_handler(Some(move |code: i32, msg: &str| {
             // On Aeron's conductor thread: record, never panic (a panic here aborts).
@@ -98,6 +104,7 @@ impl Client {
                 r.count += 1;
                 if DRIVER_GONE_CODES.contains(&code) && r.lost.is_none() {
                     r.lost = Some(msg.to_string());
+                    lost_flag.store(true, std::sync::atomic::Ordering::Release);
                 }
             }
             tracing::warn!(dir = %log_dir.display(), code, "aeron: {msg}");
@@ -110,6 +117,7 @@ impl Client {
             dir,
             add_timeout: opts.add_timeout,
             reported,
+            lost,
         })
     }
 
@@ -121,6 +129,9 @@ impl Client {
     /// `Err(DriverLost)` once the driver has stopped answering (the client is closed then and
     /// everything it made is dead; connect again when a driver runs).
     pub fn check(&self) -> Result<()> {
+        if !self.lost.load(std::sync::atomic::Ordering::Acquire) && !self.aeron.is_closed() {
+            return Ok(());
+        }
         let lost = self.reported.lock().ok().and_then(|r| r.lost.clone());
         match lost {
             Some(detail) => Err(Error::DriverLost {

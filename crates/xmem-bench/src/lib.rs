@@ -9,6 +9,7 @@ mod paced;
 pub mod segment;
 pub mod streams;
 pub mod tensorpool;
+pub mod tp_aeron;
 pub mod wake;
 
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -98,6 +99,10 @@ pub fn peer_main(args: &[String]) -> i32 {
         ["tp-echo", dir, cpu] => tensorpool::echo_role(dir, cpu),
         ["tp-follow", dir, cpu] => tensorpool::follow_role(dir, cpu),
         ["line-echo", path, cpu] => tensorpool::line_echo_role(path, cpu),
+        ["tpa-echo", aeron, base, cpu] => tp_aeron::tp_echo_role(aeron, base, cpu),
+        ["aeron-echo", aeron, cpu] => tp_aeron::raw_echo_role(aeron, cpu),
+        ["tpa-count", kind, aeron, base, cpu] => tp_aeron::count_role(kind, aeron, base, cpu),
+        ["tpa-follow", aeron, base, cpu] => tp_aeron::follow_role(aeron, base, cpu),
         ["paced-pub", rest @ ..] => paced::publisher_role(rest),
         ["paced-sub", rest @ ..] => paced::subscriber_role(rest),
         _ => {

@@ -157,7 +157,13 @@ pub struct Consumer {
     progress: Vec<(u64, u64)>,
     buf: Vec<u8>,
     stats: ConsumerStats,
+    polls: u64,
 }
+
+/// While mapped, the control-plane side of a poll (announces, configs, liveness, QoS, the
+/// client's health) runs once every this many polls: the descriptor path of a busy-polling
+/// consumer stays a single subscription poll. Unmapped, it runs every time.
+const HOUSEKEEPING_EVERY: u64 = 16;
 
 fn random_id() -> u32 {
     let mut b = [0u8; 4];
@@ -203,6 +209,7 @@ impl Consumer {
             progress: Vec::new(),
             buf: Vec::new(),
             stats: ConsumerStats::default(),
+            polls: 0,
             opts,
         })
     }
@@ -250,6 +257,33 @@ impl Consumer {
     /// One duty cycle: announces and configs, liveness, then up to `limit` descriptors, each
     /// accepted frame handed to `on_frame`. Returns the work done (0: nothing came).
     pub fn poll(&mut self, limit: usize, mut on_frame: impl FnMut(Frame<'_>)) -> Result<usize> {
+        self.polls = self.polls.wrapping_add(1);
+        let mut work = 0;
+        if !matches!(self.state, State::Mapped { .. }) || self.polls.is_multiple_of(HOUSEKEEPING_EVERY) {
+            work += self.housekeeping()?;
+        }
+        let mut descriptors = Vec::new();
+        let mut malformed = 0;
+        work += self
+            .descriptors_in
+            .poll(limit, |m| match messages::decode(m.bytes) {
+                Ok(Incoming::Descriptor(d)) => descriptors.push(d),
+                Err(messages::Ignored::Malformed(_)) => malformed += 1,
+                _ => {}
+            })?;
+        self.stats.malformed += malformed;
+        for d in descriptors {
+            if d.stream_id != self.opts.stream_id {
+                continue;
+            }
+            self.on_descriptor(&d, &mut on_frame);
+        }
+        Ok(work)
+    }
+
+    /// The control plane's side: announces, configs and progress in, liveness, hello and QoS
+    /// out, and whether the driver still answers.
+    fn housekeeping(&mut self) -> Result<usize> {
         self.client.check()?;
         let mut incoming = Vec::new();
         let mut work = 0;
@@ -284,23 +318,6 @@ impl Consumer {
         }
         self.check_liveness();
         self.send_due()?;
-
-        let mut descriptors = Vec::new();
-        let mut malformed = 0;
-        work += self
-            .descriptors_in
-            .poll(limit, |m| match messages::decode(m.bytes) {
-                Ok(Incoming::Descriptor(d)) => descriptors.push(d),
-                Err(messages::Ignored::Malformed(_)) => malformed += 1,
-                _ => {}
-            })?;
-        self.stats.malformed += malformed;
-        for d in descriptors {
-            if d.stream_id != self.opts.stream_id {
-                continue;
-            }
-            self.on_descriptor(&d, &mut on_frame);
-        }
         Ok(work)
     }
 
