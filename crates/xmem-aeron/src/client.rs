@@ -203,6 +203,24 @@ impl Client {
         })
     }
 
+    /// Adds a counter in the driver's counters file, readable by any process on the machine
+    /// ([`read_counters`]: what `xmem tp stat` shows); it goes when the client closes.
+    pub fn counter(&self, type_id: i32, key: &[u8], label: &str) -> Result<Counter> {
+        let add = |e: rusteron_client::AeronCError| Error::Aeron {
+            op: "add counter",
+            detail: e.capture_errmsg().to_string(),
+        };
+        let poller = self.aeron.async_add_counter(type_id, key, label).map_err(add)?;
+        let started = Instant::now();
+        let inner = loop {
+            match poller.poll().map_err(add)? {
+                Some(c) => break c,
+                None => self.wait_for_add(started, "counter", label, type_id)?,
+            }
+        };
+        Ok(Counter { inner })
+    }
+
     fn wait_for_add(&self, started: Instant, what: &str, channel: &str, stream_id: i32) -> Result<()> {
         self.check()?;
         if started.elapsed() > self.add_timeout {
@@ -344,4 +362,58 @@ impl Subscription {
     pub fn stream_id(&self) -> i32 {
         self.stream_id
     }
+}
+
+/// A counter of this process in the driver's counters file.
+pub struct Counter {
+    inner: rusteron_client::AeronCounter,
+}
+
+impl Counter {
+    /// Sets its value (a relaxed store: readers take it as a gauge).
+    pub fn set(&self, value: u64) {
+        self.inner.addr_atomic().store(
+            value.min(i64::MAX as u64) as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// One counter as the counters file holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterValue {
+    /// The counter's id in the file.
+    pub id: i32,
+    /// Its type (Aeron's own are below 1000).
+    pub type_id: i32,
+    /// Its key bytes.
+    pub key: Vec<u8>,
+    /// Its label.
+    pub label: String,
+    /// Its value.
+    pub value: i64,
+}
+
+/// Every allocated counter in the counters file of the driver in `dir` (no client needed).
+pub fn read_counters(dir: &Path) -> Result<Vec<CounterValue>> {
+    let c_dir = dir
+        .to_str()
+        .and_then(|d| CString::new(d).ok())
+        .ok_or_else(|| Error::InvalidChannel(dir.display().to_string()))?;
+    let cnc = rusteron_client::AeronCnc::open(&c_dir).map_err(|e| Error::NoDriver {
+        dir: dir.to_path_buf(),
+        why: Some(format!("cnc.dat: {e}")),
+    })?;
+    let mut out = Vec::new();
+    cnc.counters_reader()
+        .foreach_counter_fn(|value, id, type_id, key, label| {
+            out.push(CounterValue {
+                id,
+                type_id,
+                key: key.to_vec(),
+                label: label.to_string(),
+                value,
+            })
+        });
+    Ok(out)
 }

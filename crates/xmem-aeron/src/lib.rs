@@ -21,7 +21,9 @@ pub mod dir;
 mod driver;
 mod error;
 
-pub use client::{Client, ClientOptions, Message, Offer, Publication, Subscription};
+pub use client::{
+    read_counters, Client, ClientOptions, Counter, CounterValue, Message, Offer, Publication, Subscription,
+};
 pub use dir::{default_dir, driver_status, DriverStatus};
 pub use driver::{DriverOptions, MediaDriver};
 pub use error::{Error, Result};

@@ -436,6 +436,30 @@ fn tp_listen_prints_the_control_plane_decoded() {
             "{want:?} in {seen:?}"
         );
     }
+    // `xmem tp stat`: the producer's counters from the driver's counters file.
+    let stat = ok(
+        xmem(
+            &[
+                "tp",
+                "stat",
+                "--aeron-dir",
+                aeron.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            None,
+        ),
+        "stat",
+    );
+    let j: serde_json::Value = serde_json::from_str(&stat).unwrap();
+    let producer = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["role"] == "producer" && o["stream"] == 10007 && o["pid"] == p.pid)
+        .unwrap_or_else(|| panic!("the producer's counters: {stat}"));
+    assert!(producer["counters"]["frames"].as_i64().unwrap() > 0, "{stat}");
+    assert!(producer["counters"]["announces"].as_i64().unwrap() > 0, "{stat}");
     let mut text = tp(&aeron, "listen", &["--count", "1"]);
     let (l, _) = text.line_where(Duration::from_secs(20), "a message", |l| l.starts_with("stream "));
     assert!(l.contains("wire "), "{l}");

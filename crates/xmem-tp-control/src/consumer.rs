@@ -158,7 +158,21 @@ pub struct Consumer {
     buf: Vec<u8>,
     stats: ConsumerStats,
     polls: u64,
+    counters: Option<crate::counters::Counters>,
 }
+
+/// The names of a consumer's counters, in the order `send_due` sets them.
+const CONSUMER_COUNTERS: [&str; 9] = [
+    "accepted",
+    "drops gap",
+    "drops late",
+    "drops invalid",
+    "drops epoch",
+    "drops unmapped",
+    "maps",
+    "unmaps",
+    "state (0 unmapped, 1 mapped, 2 fallback)",
+];
 
 /// While mapped, the control-plane side of a poll (announces, configs, liveness, QoS, the
 /// client's health) runs once every this many polls: the descriptor path of a busy-polling
@@ -210,6 +224,16 @@ impl Consumer {
             buf: Vec::new(),
             stats: ConsumerStats::default(),
             polls: 0,
+            counters: crate::counters::Counters::add(
+                client,
+                &crate::counters::Owner {
+                    role: "consumer",
+                    stream_id: opts.stream_id,
+                    id: opts.consumer_id,
+                    pid: std::process::id(),
+                },
+                &CONSUMER_COUNTERS,
+            ),
             opts,
         })
     }
@@ -527,6 +551,25 @@ impl Consumer {
                 mode: self.opts.mode,
             };
             let _ = self.qos.offer(&q.encode().map_err(encode_err("QosConsumer"))?);
+            if let Some(counters) = &self.counters {
+                let s = self.stats();
+                let state = match self.state {
+                    State::Unmapped => 0,
+                    State::Mapped { .. } => 1,
+                    State::Fallback { .. } => 2,
+                };
+                counters.set(&[
+                    s.accepted,
+                    s.drops_gap,
+                    s.drops_late,
+                    s.drops_invalid,
+                    s.drops_epoch,
+                    s.drops_unmapped,
+                    s.maps,
+                    s.unmaps_announce + s.unmaps_activity,
+                    state,
+                ]);
+            }
         }
         Ok(())
     }

@@ -24,6 +24,7 @@
 
 pub mod channels;
 mod consumer;
+pub mod counters;
 pub mod messages;
 mod producer;
 mod supervisor;

@@ -67,6 +67,11 @@ pub struct ProducerStats {
     pub configs: u64,
     /// FrameProgress messages sent.
     pub progress: u64,
+    /// TraceLinkSet messages sent.
+    pub trace_links: u64,
+    /// TraceLinkSet messages that did not go (no subscriber, back-pressure): dropped, as
+    /// TraceLink wants (it never blocks a stage).
+    pub trace_links_dropped: u64,
     /// Consumers heard from within the last five announce periods.
     pub consumers: usize,
 }
@@ -98,7 +103,20 @@ pub struct Producer {
     meta: Option<DataSourceMeta>,
     next_announce: Instant,
     stats: ProducerStats,
+    counters: Option<crate::counters::Counters>,
 }
+
+/// The names of a producer's counters, in the order `publish_counters` sets them.
+const PRODUCER_COUNTERS: [&str; 8] = [
+    "frames",
+    "descriptors sent",
+    "descriptors without subscriber",
+    "descriptors back-pressured",
+    "descriptors failed",
+    "announces",
+    "per-consumer descriptors",
+    "consumers",
+];
 
 impl Producer {
     /// A producer of `tp`'s stream over `client`. It announces at once.
@@ -131,7 +149,15 @@ impl Producer {
             meta: None,
             next_announce: Instant::now(),
             stats: ProducerStats::default(),
+            counters: None,
         };
+        let owner = crate::counters::Owner {
+            role: "producer",
+            stream_id: p.stream_id(),
+            id: p.tp.announce().producer_id,
+            pid: std::process::id(),
+        };
+        p.counters = crate::counters::Counters::add(client, &owner, &PRODUCER_COUNTERS);
         p.poll()?;
         Ok(p)
     }
@@ -235,6 +261,19 @@ impl Producer {
         }
     }
 
+    /// Sends a TraceLinkSet (an N→1 stage's output and the trace ids it was made from) on the
+    /// control stream. Never waits (TL-5-1): a set that cannot go now is counted and dropped.
+    /// A set that breaks TL-9-1 (no parent, a zero or repeated one) is refused.
+    pub fn link(&mut self, set: &crate::trace::TraceLinkSet) -> Result<()> {
+        let bytes = set.encode().map_err(encode_err("TraceLinkSet"))?;
+        if self.control.offer(&bytes).is_sent() {
+            self.stats.trace_links += 1;
+        } else {
+            self.stats.trace_links_dropped += 1;
+        }
+        Ok(())
+    }
+
     /// Sets the stream's metadata (sent now and every announce period, version `meta_version`).
     pub fn set_meta(&mut self, meta_version: u32, attributes: Vec<(String, String, Vec<u8>)>) -> Result<()> {
         self.meta = Some(DataSourceMeta {
@@ -261,6 +300,19 @@ impl Producer {
             self.consumers.retain(|_, e| e.seen.elapsed() <= stale);
             if let Some(s) = &mut self.supervisor {
                 s.sweep(stale);
+            }
+            if let Some(c) = &self.counters {
+                let s = self.stats();
+                c.set(&[
+                    s.frames,
+                    s.descriptors,
+                    s.not_connected,
+                    s.back_pressured,
+                    s.failed,
+                    s.announces,
+                    s.per_consumer,
+                    s.consumers as u64,
+                ]);
             }
             work += 1;
         }

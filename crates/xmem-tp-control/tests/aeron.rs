@@ -474,3 +474,52 @@ fn the_default_announce_period_is_one_second() {
     assert_eq!(ANNOUNCE_PERIOD, Duration::from_secs(1));
     assert_eq!(ProducerOptions::default().announce_period, Duration::from_secs(1));
 }
+
+/// TL-5-1 and TL-9-1 over Aeron: an N→1 stage's TraceLinkSet goes on the control stream without
+/// waiting, reaches a listener decoded (schema 904, beside the wire schema's messages), and a set
+/// that breaks the rules is refused before it is sent.
+#[test]
+fn tl_5_1_trace_link_sets_are_sent_without_waiting() {
+    use xmem_tp_control::trace::{propagate, TraceIds, TraceLinkSet};
+    let rig = Rig::new();
+    let mut producer = rig.producer(10006, ProducerOptions::default());
+    let mut listener = rig.client.subscription(xmem_aeron::TP_CHANNEL, 1000).unwrap();
+    run(Duration::from_secs(10), "the listener to connect", || {
+        listener.is_connected()
+    });
+    let mut ids = TraceIds::new(5);
+    let (a, b) = (ids.next_id(), ids.next_id());
+    let out = propagate(&[a, b], &mut ids);
+    let d = producer
+        .publish(&spec(64, 0), out, |b| fill(0, b))
+        .unwrap()
+        .unwrap();
+    let set = TraceLinkSet {
+        stream_id: 10006,
+        epoch: d.epoch,
+        seq: d.seq,
+        trace_id: out,
+        parents: vec![a, b],
+    };
+    let started = Instant::now();
+    producer.link(&set).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(50));
+    assert_eq!(producer.stats().trace_links, 1);
+    let bad = TraceLinkSet {
+        parents: vec![a, a],
+        ..set.clone()
+    };
+    assert!(producer.link(&bad).is_err());
+    let mut got = None;
+    run(Duration::from_secs(10), "the set", || {
+        listener
+            .poll(16, |m| {
+                if let Ok(Some(s)) = TraceLinkSet::decode(m.bytes) {
+                    got = Some(s);
+                }
+            })
+            .unwrap();
+        got.is_some()
+    });
+    assert_eq!(got, Some(set));
+}

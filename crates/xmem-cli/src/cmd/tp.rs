@@ -44,6 +44,9 @@ pub enum TpCommand {
     Listen(super::tp_live::ListenArgs),
     /// Run an Aeron media driver as a process of its own (until SIGINT or SIGTERM).
     MediaDriver(super::tp_live::MediaDriverArgs),
+    /// Every tensor-pool producer's and consumer's counters (sent, dropped by reason,
+    /// back-pressure, consumers seen), read from the media driver's counters file.
+    Stat(super::tp_live::StatArgs),
     /// A producer here and consumer processes over an embedded media driver, every frame checked.
     Demo(super::tp_live::DemoArgs),
 }
@@ -61,6 +64,7 @@ pub fn run(cmd: TpCommand) -> Result<()> {
         TpCommand::Listen(args) => super::tp_live::listen(args),
         TpCommand::MediaDriver(args) => super::tp_live::media_driver(args),
         TpCommand::Demo(args) => super::tp_live::demo(args),
+        TpCommand::Stat(args) => super::tp_live::stat(args),
     }
 }
 

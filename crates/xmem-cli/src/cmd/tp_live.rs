@@ -703,3 +703,68 @@ impl Drop for RemoveDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `xmem tp stat`.
+#[derive(clap::Args, Debug)]
+pub struct StatArgs {
+    /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-USER).
+    #[arg(long, env = "AERON_DIR")]
+    aeron_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Every tensor-pool producer's and consumer's counters in the driver's counters file (they
+/// are refreshed each announce period), grouped by process.
+pub fn stat(args: StatArgs) -> Result<()> {
+    let dir = args.aeron_dir.unwrap_or_else(xmem_aeron::default_dir);
+    match driver_status(&dir) {
+        DriverStatus::Active { .. } => {}
+        other => bail!(
+            "no live media driver in {} ({other:?}); its counters are where xmem tp stat reads",
+            dir.display()
+        ),
+    }
+    let mut groups: std::collections::BTreeMap<xmem_tp_control::counters::Owner, Vec<(String, i64)>> =
+        std::collections::BTreeMap::new();
+    for c in xmem_aeron::read_counters(&dir)? {
+        if let Some((owner, name, value)) = xmem_tp_control::counters::parse(&c) {
+            groups.entry(owner).or_default().push((name, value));
+        }
+    }
+    match args.format {
+        Format::Json => {
+            let all: Vec<_> = groups
+                .iter()
+                .map(|(o, cs)| {
+                    let counters: serde_json::Map<String, serde_json::Value> =
+                        cs.iter().map(|(n, v)| (n.clone(), (*v).into())).collect();
+                    serde_json::json!({"role": o.role, "stream": o.stream_id, "id": o.id, "pid": o.pid, "counters": counters})
+                })
+                .collect();
+            outln!("{}", serde_json::to_string_pretty(&all)?)?;
+        }
+        Format::Text => {
+            if groups.is_empty() {
+                outln!(
+                    "no tensor-pool producer or consumer uses the driver in {}",
+                    dir.display()
+                )?;
+            }
+            for (o, cs) in &groups {
+                outln!(
+                    "{} of stream {} (id {}, pid {})",
+                    o.role,
+                    o.stream_id,
+                    o.id,
+                    o.pid
+                )?;
+                for (n, v) in cs {
+                    outln!("  {n}: {v}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
