@@ -40,14 +40,12 @@ fn target() -> &'static Option<(String, u64)> {
 pub fn hit(name: &str) {
     static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if pause().as_deref() == Some(name) && !PAUSED.swap(true, Ordering::Relaxed) {
-        // SAFETY: raise is async-signal-safe; SIGSTOP stops the process until a SIGCONT.
-        unsafe { libc::raise(libc::SIGSTOP) };
+        crate::os::process::stop_self();
     }
     static HITS: AtomicU64 = AtomicU64::new(0);
     if let Some((target, nth)) = target() {
         if target == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
-            // SAFETY: _exit is async-signal-safe and ends the process at once, as a kill would.
-            unsafe { libc::_exit(137) };
+            crate::os::process::exit_now(137);
         }
     }
 }

@@ -7,8 +7,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::pool::BufferRef;
-use crate::tensor::DType;
+// `error` sits below every module that returns it: it names only `dtype`, a leaf, and takes
+// the OS layer's errors in (tests/layering.rs checks the modules form no cycle).
+use crate::dtype::DType;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,13 +18,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The object name is not acceptable (see [`crate::object::validate_name`]).
-    #[error("invalid name {name:?}: {reason} (names are 1 to {max} characters of A-Z a-z 0-9 . _ -, not starting with '.')", max = crate::object::MAX_NAME_LEN)]
+    /// The object name is not acceptable (see `object::validate_name`).
+    #[error("invalid name {name:?}: {reason} (names are 1 to {max} characters of A-Z a-z 0-9 . _ -, not starting with '.')")]
     InvalidName {
         /// The name as given.
         name: String,
         /// What is wrong with it.
         reason: &'static str,
+        /// The longest name allowed.
+        max: usize,
     },
 
     /// No object of that name exists.
@@ -173,8 +176,8 @@ pub enum Error {
     /// The reference names a buffer that has since been released and reused.
     #[error("stale buffer reference {reference}: the buffer was released{}; a reference is valid only while some process holds the buffer", match current { Some(g) => format!(" and reused (now generation {g})"), None => String::new() })]
     StaleRef {
-        /// The reference given.
-        reference: BufferRef,
+        /// The reference given, as `BufferRef`'s `Display` writes it.
+        reference: String,
         /// The buffer's current generation, if it is in use.
         current: Option<u64>,
     },
@@ -191,8 +194,8 @@ pub enum Error {
     /// The reference belongs to another pool.
     #[error("buffer reference {reference} belongs to another pool than {pool}")]
     WrongPool {
-        /// The reference given.
-        reference: BufferRef,
+        /// The reference given, as `BufferRef`'s `Display` writes it.
+        reference: String,
         /// The pool it was used with.
         pool: String,
     },
@@ -406,6 +409,19 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<crate::os::OsError> for Error {
+    /// The OS layer's error, with the advice of this layer (`xmem clean`, `--shm-size`).
+    fn from(e: crate::os::OsError) -> Error {
+        use crate::os::OsError as O;
+        match e {
+            O::NoSpace { dir, needed } => Error::NoSpace { dir, needed },
+            O::NotXmem { path, detail } => Error::NotXmem { path, detail },
+            O::Corrupt { path, detail } => Error::Corrupt { path, detail },
+            O::Os { op, path, source } => Error::os(op, path, source),
+        }
+    }
 }
 
 impl Error {

@@ -22,6 +22,7 @@ compile_error!("xmem supports Linux only (futex, /proc, memfd, tmpfs)");
 
 pub mod crash;
 pub mod discovery;
+mod dtype;
 mod error;
 pub mod object;
 pub mod os;

@@ -26,7 +26,7 @@ fn io(path: &Path, what: &'static str, e: std::io::Error) -> Error {
     }
 }
 
-fn core(path: &Path, e: xmem_core::Error) -> Error {
+fn core(path: &Path, e: xmem_core::os::OsError) -> Error {
     Error::Io {
         what: "map",
         path: path.to_path_buf(),

@@ -4,14 +4,10 @@
 //! of its creation is looked at again every few milliseconds until it is ready.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::buffer::spare_capacity;
-use rustix::event::epoll;
-use rustix::fs::inotify;
-use rustix::io::Errno;
+use crate::os::events::{DirWatch, EventSet};
 
 use crate::error::{Error, Result};
 use crate::object::{self, ObjectKind, ObjectState};
@@ -57,8 +53,8 @@ const OWNER_POLL: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub struct Watcher {
     dir: ShmDir,
-    epoll: OwnedFd,
-    inotify: OwnedFd,
+    events: EventSet,
+    dir_watch: DirWatch,
     known: HashMap<String, Option<ObjectKind>>,
     owners: HashMap<u32, (OwnedFd, ProcessIdentity, BTreeSet<String>)>,
     /// Owners watched by polling their liveness: out of file descriptors for their pidfds.
@@ -77,27 +73,14 @@ pub fn watch() -> Result<Watcher> {
 /// Watches `dir`. Objects that exist already produce no `Created` event, but their removal and
 /// their owners' deaths are reported.
 pub fn watch_in(dir: &ShmDir) -> Result<Watcher> {
-    let os = |op: &'static str| move |e: Errno| Error::os(op, dir.path(), e);
-    let inotify = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
-        .map_err(os("inotify"))?;
-    let flags = inotify::WatchFlags::CREATE
-        | inotify::WatchFlags::DELETE
-        | inotify::WatchFlags::MOVED_FROM
-        | inotify::WatchFlags::MOVED_TO
-        | inotify::WatchFlags::CLOSE_WRITE;
-    inotify::add_watch(&inotify, dir.path(), flags).map_err(os("watch"))?;
-    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(os("epoll"))?;
-    epoll::add(
-        &epoll,
-        &inotify,
-        epoll::EventData::new_u64(INOTIFY_KEY),
-        epoll::EventFlags::IN,
-    )
-    .map_err(os("epoll"))?;
+    let os = |op: &'static str| move |e: std::io::Error| Error::os(op, dir.path(), e);
+    let dir_watch = DirWatch::new(dir.path()).map_err(os("watch"))?;
+    let events = EventSet::new().map_err(os("epoll"))?;
+    events.add(dir_watch.as_fd(), INOTIFY_KEY).map_err(os("epoll"))?;
     let mut w = Watcher {
         dir: dir.clone(),
-        epoll,
-        inotify,
+        events,
+        dir_watch,
         known: HashMap::new(),
         owners: HashMap::new(),
         polled: HashMap::new(),
@@ -138,20 +121,15 @@ impl Watcher {
             if !self.polled.is_empty() {
                 wait = Some(wait.map_or(OWNER_POLL, |w| w.min(OWNER_POLL)));
             }
-            let ts = wait.map(|w| rustix::time::Timespec {
-                tv_sec: w.as_secs() as _,
-                tv_nsec: w.subsec_nanos() as _,
-            });
-            let mut events = Vec::with_capacity(16);
-            match epoll::wait(&self.epoll, spare_capacity(&mut events), ts.as_ref()) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(e) => return Err(Error::os("epoll wait", self.dir.path(), e)),
-            }
+            let ready = self
+                .events
+                .wait(wait)
+                .map_err(|e| Error::os("epoll wait", self.dir.path(), e))?;
             // Deaths first: an owner that died and then had its object removed is reported
             // as dying before the removal, not forgotten with it.
             let mut inotify_ready = false;
-            for event in events {
-                match event.data.u64() {
+            for key in ready {
+                match key {
                     INOTIFY_KEY => inotify_ready = true,
                     pid => self.owner_exited(pid as u32),
                 }
@@ -168,34 +146,21 @@ impl Watcher {
     }
 
     fn drain_inotify(&mut self) -> Result<()> {
-        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-        let mut seen = Vec::new();
-        {
-            let mut reader = inotify::Reader::new(&self.inotify, &mut buf);
-            loop {
-                match reader.next() {
-                    Ok(ev) => {
-                        let Some(file) = ev.file_name().and_then(|n| n.to_str().ok()) else {
-                            continue;
-                        };
-                        if let Some(name) = object::name_of_file(file) {
-                            seen.push((name.to_string(), ev.events()));
-                        }
-                    }
-                    Err(Errno::AGAIN) | Err(Errno::INTR) => break,
-                    Err(e) => return Err(Error::os("inotify read", self.dir.path(), e)),
-                }
-            }
-        }
-        for (name, flags) in seen {
-            use inotify::ReadFlags as F;
-            if flags.intersects(F::DELETE | F::MOVED_FROM) {
+        let changes = self
+            .dir_watch
+            .drain()
+            .map_err(|e| Error::os("inotify read", self.dir.path(), e))?;
+        for c in changes {
+            let Some(name) = object::name_of_file(&c.name).map(str::to_string) else {
+                continue;
+            };
+            if c.removed {
                 self.removed(&name);
             }
-            if flags.intersects(F::CREATE | F::MOVED_TO) {
+            if c.created {
                 self.unready.insert(name.clone());
             }
-            if flags.contains(F::CLOSE_WRITE) && !self.known.contains_key(&name) {
+            if c.written && !self.known.contains_key(&name) {
                 self.unready.insert(name);
             }
         }
@@ -283,7 +248,7 @@ impl Watcher {
         }
         for pid in empty {
             if let Some((fd, _, _)) = self.owners.remove(&pid) {
-                let _ = epoll::delete(&self.epoll, &fd);
+                self.events.remove(fd.as_fd());
             }
         }
     }
@@ -303,13 +268,10 @@ impl Watcher {
             kind,
             pid: owner.pid,
         };
-        let Some(pid) = rustix::process::Pid::from_raw(owner.pid as i32) else {
-            return;
-        };
         // The pidfd first, then the identity check: the pidfd pins the process we checked.
-        let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => Some(fd),
-            Err(Errno::SRCH) => {
+        let fd = match crate::os::process::pidfd_open(owner.pid) {
+            Ok(Some(fd)) => Some(fd),
+            Ok(None) => {
                 self.queue.push_back(died());
                 return;
             }
@@ -323,15 +285,7 @@ impl Watcher {
         }
         let names = BTreeSet::from([name.to_string()]);
         match fd {
-            Some(fd)
-                if epoll::add(
-                    &self.epoll,
-                    &fd,
-                    epoll::EventData::new_u64(u64::from(owner.pid)),
-                    epoll::EventFlags::IN,
-                )
-                .is_ok() =>
-            {
+            Some(fd) if self.events.add(fd.as_fd(), u64::from(owner.pid)).is_ok() => {
                 self.owners.insert(owner.pid, (fd, owner, names));
             }
             _ => {
@@ -373,7 +327,7 @@ impl Watcher {
         let Some((fd, owner, names)) = self.owners.remove(&pid) else {
             return false;
         };
-        let _ = epoll::delete(&self.epoll, &fd);
+        self.events.remove(fd.as_fd());
         let exited = pidfd_exited(&fd);
         drop(fd);
         self.warn_short_of_fds();
@@ -399,7 +353,7 @@ impl Watcher {
 
     fn owner_exited(&mut self, pid: u32) {
         if let Some((fd, _, names)) = self.owners.remove(&pid) {
-            let _ = epoll::delete(&self.epoll, &fd);
+            self.events.remove(fd.as_fd());
             for name in names {
                 let kind = self.known.get(&name).copied().flatten();
                 self.queue.push_back(Event::OwnerDied { name, kind, pid });
@@ -411,12 +365,11 @@ impl Watcher {
 impl AsFd for Watcher {
     /// An epoll descriptor that is readable when [`Watcher::next`] has something to report.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.epoll.as_fd()
+        self.events.as_fd()
     }
 }
 
 /// Whether `e` says this process (or the system) has no file descriptor left.
 fn out_of_fds(e: &Error) -> bool {
-    matches!(e, Error::Os { source, .. }
-        if matches!(source.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)))
+    matches!(e, Error::Os { source, .. } if crate::os::events::out_of_fds(source))
 }

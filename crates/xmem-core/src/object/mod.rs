@@ -171,18 +171,18 @@ pub fn take_over(name: &str, path: &Path, kind: ObjectKind) -> std::result::Resu
             let file = match ShmFile::open_read_only(path) {
                 Ok(Some(file)) => file,
                 Ok(None) => return Ok(Ok(())),
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Err(e.into())),
             };
             match file.try_lock_exclusive() {
                 Ok(true) => {}
                 Ok(false) => return Err(owner),
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Err(e.into())),
             }
             // Its owner is gone; we hold its lock now, so no one else takes it over meanwhile.
             tracing::info!(name, kind = %kind, "replacing an object whose owner is gone");
-            crate::os::shm::unlink(path).map(|_| ())
+            crate::os::shm::unlink(path).map(|_| ()).map_err(Error::from)
         }
-        (ObjectState::Abandoned, _) => crate::os::shm::unlink(path).map(|_| ()),
+        (ObjectState::Abandoned, _) => crate::os::shm::unlink(path).map(|_| ()).map_err(Error::from),
         (ObjectState::Initialising, _) => return Err(owner),
         (ObjectState::Unreadable(_), _) => Err(Error::PermissionDenied {
             path: path.to_path_buf(),

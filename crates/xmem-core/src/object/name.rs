@@ -38,6 +38,7 @@ pub fn validate_name(name: &str) -> Result<()> {
         Some(reason) => Err(Error::InvalidName {
             name: name.to_string(),
             reason,
+            max: MAX_NAME_LEN,
         }),
         None => Ok(()),
     }

@@ -7,7 +7,7 @@ use std::ptr::NonNull;
 
 use rustix::mm::{self, MapFlags, ProtFlags};
 
-use crate::error::{Error, Result};
+use super::error::{OsError as Error, Result};
 
 /// The page size mappings are made of (x86-64 and aarch64 Linux with 4 KiB pages; hugetlbfs
 /// is refused). Layouts align to it, and protection and prefaulting work in it.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::error::{Error, Result};
+use super::error::{OsError as Error, Result};
 
 /// Environment variable that moves the default shared-memory directory (default `/dev/shm`).
 pub const SHM_DIR_ENV: &str = "XMEM_SHM_DIR";

@@ -337,9 +337,7 @@ fn init_pool(map: &crate::os::Mapping, layout: &PoolLayout) -> Result<()> {
 }
 
 fn random_id() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
-    let id = u64::from_le_bytes(b) ^ crate::os::time::monotonic_ns();
+    let id = crate::os::random::u64();
     // The token carries the low 32 bits; keep them non-zero.
     if id as u32 == 0 {
         id | 1
@@ -354,7 +352,9 @@ pub(crate) fn remove_if_orphan(path: &Path, timeout: Duration) -> Result<bool> {
     let obj = match object::open(path, &open_spec(true, false, timeout)) {
         Ok(Some(obj)) => obj,
         Ok(None) => return Ok(true),
-        Err(Error::Abandoned { .. }) => return crate::os::shm::unlink(path).map(|_| true),
+        Err(Error::Abandoned { .. }) => {
+            return crate::os::shm::unlink(path).map(|_| true).map_err(Error::from)
+        }
         Err(e) => return Err(e),
     };
     let map = PoolMap::new(path.display().to_string(), obj)?;
@@ -383,7 +383,9 @@ fn close_if_unused(map: &PoolMap, path: &Path) -> Result<bool> {
 
 /// Unlinks `path` only if it still names the object `map` maps (not a newer pool of that name).
 fn unlink_if_same(path: &Path, map: &PoolMap) -> Result<()> {
-    crate::os::shm::unlink_if_same(path, map.object.file.identity()?).map(|_| ())
+    crate::os::shm::unlink_if_same(path, map.object.file.identity()?)
+        .map(|_| ())
+        .map_err(Error::from)
 }
 
 fn describe_users(path: &Path, timeout: Duration) -> String {
@@ -610,7 +612,7 @@ impl BufferPool {
 
     /// Removes the name of pool `name` now; processes that have it open keep using it.
     pub fn remove(name: &str) -> Result<bool> {
-        crate::os::shm::unlink(&object::path_of(&ShmDir::default(), name)?)
+        crate::os::shm::unlink(&object::path_of(&ShmDir::default(), name)?).map_err(Error::from)
     }
 
     fn inner(&self) -> &PoolInner {
@@ -630,7 +632,7 @@ impl BufferPool {
 
     /// A duplicate of the pool's descriptor, to hand an anonymous pool to another process.
     pub fn fd(&self) -> Result<std::os::fd::OwnedFd> {
-        self.inner().map.object.file.try_clone_fd()
+        self.inner().map.object.file.try_clone_fd().map_err(Error::from)
     }
 
     /// Count, size and alignment of the buffers.
@@ -877,7 +879,7 @@ impl BufferPool {
     fn token_error(&self, token: BufferRef) -> Error {
         if token.pool_tag() != self.inner().map.pool_id as u32 {
             Error::WrongPool {
-                reference: token,
+                reference: token.to_string(),
                 pool: self.name().to_string(),
             }
         } else {
@@ -904,7 +906,7 @@ impl BufferPool {
         };
         if generation != token.generation() {
             return Err(Error::StaleRef {
-                reference: token,
+                reference: token.to_string(),
                 current: Some(generation),
             });
         }
@@ -1125,11 +1127,11 @@ impl PoolInner {
 fn get_error(token: BufferRef, e: GetError) -> Error {
     match e {
         GetError::Free => Error::StaleRef {
-            reference: token,
+            reference: token.to_string(),
             current: None,
         },
         GetError::Stale { current } => Error::StaleRef {
-            reference: token,
+            reference: token.to_string(),
             current: Some(current),
         },
         GetError::Busy(reason) => Error::Busy {
@@ -1247,9 +1249,11 @@ mod tests {
     fn an_anonymous_pool_cannot_be_truncated_under_its_users() {
         let pool = pool_of(2);
         let fd = pool.fd().unwrap();
-        let size = rustix::fs::fstat(&fd).unwrap().st_size as u64;
+        let file = std::fs::File::from(fd);
+        let size = file.metadata().unwrap().len();
         for wrong in [0, size / 2, size * 2] {
-            assert_eq!(rustix::fs::ftruncate(&fd, wrong), Err(rustix::io::Errno::PERM));
+            let e = file.set_len(wrong).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
         }
         let mut b = pool.acquire().unwrap();
         b.bytes_mut().fill(1);

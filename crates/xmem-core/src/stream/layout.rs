@@ -267,6 +267,7 @@ pub fn pool_name_of(name: &str) -> Result<String> {
         return Err(Error::InvalidName {
             name: name.to_string(),
             reason: "it is too long to name its pool as well (NAME.pool)",
+            max: crate::object::MAX_NAME_LEN,
         });
     }
     Ok(pool)

@@ -35,10 +35,8 @@ mod subscriber;
 #[cfg(all(test, loom))]
 mod model;
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::Ordering::*;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use layout::{MemberState, MAX_DEPTH, MAX_HISTORY, MAX_SUBSCRIBERS};
@@ -331,36 +329,8 @@ impl QueueCells for QueueRef<'_> {
     }
 }
 
-/// The abstract Unix-socket address of a subscriber's notification socket.
-fn notify_address(key: u64) -> Result<rustix::net::SocketAddrUnix> {
-    rustix::net::SocketAddrUnix::new_abstract_name(format!("xmem-stream-{key:016x}").as_bytes())
-        .map_err(|e| Error::os("notification socket", "", e))
-}
-
-/// The publisher's side of notification sockets: one unbound datagram socket, made on first use.
-#[derive(Debug, Default)]
-pub(crate) struct Notifier {
-    socket: OnceLock<Option<OwnedFd>>,
-}
-
-impl Notifier {
-    /// Sends one byte to the subscriber's socket `key`; a full socket is readable already.
-    fn send(&self, key: u64) {
-        use rustix::net::{socket_with, AddressFamily, SendFlags, SocketFlags, SocketType};
-        let socket = self.socket.get_or_init(|| {
-            socket_with(
-                AddressFamily::UNIX,
-                SocketType::DGRAM,
-                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-                None,
-            )
-            .ok()
-        });
-        if let (Some(fd), Ok(addr)) = (socket, notify_address(key)) {
-            let _ = rustix::net::sendto(fd, &[1], SendFlags::DONTWAIT, &addr);
-        }
-    }
-}
+/// The publisher's side of notification sockets (see `os::notify`).
+pub(crate) type Notifier = crate::os::notify::NotifySender;
 
 /// What `xmem ls` and `xmem inspect` show of a stream.
 #[derive(Debug, Clone)]

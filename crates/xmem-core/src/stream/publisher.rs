@@ -713,14 +713,9 @@ impl ExitWatch {
 
 /// A pidfd for the member's process: `Ok(None)` if that process is gone, `Err` if no pidfd
 /// could be had for a process that may live (out of descriptors).
-fn pidfd_of(m: &Member) -> std::result::Result<Option<OwnedFd>, rustix::io::Errno> {
-    let Some(pid) = rustix::process::Pid::from_raw(m.pid as i32) else {
+fn pidfd_of(m: &Member) -> std::io::Result<Option<OwnedFd>> {
+    let Some(fd) = crate::os::process::pidfd_open(m.pid)? else {
         return Ok(None);
-    };
-    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::SRCH) => return Ok(None),
-        Err(e) => return Err(e),
     };
     // The pidfd pins the process it names; is that still our member (not a reused pid)?
     Ok((m.liveness() != Liveness::Dead).then_some(fd))
@@ -752,7 +747,9 @@ impl Drop for Publisher {
 /// Unlinks `path` only if it still names this stream (not a newer one of that name).
 fn unlink_if_same(path: &Path, map: &StreamMap) -> Result<()> {
     // By lstat, not by opening it: a publisher out of file descriptors must still clean up.
-    crate::os::shm::unlink_if_same(path, map.object.file.identity()?).map(|_| ())
+    crate::os::shm::unlink_if_same(path, map.object.file.identity()?)
+        .map(|_| ())
+        .map_err(Error::from)
 }
 
 /// A publish that failed, with the frame it was given: nothing was delivered to anyone.

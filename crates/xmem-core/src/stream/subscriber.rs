@@ -2,16 +2,17 @@
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 
 use super::layout::{Member, MemberState, NOTIFY_FD, PARKED_FD, PARKED_FUTEX, PUBLISHER_CLOSED};
 use super::queue::{self, Take};
-use super::{notify_address, StreamMap};
+use super::StreamMap;
 use crate::error::{Error, Result};
 use crate::object;
+use crate::os::notify::NotifyReceiver as NotifySocket;
 use crate::os::{futex, time, ProcessIdentity, ShmDir};
 use crate::pool::{Buffer, BufferPool, BufferRef, HintBatching};
 use crate::segment::seqlock;
@@ -114,7 +115,7 @@ impl SubscriberBuilder {
         let record = claim_record(&map, me)?;
         // Until ACTIVE below, the publisher ignores this record: set it up freely.
         let notify = if self.notify_fd {
-            Some(NotifySocket::bind()?)
+            Some(NotifySocket::bind().map_err(|e| Error::os("notification socket", "", e))?)
         } else {
             None
         };
@@ -122,7 +123,8 @@ impl SubscriberBuilder {
         r.pool_slot.store(pool.process_slot() as u32, Relaxed);
         r.flags
             .store(if notify.is_some() { NOTIFY_FD } else { 0 }, Relaxed);
-        r.notify_key.store(notify.as_ref().map_or(0, |n| n.key), Relaxed);
+        r.notify_key
+            .store(notify.as_ref().map_or(0, |n| n.key()), Relaxed);
         r.joined_unix_ns.store(time::unix_now_ns(), Relaxed);
         r.received.store(0, Relaxed);
         r.dropped.store(0, Relaxed);
@@ -282,42 +284,6 @@ fn read_history(map: &StreamMap, pool: &BufferPool) -> VecDeque<Buffer> {
 
 /// A subscriber's notification socket: an abstract Unix datagram socket the publisher sends a
 /// byte to when it delivers a frame the subscriber waits for.
-#[derive(Debug)]
-struct NotifySocket {
-    fd: OwnedFd,
-    key: u64,
-}
-
-impl NotifySocket {
-    fn bind() -> Result<NotifySocket> {
-        use rustix::net::{bind, socket_with, AddressFamily, SocketFlags, SocketType};
-        let fd = socket_with(
-            AddressFamily::UNIX,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )
-        .map_err(|e| Error::os("notification socket", "", e))?;
-        for _ in 0..8 {
-            let mut b = [0u8; 8];
-            let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
-            let key = u64::from_le_bytes(b) | 1;
-            match bind(&fd, &notify_address(key)?) {
-                Ok(()) => return Ok(NotifySocket { fd, key }),
-                Err(rustix::io::Errno::ADDRINUSE) => continue,
-                Err(e) => return Err(Error::os("notification socket", "", e)),
-            }
-        }
-        Err(Error::InvalidConfig("no free notification socket address".into()))
-    }
-
-    /// Reads every pending notification.
-    fn drain(&self) {
-        let mut buf = [0u8; 64];
-        while rustix::net::recv(&self.fd, &mut buf, rustix::net::RecvFlags::DONTWAIT).is_ok() {}
-    }
-}
-
 /// A subscription to a stream. Dropping it leaves the stream; frames already received stay valid
 /// until their guards drop.
 #[derive(Debug)]
@@ -611,7 +577,7 @@ impl Subscriber {
     /// the subscriber was opened with [`SubscriberBuilder::notify_fd`]. After it polls readable,
     /// call [`Subscriber::try_receive`] until it returns `Ok(None)` (which re-arms it).
     pub fn notify_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.notify.as_ref().map(|n| n.fd.as_fd())
+        self.notify.as_ref().map(|n| n.as_fd())
     }
 }
 

@@ -1,9 +1,7 @@
 //! Tensor descriptions: element type, shape, strides, byte offset, and the checks that keep a
 //! description inside its buffer.
 
-mod dtype;
-
-pub use dtype::{DType, UnknownDType};
+pub use crate::dtype::{DType, UnknownDType};
 
 use crate::error::{Error, Result};
 
