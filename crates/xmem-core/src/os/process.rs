@@ -189,6 +189,32 @@ pub fn uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// A pidfd for `pid`: `Ok(None)` if no such process exists, `Err` if none could be had for one
+/// that may (out of descriptors). The caller checks the identity after: a pidfd pins the process
+/// it names, so a check after it cannot be fooled by a reused pid.
+pub fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return Ok(None);
+    };
+    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::SRCH) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stops this process (SIGSTOP) until a SIGCONT: the kill tests' pause points.
+pub fn stop_self() {
+    // SAFETY: raise is async-signal-safe and takes no pointers.
+    unsafe { libc::raise(libc::SIGSTOP) };
+}
+
+/// Ends this process at once with `code`, running nothing (as a kill would).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,30 +268,4 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(id.liveness(), Liveness::Dead);
     }
-}
-
-/// A pidfd for `pid`: `Ok(None)` if no such process exists, `Err` if none could be had for one
-/// that may (out of descriptors). The caller checks the identity after: a pidfd pins the process
-/// it names, so a check after it cannot be fooled by a reused pid.
-pub fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
-        return Ok(None);
-    };
-    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(rustix::io::Errno::SRCH) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Stops this process (SIGSTOP) until a SIGCONT: the kill tests' pause points.
-pub fn stop_self() {
-    // SAFETY: raise is async-signal-safe and takes no pointers.
-    unsafe { libc::raise(libc::SIGSTOP) };
-}
-
-/// Ends this process at once with `code`, running nothing (as a kill would).
-pub fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit is async-signal-safe and never returns.
-    unsafe { libc::_exit(code) }
 }
