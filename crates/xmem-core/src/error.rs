@@ -411,15 +411,21 @@ pub enum Error {
     },
 }
 
-impl From<crate::os::OsError> for Error {
+impl From<xmem_os::OsError> for Error {
     /// The OS layer's error, with the advice of this layer (`xmem clean`, `--shm-size`).
     fn from(e: crate::os::OsError) -> Error {
-        use crate::os::OsError as O;
+        use xmem_os::OsError as O;
         match e {
             O::NoSpace { dir, needed } => Error::NoSpace { dir, needed },
             O::NotXmem { path, detail } => Error::NotXmem { path, detail },
             O::Corrupt { path, detail } => Error::Corrupt { path, detail },
             O::Os { op, path, source } => Error::os(op, path, source),
+            // A kind the OS layer grows later: its own message, as an OS error.
+            other => Error::Os {
+                op: "system call",
+                path: PathBuf::new(),
+                source: io::Error::other(other.to_string()),
+            },
         }
     }
 }

@@ -25,7 +25,6 @@ pub mod discovery;
 mod dtype;
 mod error;
 pub mod object;
-pub mod os;
 pub mod pool;
 pub mod segment;
 pub mod stream;
@@ -35,3 +34,5 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use pool::{Buffer, BufferMut, BufferPool, BufferRef, Peer, PoolBuilder, PoolConfig, ReclaimReport};
 pub use tensor::{DType, Element, TensorDesc};
+/// The operating-system layer (the `xmem-os` crate), under the name the modules here use.
+pub use xmem_os as os;

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
-use crate::assert_layout;
 use crate::os::map::SharedLayout;
 use crate::os::ProcessIdentity;
+use xmem_os::assert_layout;
 
 /// `b"XMEM\0OBJ"` read as a little-endian u64: the first eight bytes of every xmem object.
 pub const OBJECT_MAGIC: u64 = u64::from_le_bytes(*b"XMEM\0OBJ");

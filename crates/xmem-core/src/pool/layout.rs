@@ -15,11 +15,11 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8};
 
-use crate::assert_layout;
 use crate::error::{Error, Result};
 use crate::object::ObjectHeader;
 use crate::os::map::SharedLayout;
 use crate::tensor::MAX_DIMS;
+use xmem_os::assert_layout;
 
 /// Version of this layout; bumped on any incompatible change.
 pub const LAYOUT_VERSION: u32 = 3;

@@ -7,10 +7,10 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::assert_layout;
 use crate::error::{Error, Result};
 use crate::object::ObjectHeader;
 use crate::os::map::SharedLayout;
+use xmem_os::assert_layout;
 
 /// Version of this layout.
 pub const LAYOUT_VERSION: u32 = 1;

@@ -13,11 +13,11 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
-use crate::assert_layout;
 use crate::error::{Error, Result};
 use crate::object::{ObjectHeader, MAX_NAME_LEN};
 use crate::os::map::SharedLayout;
 use crate::os::ProcessIdentity;
+use xmem_os::assert_layout;
 
 /// Version of this layout.
 pub const LAYOUT_VERSION: u32 = 1;

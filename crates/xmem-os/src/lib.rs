@@ -1,4 +1,6 @@
-//! The operating-system layer: the only place in xmem that makes system calls.
+//! # xmem-os
+//!
+//! The operating-system layer of xmem: the only crate of it that makes system calls.
 //!
 //! Everything above this module works on mapped memory and atomics; everything here is a thin,
 //! typed wrapper over `rustix` that the hot paths never call (except `futex` wake/wait, and only

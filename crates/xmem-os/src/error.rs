@@ -1,5 +1,5 @@
 //! The operating-system layer's own error: what a system call or a mapping check said, with the
-//! path it was about. `crate::Error` takes it in (`From`) with the advice the layers above add.
+//! path it was about. `xmem_core::Error` takes it in (`From`) with the advice the layers above add.
 
 use std::io;
 use std::path::PathBuf;
