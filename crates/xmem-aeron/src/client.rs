@@ -203,22 +203,35 @@ impl Client {
         })
     }
 
-    /// Adds a counter in the driver's counters file, readable by any process on the machine
-    /// ([`read_counters`]: what `xmem tp stat` shows); it goes when the client closes.
-    pub fn counter(&self, type_id: i32, key: &[u8], label: &str) -> Result<Counter> {
+    /// Adds counters in the driver's counters file, readable by any process on the machine
+    /// ([`read_counters`]: what `xmem tp stat` shows); they go when the client closes. Every
+    /// request is sent before any answer is awaited: one round trip to the driver, not one each.
+    pub fn counters(&self, type_id: i32, counters: &[(Vec<u8>, String)]) -> Result<Vec<Counter>> {
         let add = |e: rusteron_client::AeronCError| Error::Aeron {
             op: "add counter",
             detail: e.capture_errmsg().to_string(),
         };
-        let poller = self.aeron.async_add_counter(type_id, key, label).map_err(add)?;
+        let pollers = counters
+            .iter()
+            .map(|(key, label)| self.aeron.async_add_counter(type_id, key, label).map_err(add))
+            .collect::<Result<Vec<_>>>()?;
+        let mut done: Vec<Option<rusteron_client::AeronCounter>> = (0..pollers.len()).map(|_| None).collect();
         let started = Instant::now();
-        let inner = loop {
-            match poller.poll().map_err(add)? {
-                Some(c) => break c,
-                None => self.wait_for_add(started, "counter", label, type_id)?,
+        while done.iter().any(Option::is_none) {
+            for (p, d) in pollers.iter().zip(done.iter_mut()) {
+                if d.is_none() {
+                    *d = p.poll().map_err(add)?;
+                }
             }
-        };
-        Ok(Counter { inner })
+            if done.iter().any(Option::is_none) {
+                self.wait_for_add(started, "counter", "the counters file", type_id)?;
+            }
+        }
+        Ok(done
+            .into_iter()
+            .flatten()
+            .map(|inner| Counter { inner })
+            .collect())
     }
 
     fn wait_for_add(&self, started: Instant, what: &str, channel: &str, stream_id: i32) -> Result<()> {

@@ -28,27 +28,29 @@ pub(crate) struct Counters(Vec<Counter>);
 impl Counters {
     /// Adds one counter per name; `None` (with a warning) if the driver refuses one.
     pub(crate) fn add(client: &Client, owner: &Owner, names: &[&str]) -> Option<Counters> {
-        let mut out = Vec::new();
-        for name in names {
-            let mut key = MAGIC.to_vec();
-            key.push(u8::from(owner.role == "consumer"));
-            key.extend_from_slice(&owner.stream_id.to_le_bytes());
-            key.extend_from_slice(&owner.id.to_le_bytes());
-            key.extend_from_slice(&owner.pid.to_le_bytes());
-            key.extend_from_slice(name.as_bytes());
-            let label = format!(
-                "xmem tp {} stream {} id {} pid {}: {name}",
-                owner.role, owner.stream_id, owner.id, owner.pid
-            );
-            match client.counter(COUNTER_TYPE, &key, &label) {
-                Ok(c) => out.push(c),
-                Err(e) => {
-                    tracing::warn!("tensor-pool counters left out: {e}");
-                    return None;
-                }
+        let specs: Vec<(Vec<u8>, String)> = names
+            .iter()
+            .map(|name| {
+                let mut key = MAGIC.to_vec();
+                key.push(u8::from(owner.role == "consumer"));
+                key.extend_from_slice(&owner.stream_id.to_le_bytes());
+                key.extend_from_slice(&owner.id.to_le_bytes());
+                key.extend_from_slice(&owner.pid.to_le_bytes());
+                key.extend_from_slice(name.as_bytes());
+                let label = format!(
+                    "xmem tp {} stream {} id {} pid {}: {name}",
+                    owner.role, owner.stream_id, owner.id, owner.pid
+                );
+                (key, label)
+            })
+            .collect();
+        match client.counters(COUNTER_TYPE, &specs) {
+            Ok(c) => Some(Counters(c)),
+            Err(e) => {
+                tracing::warn!("tensor-pool counters left out: {e}");
+                None
             }
         }
-        Some(Counters(out))
     }
 
     /// Sets them, in the order of their names.

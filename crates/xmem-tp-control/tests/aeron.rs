@@ -165,14 +165,15 @@ fn w_10_2_1_frames_cross_aeron_checked_and_w_15_7_2_the_join_time_rule() {
     assert_eq!((d.trace_id, d.timestamp_ns), (42, None));
     assert_eq!(producer.stats().not_connected, 1);
 
-    // An announce from before the consumer joined, replayed: not taken.
-    let mut early = producer.regions().announce().clone();
-    early.announce_timestamp_ns = xmem_core::os::time::monotonic_ns() - 1;
-    let mut consumer = rig.consumer(rig.consumer_options(10000));
+    // An announce from before the consumer joined, replayed: not taken. (Stamped just before
+    // the consumer is made and offered at once after: fresh, but from before its join time.)
     let raw = rig.raw(1000);
     run(Duration::from_secs(10), "the raw publication to connect", || {
         raw.is_connected()
     });
+    let mut early = producer.regions().announce().clone();
+    early.announce_timestamp_ns = xmem_core::os::time::monotonic_ns();
+    let mut consumer = rig.consumer(rig.consumer_options(10000));
     assert!(raw.offer(&early.encode().unwrap()).is_sent());
 
     let mut got = Vec::new();
