@@ -396,13 +396,23 @@ fn spawn_stop_reader(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
 }
 
 /// 1080p frames/s at A with B following over Aeron, and what B accepted.
-pub fn throughput_1080p(program: &PeerProgram, frames: u64) -> (f64, u64) {
+/// With `follow` false, no consumer runs (every descriptor finds no subscriber): the cost of the
+/// protocol and of Aeron alone, without a second core reading the same memory.
+pub fn throughput_1080p(program: &PeerProgram, frames: u64, follow: bool) -> (f64, u64) {
     let rig = Rig::new("tput");
     let (cpu_a, cpu_b) = cpus();
     pin_to(cpu_a);
     let c = client(&rig.aeron);
     let stride = (FRAME_1080P as u32).next_power_of_two();
     let mut p = producer(&c, &rig.base, A2B, stride);
+    if !follow {
+        let spec = spec(FRAME_1080P as u32);
+        let start = Instant::now();
+        for i in 0..frames {
+            p.publish(&spec, 0, |b| b.fill(i as u8)).expect("publish");
+        }
+        return (frames as f64 / start.elapsed().as_secs_f64(), 0);
+    }
     let mut peer = Peer::start(
         program,
         "tpa-follow",
@@ -498,10 +508,15 @@ pub fn report(program: &PeerProgram, clock: &Clock, scale: f64) {
     );
     println!("\n(goal ≥ 50 %)\n");
     let bound = crate::streams::fill_bound(FRAME_1080P, frames, 8);
-    let (per_s, accepted) = throughput_1080p(program, frames);
+    let (alone, _) = throughput_1080p(program, frames, false);
+    let (per_s, accepted) = throughput_1080p(program, frames, true);
     println!("| 1920×1080×3, every byte written | frames/s | of the memset bound |");
     println!("|---|---|---|");
     println!("| memset into 8 shared buffers in turn (bound) | {bound:.0} | 100 % |");
+    println!(
+        "| tensor pool producer over Aeron, no consumer (descriptors find no subscriber) | {alone:.0} | {:.1} % |",
+        100.0 * alone / bound
+    );
     println!(
         "| tensor pool producer over Aeron, a consumer process copying every frame | {per_s:.0} | {:.1} % |",
         100.0 * per_s / bound
