@@ -28,8 +28,6 @@ pub trait Word32: Sync {
     fn load(&self, order: Ordering) -> u32;
     /// `store`.
     fn store(&self, value: u32, order: Ordering);
-    /// Strong `compare_exchange`.
-    fn cas(&self, current: u32, new: u32, success: Ordering, failure: Ordering) -> Result<u32, u32>;
     /// `fetch_add` (wrapping).
     fn fetch_add(&self, value: u32, order: Ordering) -> u32;
     /// `swap`.
@@ -77,10 +75,6 @@ macro_rules! word32 {
             #[inline(always)]
             fn store(&self, v: u32, o: Ordering) {
                 store!($t, $store, self, v, o)
-            }
-            #[inline(always)]
-            fn cas(&self, c: u32, n: u32, s: Ordering, f: Ordering) -> Result<u32, u32> {
-                <$t>::compare_exchange(self, c, n, s, f)
             }
             #[inline(always)]
             fn fetch_add(&self, v: u32, o: Ordering) -> u32 {

@@ -17,16 +17,16 @@
 //! ```
 //!
 //! Lifetime follows the references alone: a buffer is free again when the last reference to it
-//! in any process is dropped, and a process that dies has its references returned (see
-//! [`protocol`] for why that is exact). The pool's name disappears when the last attached process
-//! closes it.
+//! in any process is dropped, and a process that dies has its references returned (the
+//! crate-private `protocol` module argues why that is exact). The pool's name disappears when the
+//! last attached process closes it.
 
 mod guard;
 mod inspect;
-pub mod layout;
+pub(crate) mod layout;
 mod lifetime;
 mod map;
-pub mod protocol;
+pub(crate) mod protocol;
 mod registry;
 
 #[cfg(all(test, loom))]

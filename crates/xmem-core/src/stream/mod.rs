@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Each subscriber has its own queue of frame descriptors in the stream's shared memory (see
-//! [`queue`]), and its own slot in the pool: a frame queued for it is a reference *it* holds,
+//! `queue`), and its own slot in the pool: a frame queued for it is a reference *it* holds,
 //! so it survives the publisher's death (subscribers drain what was published, then get
 //! [`Error::PublisherGone`]) and returns to the pool if the subscriber dies. Publishing a frame
 //! to every subscriber is one store into the buffer's holder word plus one entry per queue; a
@@ -29,7 +29,7 @@
 
 mod layout;
 mod publisher;
-pub mod queue;
+pub(crate) mod queue;
 mod subscriber;
 
 #[cfg(all(test, loom))]
