@@ -562,6 +562,25 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Nothing read from the wire is trusted: any bytes, and any mutation of a valid
+        /// message, are judged (taken or ignored) without a panic.
+        #[test]
+        fn any_bytes_are_judged_without_a_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = decode(&bytes);
+            let _ = crate::trace::TraceLinkSet::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_messages_are_judged_without_a_panic(at in 0usize..120, to in proptest::num::u8::ANY, cut in 0usize..140) {
+            let mut b = hello().encode().unwrap();
+            let at = at % b.len();
+            b[at] = to;
+            b.truncate(cut.min(b.len()));
+            let _ = decode(&b);
+        }
+    }
+
     /// DS-4.2-1 / D-4.4a-1 on a shared stream: another schema's message and a template not handled
     /// here are ignored, not errors.
     #[test]

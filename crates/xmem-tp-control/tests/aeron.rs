@@ -524,3 +524,73 @@ fn tl_5_1_trace_link_sets_are_sent_without_waiting() {
     });
     assert_eq!(got, Some(set));
 }
+
+/// A hostile peer on the control and descriptor streams: garbage, announces naming files outside
+/// the allowed directory or of an impossible geometry, descriptors of another epoch or far ahead.
+/// The consumer maps nothing it must not, counts what it refused, and still takes the real
+/// producer's frames, every one checked. (An announce of another epoch unmaps what is mapped even
+/// when it then fails its checks, as the spec's fail-closed rule says: such a peer makes the
+/// consumer remap at each real announce, which this test shows and counts.)
+#[test]
+fn a_hostile_peer_on_the_control_plane_is_refused_and_counted() {
+    let rig = Rig::new();
+    let mut producer = rig.producer(10007, ProducerOptions::default());
+    let mut c = rig.consumer(rig.consumer_options(10007));
+    let control = rig.raw(1000);
+    let descriptors = rig.raw(1100);
+    run(Duration::from_secs(10), "the raw publications to connect", || {
+        control.is_connected() && descriptors.is_connected()
+    });
+    let real = producer.regions().announce().clone();
+    let now = || xmem_core::os::time::monotonic_ns();
+    let mut elsewhere = real.clone();
+    elsewhere.epoch += 1_000;
+    elsewhere.header_region_uri = "shm:file?path=/etc/passwd".into();
+    let mut bad_geometry = real.clone();
+    bad_geometry.epoch += 2_000;
+    bad_geometry.header_nslots = 3;
+    let mut accepted = 0u64;
+    let mut seq = 0u64;
+    run(Duration::from_secs(20), "frames despite the noise", || {
+        for garbage in [&b"\x00\x01"[..], &[0xff; 64][..], &[7u8; 8][..]] {
+            let _ = control.offer(garbage);
+            let _ = descriptors.offer(garbage);
+        }
+        for a in [&mut elsewhere, &mut bad_geometry] {
+            a.announce_timestamp_ns = now();
+            let _ = control.offer(&a.encode().unwrap());
+        }
+        let mut wrong = xmem_tensorpool::codec::FrameDescriptor {
+            stream_id: 10007,
+            epoch: real.epoch + 7,
+            seq,
+            ..Default::default()
+        };
+        let _ = descriptors.offer(&wrong.encode());
+        wrong.epoch = real.epoch;
+        wrong.seq = seq + 1_000_000; // a frame that was never written
+        let _ = descriptors.offer(&wrong.encode());
+        if let Some(d) = producer.publish(&spec(128, 0), 0, |b| fill(seq, b)).unwrap() {
+            seq = d.seq + 1;
+        }
+        c.poll(64, |f| {
+            assert!(check(f.accepted.seq, f.bytes), "frame {} intact", f.accepted.seq);
+            accepted += 1;
+        })
+        .unwrap();
+        accepted >= 100
+    });
+    // The noise stops: the next real announce maps the real epoch, and only ever that one.
+    run(Duration::from_secs(10), "mapped to the real epoch", || {
+        producer.poll().unwrap();
+        c.poll(16, |_| {}).unwrap();
+        matches!(c.state(), State::Mapped { .. })
+    });
+    assert_eq!(c.state(), &State::Mapped { epoch: real.epoch });
+    let s = c.stats();
+    assert!(
+        s.malformed > 0 && s.bad_announces > 0 && s.drops_epoch > 0,
+        "{s:?}"
+    );
+    assert!(s.maps >= 1 && s.drops_invalid == 0, "{s:?}");
+}
