@@ -98,6 +98,11 @@ enum Command {
     },
     /// Benchmark streams against iceoryx2 and Unix sockets in one run; prints tables of ratios.
     Bench(cmd::bench::BenchArgs),
+    /// Print a shell's completion script (`source <(xmem completions bash)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// (internal) The benchmark's second process.
     #[command(hide = true)]
     BenchPeer {
@@ -131,6 +136,11 @@ fn main() -> ExitCode {
         Command::Tp { command } => cmd::tp::run(command),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchPeer { args } => cmd::bench::peer(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "xmem", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
