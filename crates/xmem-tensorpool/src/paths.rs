@@ -160,6 +160,16 @@ impl AllowedDirs {
     /// Opens the region file `path` read-only after the checks of §2.6, and, when
     /// `require_hugepages`, checks it is on hugetlbfs. Fails closed.
     pub fn open(&self, path: &Path, require_hugepages: bool) -> Result<File> {
+        self.open_checked(path, require_hugepages, false)
+    }
+
+    /// As [`AllowedDirs::open`], read-write: a producer in driver mode writes into the regions
+    /// its driver created (and never creates, truncates or unlinks them).
+    pub fn open_writable(&self, path: &Path, require_hugepages: bool) -> Result<File> {
+        self.open_checked(path, require_hugepages, true)
+    }
+
+    fn open_checked(&self, path: &Path, require_hugepages: bool, writable: bool) -> Result<File> {
         // (1) Absolute.
         if !path.is_absolute() {
             return Err(io(path, "open", "a region path must be absolute"));
@@ -185,8 +195,9 @@ impl AllowedDirs {
         let last = components.len() - 1;
         for (i, c) in components.iter().enumerate() {
             let Component::Normal(name) = c else { continue };
+            let access = if writable { OFlags::RDWR } else { OFlags::RDONLY };
             let flags = if i == last {
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+                access | OFlags::NOFOLLOW | OFlags::CLOEXEC
             } else {
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC
             };

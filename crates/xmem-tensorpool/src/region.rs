@@ -125,18 +125,26 @@ impl Region {
             .custom_flags(libc::O_NOFOLLOW) // never follow a symlink to a region (§2.6)
             .open(path)
             .map_err(|e| io(path, "open", e))?;
-        Region::open_file(file, path, want)
+        Region::open_file(file, path, want, false)
     }
 
     /// Maps the region announced as `uri` after the containment and permission checks of
     /// `allowed` (W-15.10-1), then checks its superblock against `want`.
     pub fn open_announced(uri: &ShmUri, allowed: &AllowedDirs, want: &Superblock) -> Result<Region> {
         let file = allowed.open(uri.path(), uri.require_hugepages())?;
-        Region::open_file(file, uri.path(), want)
+        Region::open_file(file, uri.path(), want, false)
     }
 
-    /// Maps an opened region file read-only and checks its superblock against `want`.
-    fn open_file(file: std::fs::File, path: &Path, want: &Superblock) -> Result<Region> {
+    /// As [`Region::open_announced`], mapped read-write: a producer attached through a driver
+    /// writes the regions the driver made.
+    pub fn open_announced_writable(uri: &ShmUri, allowed: &AllowedDirs, want: &Superblock) -> Result<Region> {
+        let file = allowed.open_writable(uri.path(), uri.require_hugepages())?;
+        Region::open_file(file, uri.path(), want, true)
+    }
+
+    /// Maps an opened region file (read-only unless `writable`) and checks its superblock
+    /// against `want`.
+    fn open_file(file: std::fs::File, path: &Path, want: &Superblock, writable: bool) -> Result<Region> {
         let meta = file.metadata().map_err(|e| io(path, "stat", e))?;
         if !meta.is_file() {
             return Err(Error::Io {
@@ -152,8 +160,11 @@ impl Region {
                 got: meta.len() as usize,
             });
         }
-        let map = Mapping::map(&file, meta.len() as usize, MapOptions::default(), path)
-            .map_err(|e| core(path, e))?;
+        let options = MapOptions {
+            writable,
+            populate: writable,
+        };
+        let map = Mapping::map(&file, meta.len() as usize, options, path).map_err(|e| core(path, e))?;
         let mut bytes = [0u8; SUPERBLOCK_SIZE];
         // SAFETY: the file is at least 64 bytes, all mapped.
         unsafe { seqlock::load_bytes(map.base(), &mut bytes) };
@@ -242,7 +253,7 @@ impl Region {
             .map_err(|e| io(path, "read the superblock of", e))?;
         let sb = Superblock::decode(&bytes)?;
         sb.validate()?;
-        Region::open_file(file, path, &sb)
+        Region::open_file(file, path, &sb, false)
     }
 
     /// Stamps `activityTimestampNs` (the producer, about once per announce period).

@@ -83,45 +83,118 @@ impl ProducerBuilder {
         }
         let layout = Layout::new(&self.base, &self.namespace)?;
         let epoch = next_epoch(&layout, self.stream_id);
+        let files = EpochFiles::create(
+            &layout,
+            &EpochSpec {
+                stream_id: self.stream_id,
+                epoch,
+                nslots: self.nslots,
+                pools: self.pools.clone(),
+                mode: self.mode,
+                producer_id: self.producer_id,
+            },
+        )?;
+        let EpochFiles {
+            announce,
+            dir,
+            ring,
+            pools,
+        } = files;
+        Ok(TpProducer {
+            inner: Producer::new(ring, pools),
+            announce,
+            dir,
+            owned: true,
+        })
+    }
+}
+
+/// What one epoch of a stream is made of: what a driver's profile says, plus the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochSpec {
+    /// The stream.
+    pub stream_id: u32,
+    /// The epoch (see [`next_epoch`]).
+    pub epoch: u64,
+    /// Slots of the ring and of every pool (a power of two).
+    pub nslots: u32,
+    /// `(pool_id, stride_bytes)` of each payload pool.
+    pub pools: Vec<(u16, u32)>,
+    /// File mode of the regions.
+    pub mode: u32,
+    /// The producer id announced (0 until a producer attaches).
+    pub producer_id: u32,
+}
+
+/// The region files of one epoch, created in the canonical layout: what a driver makes on a
+/// producer's attach. Dropping it unmaps and leaves the files (they belong to the stream until
+/// epoch GC removes the directory, [`remove_epoch_dir`]).
+#[derive(Debug)]
+pub struct EpochFiles {
+    /// The announce that names them.
+    pub announce: ShmPoolAnnounce,
+    /// The epoch directory.
+    pub dir: PathBuf,
+    ring: Region,
+    pools: Vec<Region>,
+}
+
+impl EpochFiles {
+    /// Creates the ring and the pools of `spec` under `layout` (pre-faulted, superblocks written
+    /// last). On failure nothing of the epoch is left.
+    pub fn create(layout: &Layout, spec: &EpochSpec) -> Result<EpochFiles> {
+        if spec.pools.is_empty() {
+            return Err(invalid("pools", 0u8, "a stream needs at least one payload pool"));
+        }
+        let (stream_id, epoch, nslots) = (spec.stream_id, spec.epoch, spec.nslots);
         let pid = u64::from(std::process::id());
         let now = xmem_core::os::time::monotonic_ns();
-        let dir = layout.epoch_dir(self.stream_id, epoch);
-        let ring_path = layout.header_ring(self.stream_id, epoch);
-        let ring_sb = Superblock::header_ring(self.stream_id, epoch, self.nslots, pid, now);
+        let dir = layout.epoch_dir(stream_id, epoch);
+        let ring_path = layout.header_ring(stream_id, epoch);
+        let ring_sb = Superblock::header_ring(stream_id, epoch, nslots, pid, now);
         let mut created = CreatedDir(Some(dir.clone()));
-        let ring = Region::create(&ring_path, &ring_sb, self.mode)?;
+        let ring = Region::create(&ring_path, &ring_sb, spec.mode)?;
         let mut pools = Vec::new();
         let mut announced = Vec::new();
-        for &(pool_id, stride) in &self.pools {
-            let path = layout.pool(self.stream_id, epoch, pool_id);
-            let sb = Superblock::payload_pool(self.stream_id, epoch, pool_id, self.nslots, stride, pid, now);
-            pools.push(Region::create(&path, &sb, self.mode)?);
+        for &(pool_id, stride) in &spec.pools {
+            let path = layout.pool(stream_id, epoch, pool_id);
+            let sb = Superblock::payload_pool(stream_id, epoch, pool_id, nslots, stride, pid, now);
+            pools.push(Region::create(&path, &sb, spec.mode)?);
             announced.push(PoolAnnounce {
                 pool_id,
-                nslots: self.nslots,
+                nslots,
                 stride_bytes: stride,
                 region_uri: ShmUri::new(&path, false)?.to_string(),
             });
         }
         let announce = ShmPoolAnnounce {
-            stream_id: self.stream_id,
-            producer_id: self.producer_id,
+            stream_id,
+            producer_id: spec.producer_id,
             epoch,
             announce_timestamp_ns: now,
             announce_clock_domain: CLOCK_MONOTONIC,
             layout_version: LAYOUT_VERSION,
-            header_nslots: self.nslots,
+            header_nslots: nslots,
             header_slot_bytes: SLOT_SIZE as u16,
             pools: announced,
             header_region_uri: ShmUri::new(&ring_path, false)?.to_string(),
         };
         check_announce(&announce)?;
         created.0 = None;
-        Ok(TpProducer {
-            inner: Producer::new(ring, pools),
+        Ok(EpochFiles {
             announce,
             dir,
+            ring,
+            pools,
         })
+    }
+
+    /// Stamps the activity time of every region (a driver may do it for its producers).
+    pub fn touch(&self, now_ns: u64) {
+        self.ring.touch(now_ns);
+        for p in &self.pools {
+            p.touch(now_ns);
+        }
     }
 }
 
@@ -136,7 +209,9 @@ impl std::ops::Drop for CreatedDir {
     }
 }
 
-fn remove_epoch_dir(dir: &Path) {
+/// Removes an epoch directory and then each parent it leaves empty (stream, namespace,
+/// `tensorpool-<user>`).
+pub fn remove_epoch_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
     // Then the stream, namespace and `tensorpool-<user>` directories, each only if this left it
     // empty (`remove_dir` refuses a directory with anything in it), so nothing is left behind.
@@ -148,8 +223,8 @@ fn remove_epoch_dir(dir: &Path) {
 }
 
 /// `max(now, previous + 1)`, where the previous epochs are the stream's epoch directories and
-/// the last epoch this process made.
-fn next_epoch(layout: &Layout, stream_id: u32) -> u64 {
+/// the last epoch this process made: a restarted producer or driver never reuses an epoch.
+pub fn next_epoch(layout: &Layout, stream_id: u32) -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let on_disk = layout
@@ -184,6 +259,8 @@ pub struct TpProducer {
     inner: Producer,
     announce: ShmPoolAnnounce,
     dir: PathBuf,
+    /// Whether this producer made the files (no driver) and so removes them.
+    owned: bool,
 }
 
 impl TpProducer {
@@ -198,6 +275,35 @@ impl TpProducer {
             mode: 0o660,
             producer_id: 0,
         }
+    }
+
+    /// A producer writing into regions a driver made and named in `announce` (its attach
+    /// response): each is opened read-write after the path checks of `allowed` and its superblock
+    /// checked against the announce. It never creates, truncates or unlinks a file (D-2.2).
+    pub fn attach(announce: &ShmPoolAnnounce, allowed: &AllowedDirs) -> Result<TpProducer> {
+        check_announce(announce)?;
+        let a = announce;
+        let ring_uri = ShmUri::parse(&a.header_region_uri)?;
+        let ring_sb = Superblock::header_ring(a.stream_id, a.epoch, a.header_nslots, 0, 0);
+        let ring = Region::open_announced_writable(&ring_uri, allowed, &ring_sb)?;
+        let mut pools = Vec::new();
+        for p in &a.pools {
+            let uri = ShmUri::parse(&p.region_uri)?;
+            let sb =
+                Superblock::payload_pool(a.stream_id, a.epoch, p.pool_id, p.nslots, p.stride_bytes, 0, 0);
+            pools.push(Region::open_announced_writable(&uri, allowed, &sb)?);
+        }
+        let dir = ring_uri
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(TpProducer {
+            inner: Producer::new(ring, pools),
+            announce: announce.clone(),
+            dir,
+            owned: false,
+        })
     }
 
     /// What the regions are, to send to consumers (about once a second, and on change).
@@ -256,7 +362,9 @@ impl TpProducer {
 
 impl std::ops::Drop for TpProducer {
     fn drop(&mut self) {
-        remove_epoch_dir(&self.dir);
+        if self.owned {
+            remove_epoch_dir(&self.dir);
+        }
     }
 }
 

@@ -273,6 +273,23 @@ impl Consumer {
         }
     }
 
+    /// Maps the regions a driver granted (the announce of an attach response) at once, with
+    /// the checks of any announce.
+    /// An attach response is authoritative: no freshness or join-time rule applies to it.
+    pub fn adopt(&mut self, a: &ShmPoolAnnounce) -> Result<()> {
+        if let State::Fallback { .. } = self.state {
+            return Ok(());
+        }
+        self.map(a);
+        Ok(())
+    }
+
+    /// Unmaps and waits for the next announce: its lease was revoked, or its driver is gone.
+    pub fn drop_mapping(&mut self) {
+        self.tp.unmap();
+        self.state = State::Unmapped;
+    }
+
     /// The last config a producer or supervisor sent it.
     pub fn config(&self) -> Option<&ConsumerConfig> {
         self.config.as_ref()
@@ -420,6 +437,12 @@ impl Consumer {
         if matches!(self.state, State::Fallback { .. }) {
             return Ok(());
         }
+        self.map(a);
+        Ok(())
+    }
+
+    /// Maps `a`'s regions (a no-op for the epoch mapped already).
+    fn map(&mut self, a: &ShmPoolAnnounce) {
         self.last_announce = Instant::now();
         match self.tp.on_announce(a) {
             Ok(Remap::Same) => {}
@@ -436,7 +459,6 @@ impl Consumer {
                 tracing::warn!(stream = a.stream_id, "announce refused: {e}");
             }
         }
-        Ok(())
     }
 
     /// W-7.1-3 and W-15.14-1: no fresh announce for three periods, or an activity stamp older

@@ -104,6 +104,8 @@ pub struct Producer {
     next_announce: Instant,
     stats: ProducerStats,
     counters: Option<crate::counters::Counters>,
+    /// Attached through a driver: the driver announces, this producer only stamps activity.
+    driven: bool,
 }
 
 /// The names of a producer's counters, in the order `publish_counters` sets them.
@@ -121,6 +123,23 @@ const PRODUCER_COUNTERS: [&str; 8] = [
 impl Producer {
     /// A producer of `tp`'s stream over `client`. It announces at once.
     pub fn new(client: &Client, tp: TpProducer, opts: ProducerOptions) -> Result<Producer> {
+        Producer::build(client, tp, opts, false)
+    }
+
+    /// A producer writing regions a driver leased to it ([`TpProducer::attach`]): the driver
+    /// announces them, so this one sends no `ShmPoolAnnounce`; it stamps their activity every
+    /// announce period, as a C producer in driver mode does.
+    pub fn driven(client: &Client, tp: TpProducer, opts: ProducerOptions) -> Result<Producer> {
+        Producer::build(client, tp, opts, true)
+    }
+
+    /// Takes the regions of a new epoch (after a reattach); frames go there from now on.
+    pub fn replace_regions(&mut self, tp: TpProducer) {
+        self.tp = tp;
+        self.next_announce = Instant::now();
+    }
+
+    fn build(client: &Client, tp: TpProducer, opts: ProducerOptions, driven: bool) -> Result<Producer> {
         let c = &opts.channels;
         let control = client.publication(&c.control.channel, c.control.stream_id)?;
         let announce = if c.announce == c.control {
@@ -150,6 +169,7 @@ impl Producer {
             next_announce: Instant::now(),
             stats: ProducerStats::default(),
             counters: None,
+            driven,
         };
         let owner = crate::counters::Owner {
             role: "producer",
@@ -344,6 +364,10 @@ impl Producer {
 
     /// Announces now (and stamps the regions' activity time).
     fn announce_now(&mut self) -> Result<()> {
+        if self.driven {
+            self.tp.refresh();
+            return Ok(());
+        }
         let bytes = self
             .tp
             .refresh()
