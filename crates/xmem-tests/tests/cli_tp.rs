@@ -541,3 +541,113 @@ fn walk(p: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The driver model from the shell: `xmem tp driver --config` (its media driver embedded), a
+/// producer and a consumer that `--attach` through it, `xmem tp leases` listing both leases,
+/// `--print-config`, and a SIGTERM that leaves nothing in /dev/shm.
+#[test]
+fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_leases() {
+    let scope = ShmScope::new("cli-tp-driver");
+    let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
+    std::fs::create_dir(&base.0).unwrap();
+    let aeron = AeronDir::new(&scope);
+    let config = std::env::temp_dir().join(format!("{}.toml", scope.name("config")));
+    let b = base.0.display();
+    std::fs::write(
+        &config,
+        format!(
+            "[driver]\ncontrol_stream_id = 1000\nannounce_stream_id = 1001\n\
+             [shm]\nbase_dir = \"{b}\"\nallowed_base_dirs = [\"{b}\"]\n\
+             [policies]\nannounce_period_ms = 200\nlease_keepalive_interval_ms = 1000\n\
+             [profiles.camera]\nheader_nslots = 32\npayload_pools = [{{ pool_id = 1, stride_bytes = 524288 }}]\n\
+             [streams.cam]\nstream_id = 10007\nprofile = \"camera\"\n"
+        ),
+    )
+    .unwrap();
+    let printed = ok(
+        xmem(
+            &[
+                "tp",
+                "driver",
+                "--config",
+                config.to_str().unwrap(),
+                "--print-config",
+            ],
+            None,
+        ),
+        "print-config",
+    );
+    assert!(
+        printed.contains("header_nslots = 32") && printed.contains("lease_expiry_grace_intervals = 3"),
+        "{printed}"
+    );
+    let mut cmd = Command::new(xmem_tests::xmem_cli(PEER));
+    cmd.args([
+        "tp",
+        "driver",
+        "--config",
+        config.to_str().unwrap(),
+        "--aeron-dir",
+        aeron.to_str().unwrap(),
+    ]);
+    let mut driver = PeerProcess::from_command_with_stderr(cmd);
+    driver.line_where(Duration::from_secs(30), "saying it serves", |l| {
+        l.starts_with("tensor-pool driver ")
+    });
+    let base_arg = base.0.to_str().unwrap();
+    let mut c = tp(
+        &aeron,
+        "consume",
+        &[
+            "--attach", "--base", base_arg, "--stream", "10007", "--count", "200",
+        ],
+    );
+    c.line_where(Duration::from_secs(30), "attached", |l| {
+        l.starts_with("attached as consumer of stream 10007")
+    });
+    let mut p = tp(
+        &aeron,
+        "produce",
+        &[
+            "--attach",
+            "--base",
+            base_arg,
+            "--stream",
+            "10007",
+            "--shape",
+            "256x512x3",
+            "--fps",
+            "200",
+        ],
+    );
+    p.line_where(Duration::from_secs(30), "attached", |l| {
+        l.starts_with("attached as producer of stream 10007")
+    });
+    let listed = ok(
+        xmem(&["tp", "leases", "--aeron-dir", aeron.to_str().unwrap()], None),
+        "leases",
+    );
+    assert!(
+        listed.contains("producer") && listed.contains("consumer") && listed.contains("10007"),
+        "{listed}"
+    );
+    let (out, _) = c.line_where(Duration::from_secs(30), "the total", |l| {
+        l.starts_with("accepted ")
+    });
+    assert!(
+        out.starts_with("accepted 200 frames") && out.ends_with("0 with wrong bytes"),
+        "{out}"
+    );
+    assert!(c.wait().success());
+    sigterm(&p);
+    assert!(p.wait().success());
+    sigterm(&driver);
+    assert!(driver.wait().success());
+    std::fs::remove_file(&config).unwrap();
+    let left: Vec<_> = walk(&base.0);
+    assert!(
+        left.is_empty(),
+        "the driver's clean shutdown leaves nothing: {left:?}"
+    );
+    assert!(!aeron.exists(), "its embedded media driver removed its directory");
+}

@@ -49,6 +49,12 @@ pub enum TpCommand {
     Stat(super::tp_live::StatArgs),
     /// A producer here and consumer processes over an embedded media driver, every frame checked.
     Demo(super::tp_live::DemoArgs),
+    /// Run a tensor-pool driver: it owns the streams' shared memory and leases it to
+    /// producers and consumers that attach (`produce --attach`, `consume --attach`, or
+    /// tensor_pool_c's clients). Until SIGINT or SIGTERM, which shut it down gracefully.
+    Driver(super::tp_driver::DriverArgs),
+    /// The leases a tensor-pool driver holds now: stream, client, role, node, time left.
+    Leases(super::tp_driver::LeasesArgs),
 }
 
 pub fn run(cmd: TpCommand) -> Result<()> {
@@ -64,6 +70,8 @@ pub fn run(cmd: TpCommand) -> Result<()> {
         TpCommand::Listen(args) => super::tp_live::listen(args),
         TpCommand::MediaDriver(args) => super::tp_live::media_driver(args),
         TpCommand::Demo(args) => super::tp_live::demo(args),
+        TpCommand::Driver(args) => super::tp_driver::driver(args),
+        TpCommand::Leases(args) => super::tp_driver::leases(args),
         TpCommand::Stat(args) => super::tp_live::stat(args),
     }
 }

@@ -24,6 +24,8 @@ use xmem_tp_control::{
     StreamRequest,
 };
 
+use xmem_tp_driver::{DriverClient, DriverClientOptions, Role};
+
 use super::produce::stop_on_signals;
 use crate::{fmt, Format};
 
@@ -86,29 +88,86 @@ impl AeronArgs {
     /// The client, and the driver this process started if it had to.
     fn connect(&self) -> Result<(Client, Option<MediaDriver>)> {
         let dir = self.aeron_dir.clone().unwrap_or_else(xmem_aeron::default_dir);
-        let driver = match (driver_status(&dir), self.driver) {
-            (DriverStatus::Active { .. }, _) | (_, DriverMode::External) => None,
-            (_, DriverMode::Auto) => {
-                let d = MediaDriver::launch(&DriverOptions {
-                    dir: Some(dir.clone()),
-                    ..DriverOptions::default()
-                })?;
-                if let Some(old) = d.replaced() {
-                    eprintln!(
-                        "  replaced a dead media driver's files in {} ({old:?})",
-                        dir.display()
-                    );
-                }
-                eprintln!("  started a media driver in this process: {}", dir.display());
-                Some(d)
-            }
-        };
-        let client = Client::connect(&ClientOptions {
-            dir: Some(dir),
-            ..ClientOptions::default()
-        })?;
-        Ok((client, driver))
+        connect_media(dir, self.driver)
     }
+}
+
+/// A client of the media driver in `dir`, starting one inside this process when none runs
+/// there and `mode` allows it.
+pub(super) fn connect_media(dir: PathBuf, mode: DriverMode) -> Result<(Client, Option<MediaDriver>)> {
+    let driver = match (driver_status(&dir), mode) {
+        (DriverStatus::Active { .. }, _) | (_, DriverMode::External) => None,
+        (_, DriverMode::Auto) => {
+            let d = MediaDriver::launch(&DriverOptions {
+                dir: Some(dir.clone()),
+                ..DriverOptions::default()
+            })?;
+            if let Some(old) = d.replaced() {
+                eprintln!(
+                    "  replaced a dead media driver's files in {} ({old:?})",
+                    dir.display()
+                );
+            }
+            eprintln!("  started a media driver in this process: {}", dir.display());
+            Some(d)
+        }
+    };
+    let client = Client::connect(&ClientOptions {
+        dir: Some(dir),
+        ..ClientOptions::default()
+    })?;
+    Ok((client, driver))
+}
+
+impl AeronArgs {
+    /// A client of the tensor-pool driver on these streams.
+    fn driver_client(&self, client: &Client) -> Result<DriverClient> {
+        let c = self.channels();
+        Ok(DriverClient::new(
+            client,
+            DriverClientOptions {
+                control: c.control,
+                announce: c.announce,
+                announce_period: self.announce_period,
+                ..DriverClientOptions::default()
+            },
+        )?)
+    }
+}
+
+/// Attaches, retrying with backoff while the error says it may pass (no driver yet, a driver
+/// restarting), until stopped (`None`). A refusal by policy is an error.
+fn attach_until(
+    dc: &mut DriverClient,
+    stream: u32,
+    role: Role,
+    client_id: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Option<xmem_tp_driver::protocol::Grant>> {
+    let mut failures = 0;
+    while !stop.load(Ordering::Relaxed) {
+        match dc.attach(stream, role, client_id) {
+            Ok(a) => {
+                let g = a.grant.clone();
+                outln!(
+                    "attached as {} of stream {} through the driver: lease {}, epoch {}, node {}",
+                    role.name(),
+                    g.announce.stream_id,
+                    g.lease_id,
+                    g.announce.epoch,
+                    g.node_id.unwrap_or(0)
+                )?;
+                return Ok(Some(g));
+            }
+            Err(e) if e.is_retryable() => {
+                eprintln!("  {e}; retrying");
+                std::thread::sleep(xmem_tp_driver::backoff(failures));
+                failures += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
 }
 
 /// `xmem tp produce`.
@@ -153,6 +212,11 @@ pub struct ProduceArgs {
     /// A name for the stream (DataSourceAnnounce).
     #[arg(long)]
     name: Option<String>,
+    /// Attach through a tensor-pool driver (`xmem tp driver`) on the control stream: the
+    /// driver makes the regions (its profile sets slots and strides) and announces them, this
+    /// producer keeps a lease and reattaches, with a new epoch, when it loses it.
+    #[arg(long)]
+    attach: bool,
 }
 
 /// `xmem tp consume`.
@@ -190,6 +254,10 @@ pub struct ConsumeArgs {
     /// Give up if nothing is mapped (or no fallback is told) within this long.
     #[arg(long, default_value = "30s", value_parser = super::demo::parse_duration)]
     wait: Duration,
+    /// Attach through a tensor-pool driver (`xmem tp driver`): map what it grants at once,
+    /// keep the lease, reattach after a revoke, the driver's shutdown or its silence.
+    #[arg(long)]
+    attach: bool,
 }
 
 /// `xmem tp listen`.
@@ -249,14 +317,43 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         .checked_next_power_of_two()
         .context("a frame must be under 2 GiB")?;
     let (client, _driver) = args.aeron.connect()?;
-    let tp = TpProducer::builder(args.stream)
-        .base_dir(&args.base)
-        .namespace(&args.namespace)
-        .nslots(args.nslots)
-        .pool(1, stride)
-        .create()
-        .context("create the regions")?;
-    let mut p = Producer::new(
+    let (mut dc, tp) = if args.attach {
+        let mut dc = args.aeron.driver_client(&client)?;
+        let Some(grant) = attach_until(&mut dc, args.stream, Role::Producer, 0, &stop)? else {
+            return Ok(());
+        };
+        let largest = grant
+            .announce
+            .pools
+            .iter()
+            .map(|p| p.stride_bytes)
+            .max()
+            .unwrap_or(0);
+        if len > largest {
+            bail!(
+                "a {} frame is {len} bytes, but the driver's pools hold at most {largest}: use a smaller --shape or a profile with larger strides",
+                args.shape
+            );
+        }
+        let tp = TpProducer::attach(&grant.announce, &AllowedDirs::new([&args.base])?)
+            .context("open the regions the driver granted")?;
+        (Some(dc), tp)
+    } else {
+        let tp = TpProducer::builder(args.stream)
+            .base_dir(&args.base)
+            .namespace(&args.namespace)
+            .nslots(args.nslots)
+            .pool(1, stride)
+            .create()
+            .context("create the regions")?;
+        (None, tp)
+    };
+    let build = if dc.is_some() {
+        Producer::driven
+    } else {
+        Producer::new
+    };
+    let mut p = build(
         &client,
         tp,
         ProducerOptions {
@@ -311,6 +408,22 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         let seq = p.regions().next_seq();
         p.publish(&spec, 0, |b| b.fill(byte_of(seq)))?;
         n += 1;
+        if let Some(dc) = &mut dc {
+            for e in dc.poll()? {
+                if !e.ends_lease() {
+                    continue;
+                }
+                outln!("lease lost ({e:?}); reattaching")?;
+                let Some(grant) = attach_until(dc, args.stream, Role::Producer, 0, &stop)? else {
+                    break;
+                };
+                p.replace_regions(TpProducer::attach(
+                    &grant.announce,
+                    &AllowedDirs::new([&args.base])?,
+                )?);
+                outln!("attached again: epoch {}", grant.announce.epoch)?;
+            }
+        }
         if last_report.elapsed() >= Duration::from_secs(1) {
             p.poll()?;
             let s = p.stats();
@@ -356,7 +469,19 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
         opts.max_rate_hz = rate;
     }
     opts.channels = channels;
+    let consumer_id = opts.consumer_id;
     let mut c = Consumer::new(&client, opts)?;
+    let mut dc = match args.attach {
+        true => {
+            let mut dc = args.aeron.driver_client(&client)?;
+            let Some(grant) = attach_until(&mut dc, args.stream, Role::Consumer, consumer_id, &stop)? else {
+                return Ok(());
+            };
+            c.adopt(&grant.announce)?;
+            Some(dc)
+        }
+        false => None,
+    };
     outln!(
         "consumer {} of stream {} on {}",
         c.consumer_id(),
@@ -386,6 +511,19 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
                 std::thread::sleep(d);
             }
         })?;
+        if let Some(dc) = &mut dc {
+            for e in dc.poll()? {
+                if !e.ends_lease() {
+                    continue;
+                }
+                c.drop_mapping();
+                outln!("lease lost ({e:?}); reattaching")?;
+                let Some(grant) = attach_until(dc, args.stream, Role::Consumer, consumer_id, &stop)? else {
+                    break;
+                };
+                c.adopt(&grant.announce)?;
+            }
+        }
         if c.state() != &last_state {
             last_state = c.state().clone();
             ever_placed = true;
