@@ -560,7 +560,8 @@ fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_lea
              [shm]\nbase_dir = \"{b}\"\nallowed_base_dirs = [\"{b}\"]\n\
              [policies]\nannounce_period_ms = 200\nlease_keepalive_interval_ms = 1000\n\
              [profiles.camera]\nheader_nslots = 32\npayload_pools = [{{ pool_id = 1, stride_bytes = 524288 }}]\n\
-             [streams.cam]\nstream_id = 10007\nprofile = \"camera\"\n"
+             [streams.cam]\nstream_id = 10007\nprofile = \"camera\"\ntags = [\"lab\", \"rgb\"]\n\
+             [discovery]\nenabled = true\n"
         ),
     )
     .unwrap();

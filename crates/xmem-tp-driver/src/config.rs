@@ -198,6 +198,41 @@ pub struct StreamDef {
     pub stream_id: u32,
     /// Its profile.
     pub profile: String,
+    /// Discovery tags (an xmem key; tensor_pool_c sets tags through its API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// `[discovery]` of a driver: a discovery provider inside it, answering from the driver's own
+/// announces (an xmem section; tensor_pool_c runs `tp_discoveryd` beside its driver instead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// Answer discovery requests.
+    pub enabled: bool,
+    /// Where requests come.
+    pub request_channel: String,
+    /// Its stream id (tensor_pool_c's daemon: 9000).
+    pub request_stream_id: i32,
+    /// DataSourceAnnounce, for stream names.
+    pub metadata_channel: String,
+    /// Its stream id.
+    pub metadata_stream_id: i32,
+    /// Most results a response carries.
+    pub max_results: usize,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        DiscoverySection {
+            enabled: true,
+            request_channel: DEFAULT_CHANNEL.into(),
+            request_stream_id: 9000,
+            metadata_channel: DEFAULT_CHANNEL.into(),
+            metadata_stream_id: 1300,
+            max_results: 1000,
+        }
+    }
 }
 
 /// `[supervisor]`: the per-consumer stream policy embedded in the driver (tensor_pool_c's
@@ -244,6 +279,8 @@ pub struct DriverConfig {
     pub streams: BTreeMap<String, StreamDef>,
     /// `[supervisor]`, when present.
     pub supervisor: Option<SupervisorSection>,
+    /// `[discovery]`, when present.
+    pub discovery: Option<DiscoverySection>,
 }
 
 impl DriverConfig {

@@ -120,6 +120,7 @@ pub struct Driver {
     shutdown: Shutdown,
     stats: DriverStats,
     rng: u64,
+    discovery: Option<xmem_tp_discovery::Provider>,
 }
 
 fn random_u64() -> u64 {
@@ -168,8 +169,34 @@ impl Driver {
             shutdown: Shutdown::Running,
             stats: DriverStats::default(),
             rng: random_u64() | 1,
+            discovery: None,
             config,
         };
+        if let Some(d) = driver.config.discovery.clone().filter(|d| d.enabled) {
+            let c = &driver.config.driver;
+            let options = xmem_tp_discovery::ProviderOptions {
+                requests: xmem_tp_control::Endpoint {
+                    channel: d.request_channel.clone(),
+                    stream_id: d.request_stream_id,
+                },
+                announces: None,
+                metadata: Some(xmem_tp_control::Endpoint {
+                    channel: d.metadata_channel.clone(),
+                    stream_id: d.metadata_stream_id,
+                }),
+                authority: xmem_tp_discovery::Authority {
+                    instance_id: c.instance_id.clone(),
+                    control_channel: c.control_channel.clone(),
+                    control_stream_id: c.control_stream_id as u32,
+                },
+            };
+            let registry = xmem_tp_discovery::Registry::new(driver.config.announce_period(), d.max_results);
+            let mut provider = xmem_tp_discovery::Provider::new(client, options, registry)?;
+            for s in driver.config.streams.values() {
+                provider.registry().set_tags(s.stream_id, &s.tags);
+            }
+            driver.discovery = Some(provider);
+        }
         if driver.config.policies.epoch_gc_on_startup {
             driver.collect_on_startup();
         }
@@ -224,6 +251,9 @@ impl Driver {
         let mut work = self.control_in.poll(64, |m| requests.push(m.bytes.to_vec()))?;
         for bytes in requests {
             self.on_message(&bytes);
+        }
+        if let Some(p) = &mut self.discovery {
+            work += p.poll()?;
         }
         let now = Instant::now();
         work += self.expire_leases(now);
@@ -785,6 +815,9 @@ impl Driver {
             Ok(bytes) => {
                 self.send(AnnounceOrControl::Announce, &bytes);
                 self.stats.announces += 1;
+                if let Some(p) = &mut self.discovery {
+                    p.on_announce(&a);
+                }
             }
             Err(e) => tracing::error!("encoding an announce: {e}"),
         }

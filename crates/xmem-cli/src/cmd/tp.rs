@@ -55,6 +55,11 @@ pub enum TpCommand {
     Driver(super::tp_driver::DriverArgs),
     /// The leases a tensor-pool driver holds now: stream, client, role, node, time left.
     Leases(super::tp_driver::LeasesArgs),
+    /// Ask a discovery provider which streams exist (by name, tags, stream, producer), retrying
+    /// until it answers.
+    Discover(super::tp_driver::DiscoverArgs),
+    /// Run a standalone discovery provider (tensor_pool_c's `[discovery]` configuration).
+    Discoveryd(super::tp_driver::DiscoverydArgs),
 }
 
 pub fn run(cmd: TpCommand) -> Result<()> {
@@ -72,6 +77,8 @@ pub fn run(cmd: TpCommand) -> Result<()> {
         TpCommand::Demo(args) => super::tp_live::demo(args),
         TpCommand::Driver(args) => super::tp_driver::driver(args),
         TpCommand::Leases(args) => super::tp_driver::leases(args),
+        TpCommand::Discover(args) => super::tp_driver::discover(args),
+        TpCommand::Discoveryd(args) => super::tp_driver::discoveryd(args),
         TpCommand::Stat(args) => super::tp_live::stat(args),
     }
 }

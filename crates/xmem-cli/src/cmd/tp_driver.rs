@@ -133,3 +133,130 @@ pub fn leases(args: LeasesArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `xmem tp discover`.
+#[derive(clap::Args, Debug)]
+pub struct DiscoverArgs {
+    /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-USER).
+    #[arg(long, env = "AERON_DIR")]
+    aeron_dir: Option<PathBuf>,
+    /// The channel of requests and responses.
+    #[arg(long, default_value = xmem_aeron::TP_CHANNEL)]
+    channel: String,
+    /// Where providers take requests.
+    #[arg(long, default_value_t = 9000)]
+    request_stream: i32,
+    /// Where this asks for the answer.
+    #[arg(long, default_value_t = 9001)]
+    response_stream: i32,
+    /// Only the stream of this data source name (byte for byte).
+    #[arg(long)]
+    name: Option<String>,
+    /// Only streams with this tag (case-sensitive; repeat for several, all required).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only this stream id.
+    #[arg(long)]
+    stream: Option<u32>,
+    /// Only this producer id.
+    #[arg(long)]
+    producer: Option<u32>,
+    /// Give up after this long without an answer (the request is re-sent every 200 ms).
+    #[arg(long, default_value = "5s", value_parser = super::demo::parse_duration)]
+    timeout: std::time::Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+pub fn discover(args: DiscoverArgs) -> Result<()> {
+    let dir = args.aeron_dir.clone().unwrap_or_else(xmem_aeron::default_dir);
+    let (client, _media) = connect_media(dir, DriverMode::External)?;
+    let e = |id| xmem_tp_control::Endpoint {
+        channel: args.channel.clone(),
+        stream_id: id,
+    };
+    let mut d = xmem_tp_discovery::Discoverer::new(&client, e(args.request_stream), e(args.response_stream))?;
+    let filters = xmem_tp_discovery::Request {
+        stream_id: args.stream,
+        producer_id: args.producer,
+        data_source_name: args.name.clone().unwrap_or_default(),
+        tags: args.tags.clone(),
+        ..Default::default()
+    };
+    let r = d.query(&filters, args.timeout, std::time::Duration::from_millis(200))?;
+    for f in &r.results {
+        match args.format {
+            Format::Json => {
+                let j = serde_json::json!({
+                    "stream_id": f.stream_id, "producer_id": f.producer_id, "epoch": f.epoch,
+                    "header_nslots": f.header_nslots, "name": f.data_source_name, "tags": f.tags,
+                    "header_region_uri": f.header_region_uri,
+                    "pools": f.pools.iter().map(|p| serde_json::json!({"pool_id": p.pool_id, "stride_bytes": p.stride_bytes, "region_uri": p.region_uri})).collect::<Vec<_>>(),
+                    "driver": {"instance_id": f.driver_instance_id, "control_channel": f.driver_control_channel, "control_stream_id": f.driver_control_stream_id},
+                });
+                outln!("{j}")?;
+            }
+            Format::Text => outln!(
+                "stream {} epoch {} producer {} name {:?} tags [{}]: {} slots, pools {}; attach at {} {} stream {}",
+                f.stream_id,
+                f.epoch,
+                f.producer_id,
+                f.data_source_name,
+                f.tags.join(", "),
+                f.header_nslots,
+                f.pools.iter().map(|p| format!("{}×{} B", p.pool_id, p.stride_bytes)).collect::<Vec<_>>().join(" "),
+                f.driver_instance_id,
+                f.driver_control_channel,
+                f.driver_control_stream_id
+            )?,
+        }
+    }
+    if r.results.is_empty() && args.format == Format::Text {
+        outln!("no stream matches")?;
+    }
+    Ok(())
+}
+
+/// `xmem tp discoveryd`.
+#[derive(clap::Args, Debug)]
+pub struct DiscoverydArgs {
+    /// The configuration (tensor_pool_c's `[discovery]` keys).
+    #[arg(long)]
+    config: PathBuf,
+    /// Which media driver to use.
+    #[arg(long, value_enum, default_value_t = DriverMode::External)]
+    media_driver: DriverMode,
+}
+
+pub fn discoveryd(args: DiscoverydArgs) -> Result<()> {
+    let config =
+        xmem_tp_discovery::config::DiscoveryConfig::load(&args.config).map_err(anyhow::Error::msg)?;
+    let dir = (!config.driver.aeron_dir.is_empty())
+        .then(|| PathBuf::from(&config.driver.aeron_dir))
+        .or_else(|| std::env::var_os("AERON_DIR").map(PathBuf::from))
+        .unwrap_or_else(xmem_aeron::default_dir);
+    let stop = stop_on_signals()?;
+    let (client, _media) = connect_media(dir, args.media_driver)?;
+    let registry = xmem_tp_discovery::Registry::new(config.announce_period(), config.discovery.max_results);
+    let mut provider = xmem_tp_discovery::Provider::new(&client, config.provider_options(), registry)?;
+    outln!(
+        "discovery provider for {} on {} stream {}",
+        config.discovery.driver_instance_id,
+        config.discovery.request_channel,
+        config.discovery.request_stream_id
+    )?;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        client.check()?;
+        if provider.poll()? == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+    }
+    let s = provider.stats();
+    outln!(
+        "provider stopped: {} answered, {} announces registered",
+        s.answered,
+        s.announces
+    )?;
+    Ok(())
+}

@@ -86,8 +86,14 @@ pub struct DriverProcess {
 impl Rig {
     /// A media driver, a base directory, and a tensor-pool driver on `config(base, extra)`.
     pub fn new(extra_policies: &str) -> Rig {
+        Rig::with(extra_policies, "")
+    }
+
+    /// As [`Rig::new`], with more sections after the test config's.
+    pub fn with(extra_policies: &str, extra_sections: &str) -> Rig {
         let mut rig = Rig::bare();
-        std::fs::write(&rig.config_path, config(&rig.base, extra_policies)).unwrap();
+        let text = config(&rig.base, extra_policies) + extra_sections;
+        std::fs::write(&rig.config_path, text).unwrap();
         rig.start_driver();
         rig
     }
