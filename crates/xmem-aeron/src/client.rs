@@ -23,6 +23,9 @@ pub struct ClientOptions {
     pub driver_timeout: Duration,
     /// The longest wait for the driver to add a publication or subscription.
     pub add_timeout: Duration,
+    /// How long the client's conductor thread sleeps when it has nothing to do (Aeron: 16 ms);
+    /// each add of a publication, subscription or counter waits about this long.
+    pub conductor_idle: Duration,
 }
 
 impl Default for ClientOptions {
@@ -31,6 +34,7 @@ impl Default for ClientOptions {
             dir: None,
             driver_timeout: Duration::from_secs(5),
             add_timeout: Duration::from_secs(5),
+            conductor_idle: Duration::from_millis(1),
         }
     }
 }
@@ -93,6 +97,12 @@ impl Client {
             .map_err(|e| connect("dir", e))?;
         ctx.set_driver_timeout_ms(opts.driver_timeout.as_millis() as u64)
             .map_err(|e| connect("driver timeout", e))?;
+        // The client conductor sleeps this long when idle (Aeron's default: 16 ms). Every add
+        // of a publication, subscription or counter waits for it at least once; at 1 ms a
+        // tensor-pool driver's lease counters and a client's streams cost milliseconds, not
+        // tens of them, for a conductor thread that wakes 1000 times a second.
+        ctx.set_idle_sleep_duration_ns(opts.conductor_idle.as_nanos() as u64)
+            .map_err(|e| connect("idle sleep", e))?;
         let reported = Arc::new(Mutex::new(Reported::default()));
         let sink = reported.clone();
         let lost: LostFlag = Arc::default();
@@ -234,6 +244,20 @@ impl Client {
             .collect())
     }
 
+    /// Starts adding one counter without waiting: [`PendingCounter::poll`] it until it is
+    /// there. (An add takes the client conductor's and the media driver's round trip, tens of
+    /// milliseconds: a server's request path must not wait for it.)
+    pub fn counter_async(&self, type_id: i32, key: &[u8], label: &str) -> Result<PendingCounter> {
+        let poller = self
+            .aeron
+            .async_add_counter(type_id, key, label)
+            .map_err(|e| Error::Aeron {
+                op: "add counter",
+                detail: e.capture_errmsg().to_string(),
+            })?;
+        Ok(PendingCounter { poller })
+    }
+
     fn wait_for_add(&self, started: Instant, what: &str, channel: &str, stream_id: i32) -> Result<()> {
         self.check()?;
         if started.elapsed() > self.add_timeout {
@@ -251,6 +275,24 @@ impl Client {
 
 fn channel_cstr(channel: &str) -> Result<CString> {
     CString::new(channel).map_err(|_| Error::InvalidChannel(channel.to_string()))
+}
+
+/// A counter being added ([`Client::counter_async`]).
+pub struct PendingCounter {
+    poller: rusteron_client::AeronAsyncAddCounter,
+}
+
+impl PendingCounter {
+    /// The counter once the driver has added it (`None`: not yet).
+    pub fn poll(&self) -> Result<Option<Counter>> {
+        self.poller
+            .poll()
+            .map(|c| c.map(|inner| Counter { inner }))
+            .map_err(|e| Error::Aeron {
+                op: "add counter",
+                detail: e.capture_errmsg().to_string(),
+            })
+    }
 }
 
 /// What became of one offer. Nothing waits: a message that did not go is the caller's to count

@@ -22,7 +22,8 @@ mod driver;
 mod error;
 
 pub use client::{
-    read_counters, Client, ClientOptions, Counter, CounterValue, Message, Offer, Publication, Subscription,
+    read_counters, Client, ClientOptions, Counter, CounterValue, Message, Offer, PendingCounter, Publication,
+    Subscription,
 };
 pub use dir::{default_dir, driver_status, DriverStatus};
 pub use driver::{DriverOptions, MediaDriver};

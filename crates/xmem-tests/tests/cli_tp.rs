@@ -624,10 +624,18 @@ fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_lea
     p.line_where(Duration::from_secs(30), "attached", |l| {
         l.starts_with("attached as producer of stream 10007")
     });
-    let listed = ok(
-        xmem(&["tp", "leases", "--aeron-dir", aeron.to_str().unwrap()], None),
-        "leases",
-    );
+    // Lease counters are added beside the leases (an add takes a conductor round trip).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = ok(
+            xmem(&["tp", "leases", "--aeron-dir", aeron.to_str().unwrap()], None),
+            "leases",
+        );
+        let both = listed.contains("producer") && listed.contains("consumer");
+        if both || std::time::Instant::now() > deadline {
+            break listed;
+        }
+    };
     assert!(
         listed.contains("producer") && listed.contains("consumer") && listed.contains("10007"),
         "{listed}"

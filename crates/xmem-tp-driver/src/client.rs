@@ -137,6 +137,16 @@ impl Event {
     }
 }
 
+/// Waiting for an answer: yield for the first 2 ms (a local driver answers in microseconds),
+/// then sleep a millisecond at a time.
+fn idle(waited: Duration) {
+    if waited < Duration::from_millis(2) {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The delay before reattach attempt `failures` (C: 100 ms · 2ⁿ, at most 3.2 s).
 pub fn backoff(failures: u32) -> Duration {
     Duration::from_millis(100 << failures.min(5))
@@ -255,7 +265,7 @@ impl DriverClient {
                 }
             })?;
             let Some(r) = answer else {
-                std::thread::sleep(Duration::from_millis(1));
+                idle(now.saturating_duration_since(next_send - self.opts.retry_interval));
                 continue;
             };
             match r.code() {
@@ -388,7 +398,7 @@ impl DriverClient {
                 }
             })?;
             if !done {
-                std::thread::sleep(Duration::from_millis(1));
+                idle(Instant::now().saturating_duration_since(deadline - Duration::from_millis(500)));
             }
         }
         Ok(())

@@ -53,9 +53,13 @@ impl std::fmt::Debug for LeaseCounter {
     }
 }
 
-impl LeaseCounter {
-    /// Adds it; `None` (with a warning) when the media driver refuses: leases work without.
-    pub(crate) fn add(client: &Client, l: &LeaseInfo) -> Option<LeaseCounter> {
+/// A lease counter on its way (the add is a round trip through Aeron's conductors, tens of
+/// milliseconds: the driver polls it in its duty cycle instead of holding up the response).
+pub(crate) struct PendingLeaseCounter(xmem_aeron::PendingCounter);
+
+impl PendingLeaseCounter {
+    /// Starts adding it; `None` (with a warning) when the media driver refuses.
+    pub(crate) fn start(client: &Client, l: &LeaseInfo) -> Option<PendingLeaseCounter> {
         let mut key = MAGIC.to_vec();
         key.extend_from_slice(&l.lease_id.to_le_bytes());
         key.extend_from_slice(&l.stream_id.to_le_bytes());
@@ -72,9 +76,8 @@ impl LeaseCounter {
             l.node_id,
             l.driver_pid
         );
-        match client.counters(LEASE_COUNTER_TYPE, &[(key, label)]) {
-            Ok(mut c) if !c.is_empty() => Some(LeaseCounter(std::rc::Rc::new(c.remove(0)))),
-            Ok(_) => None,
+        match client.counter_async(LEASE_COUNTER_TYPE, &key, &label) {
+            Ok(p) => Some(PendingLeaseCounter(p)),
             Err(e) => {
                 tracing::warn!("lease counter left out: {e}");
                 None
@@ -82,6 +85,19 @@ impl LeaseCounter {
         }
     }
 
+    /// The counter once added; `Err(())` when the add failed (left out, warned).
+    pub(crate) fn poll(&self) -> Result<Option<LeaseCounter>, ()> {
+        match self.0.poll() {
+            Ok(c) => Ok(c.map(|c| LeaseCounter(std::rc::Rc::new(c)))),
+            Err(e) => {
+                tracing::warn!("lease counter left out: {e}");
+                Err(())
+            }
+        }
+    }
+}
+
+impl LeaseCounter {
     pub(crate) fn set_remaining(&self, left: Duration) {
         self.0.set(left.as_millis() as u64);
     }

@@ -17,7 +17,7 @@ use xmem_tensorpool::paths::Layout;
 use xmem_tensorpool::stream::{next_epoch, remove_epoch_dir, EpochFiles, EpochSpec};
 
 use crate::config::{DriverConfig, Profile};
-use crate::leases::LeaseCounter;
+use crate::leases::{LeaseCounter, PendingLeaseCounter};
 use crate::protocol::{
     clip, AttachRequest, AttachResponse, Code, DetachRequest, DetachResponse, DriverShutdown, Hugepages,
     Keepalive, LeaseRevoked, NotARequest, PublishMode, Request, RevokeReason, Role, ShutdownReason,
@@ -121,6 +121,7 @@ pub struct Driver {
     stats: DriverStats,
     rng: u64,
     discovery: Option<xmem_tp_discovery::Provider>,
+    pending_counters: Vec<(u64, PendingLeaseCounter)>,
 }
 
 fn random_u64() -> u64 {
@@ -170,6 +171,7 @@ impl Driver {
             stats: DriverStats::default(),
             rng: random_u64() | 1,
             discovery: None,
+            pending_counters: Vec::new(),
             config,
         };
         if let Some(d) = driver.config.discovery.clone().filter(|d| d.enabled) {
@@ -255,6 +257,7 @@ impl Driver {
         if let Some(p) = &mut self.discovery {
             work += p.poll()?;
         }
+        self.poll_counters();
         let now = Instant::now();
         work += self.expire_leases(now);
         if now >= self.next_announce {
@@ -517,7 +520,7 @@ impl Driver {
         let lease_id = self.next_lease_id;
         self.next_lease_id = self.next_lease_id.wrapping_add(1).max(1);
         let expiry = now + self.config.lease_lifetime();
-        let counter = LeaseCounter::add(
+        let pending = PendingLeaseCounter::start(
             &self.client,
             &crate::leases::LeaseInfo {
                 lease_id,
@@ -537,9 +540,12 @@ impl Driver {
                 role,
                 node_id,
                 expiry,
-                counter,
+                counter: None,
             },
         );
+        if let Some(p) = pending {
+            self.pending_counters.push((lease_id, p));
+        }
         let state = self.streams.get_mut(&stream_id).expect("inserted above");
         if role == Role::Producer {
             state.producer = Some(lease_id);
@@ -578,6 +584,22 @@ impl Driver {
             header_region_uri: announce.header_region_uri.clone(),
             error_message: String::new(),
         })
+    }
+
+    /// Lease counters whose add completed go to their leases (or away, if the lease ended).
+    fn poll_counters(&mut self) {
+        let leases = &mut self.leases;
+        self.pending_counters.retain(|(lease_id, p)| match p.poll() {
+            Ok(Some(c)) => {
+                if let Some(l) = leases.get_mut(lease_id) {
+                    c.set_remaining(l.expiry.saturating_duration_since(Instant::now()));
+                    l.counter = Some(c);
+                }
+                false
+            }
+            Ok(None) => true,
+            Err(()) => false,
+        });
     }
 
     fn node_taken(&self, n: u32) -> bool {
