@@ -552,72 +552,172 @@ fn d_b_2_auto_assigned_client_ids_retry_on_already_attached() {
     assert!(got.client_id != 777 && got.client_id != 0);
 }
 
-#[test]
-fn case_a_b_d_producer_and_consumer_exchange_frames_through_the_driver() {
-    let rig = Rig::new("");
-    for (stream, create) in [(10000u32, false), (20001, true)] {
-        // Case D: 20001 is a dynamic stream created on the producer's attach.
-        if create {
-            assert!(rig.epochs_on_disk(stream).is_empty());
+/// A driven producer and an adopted consumer of `stream` exchange ten frames on `channels`;
+/// `tune` adjusts the consumer. Returns the consumer (for its stats and streams) and producer.
+fn exchange(
+    rig: &Rig,
+    stream: u32,
+    channels: xmem_tp_control::Channels,
+    tune: impl FnOnce(&mut ConsumerOptions),
+) -> (Consumer, Producer, Vec<xmem_tp_driver::DriverClient>) {
+    let opts = xmem_tp_driver::DriverClientOptions {
+        control: channels.control.clone(),
+        announce: channels.announce.clone(),
+        ..rig.client_options()
+    };
+    let mut pdc = xmem_tp_driver::DriverClient::new(&rig.client, opts.clone()).unwrap();
+    let pa = pdc.attach(stream, Role::Producer, 0).unwrap().clone();
+    let allowed = AllowedDirs::new([&rig.base]).unwrap();
+    let tp = TpProducer::attach(&pa.grant.announce, &allowed).unwrap();
+    let mut producer = Producer::driven(
+        &rig.client,
+        tp,
+        ProducerOptions {
+            channels: channels.clone(),
+            announce_period: Duration::from_millis(200),
+            ..ProducerOptions::default()
+        },
+    )
+    .unwrap();
+    let mut cdc = xmem_tp_driver::DriverClient::new(&rig.client, opts).unwrap();
+    let ca = cdc.attach(stream, Role::Consumer, 0).unwrap().clone();
+    assert_eq!(ca.grant.announce.epoch, pa.grant.announce.epoch);
+    let mut copts = ConsumerOptions::new(stream, allowed.clone());
+    copts.channels = channels;
+    copts.announce_period = Duration::from_millis(200);
+    tune(&mut copts);
+    let own = copts.descriptor_stream.clone();
+    let mut consumer = Consumer::new(&rig.client, copts).unwrap();
+    consumer.adopt(&ca.grant.announce).unwrap();
+    assert_eq!(
+        consumer.state(),
+        &State::Mapped {
+            epoch: ca.grant.announce.epoch
         }
-        let mut pdc = rig.driver_client();
-        let pa = pdc.attach(stream, Role::Producer, 0).unwrap().clone();
-        let allowed = AllowedDirs::new([&rig.base]).unwrap();
-        let tp = TpProducer::attach(&pa.grant.announce, &allowed).unwrap();
-        let channels = xmem_tp_control::Channels::default();
-        let mut producer = Producer::driven(
-            &rig.client,
-            tp,
-            ProducerOptions {
-                channels: channels.clone(),
-                announce_period: Duration::from_millis(200),
-                ..ProducerOptions::default()
-            },
-        )
-        .unwrap();
-        let mut cdc = rig.driver_client();
-        let ca = cdc.attach(stream, Role::Consumer, 0).unwrap().clone();
-        assert_eq!(ca.grant.announce.epoch, pa.grant.announce.epoch);
-        let mut opts = ConsumerOptions::new(stream, allowed.clone());
-        opts.channels = channels;
-        opts.announce_period = Duration::from_millis(200);
-        let mut consumer = Consumer::new(&rig.client, opts).unwrap();
-        consumer.adopt(&ca.grant.announce).unwrap();
-        assert_eq!(
-            consumer.state(),
-            &State::Mapped {
-                epoch: ca.grant.announce.epoch
-            }
-        );
-        eventually(Duration::from_secs(5), "descriptor stream connected", || {
+    );
+    eventually(
+        Duration::from_secs(5),
+        "descriptors connected (and granted)",
+        || {
             producer.poll().unwrap();
             consumer.poll(16, |_| {}).unwrap();
-            producer.is_connected().then_some(())
-        });
-        let mut got = Vec::new();
-        for n in 0..10u8 {
-            // fewer than the ring's 16 slots: none overwritten
-            producer.publish(&spec(1024), 0, |b| b.fill(n)).unwrap().unwrap();
             pdc.poll().unwrap();
             cdc.poll().unwrap();
-        }
-        let what = format!("10 frames of stream {stream}");
-        eventually(Duration::from_secs(5), &what, || {
-            consumer
-                .poll(64, |f| {
-                    got.push((
-                        f.descriptor.seq,
-                        f.bytes.iter().all(|b| *b == f.bytes[0]),
-                        f.bytes[0],
-                    ))
+            let granted = own
+                .as_ref()
+                .is_none_or(|o| consumer.descriptor_stream().stream_id == o.stream_id as i32);
+            (producer.is_connected() && granted).then_some(())
+        },
+    );
+    let mut got = Vec::new();
+    for n in 0..10u8 {
+        // fewer than the ring's 16 slots: none overwritten
+        producer.publish(&spec(1024), 0, |b| b.fill(n)).unwrap().unwrap();
+        producer.progress(
+            u64::from(n),
+            1024,
+            xmem_tensorpool::codec::ProgressState::Complete,
+        );
+    }
+    let what = format!("10 frames of stream {stream}");
+    eventually(Duration::from_secs(5), &what, || {
+        consumer
+            .poll(64, |f| {
+                got.push((
+                    f.descriptor.seq,
+                    f.bytes.iter().all(|b| *b == f.bytes[0]),
+                    f.bytes[0],
+                ))
+            })
+            .unwrap();
+        (got.len() >= 10).then_some(())
+    });
+    for (i, (seq, uniform, first)) in got.iter().enumerate() {
+        assert_eq!((*seq, *uniform, *first), (i as u64, true, i as u8));
+    }
+    (consumer, producer, vec![pdc, cdc])
+}
+
+#[test]
+fn case_a_and_d_control_and_announce_on_1000_and_a_dynamic_stream_created_on_attach() {
+    let rig = Rig::new("");
+    let on_1000 = xmem_tp_control::Channels {
+        announce: xmem_tp_control::Endpoint::tp(1000),
+        ..xmem_tp_control::Channels::default()
+    };
+    exchange(&rig, 10000, on_1000.clone(), |_| {});
+    // Case D: 20001 (in 20000-29999) does not exist until the producer's attach makes it.
+    assert!(rig.epochs_on_disk(20001).is_empty());
+    exchange(&rig, 20001, on_1000, |_| {});
+    assert!(!rig.epochs_on_disk(20001).is_empty());
+}
+
+#[test]
+fn case_b_announces_on_a_separate_stream_1002_for_stream_10001() {
+    let rig = Rig::with_env(
+        "",
+        "[streams.b]\nstream_id = 10001\nprofile = \"camera\"\n",
+        &[("DRIVER_ANNOUNCE_STREAM_ID", "1002")],
+    );
+    let mut announces = rig
+        .client
+        .subscription("aeron:ipc?term-length=4m|tether=false", 1002)
+        .unwrap();
+    let channels = xmem_tp_control::Channels {
+        announce: xmem_tp_control::Endpoint::tp(1002),
+        ..xmem_tp_control::Channels::default()
+    };
+    let _kept = exchange(&rig, 10001, channels, |_| {});
+    eventually(
+        Duration::from_secs(3),
+        "an announce of 10001 on stream 1002",
+        || {
+            let mut seen = false;
+            announces
+                .poll(16, |m| {
+                    seen |= xmem_tensorpool::codec::ShmPoolAnnounce::decode(m.bytes)
+                        .is_ok_and(|a| a.stream_id == 10001)
                 })
                 .unwrap();
-            (got.len() >= 10).then_some(())
+            seen.then_some(())
+        },
+    );
+}
+
+#[test]
+fn case_c_and_e_per_consumer_streams_31001_32001_and_progress_on_control() {
+    let rig = Rig::new("");
+    let channels = xmem_tp_control::Channels {
+        announce: xmem_tp_control::Endpoint::tp(1000),
+        ..xmem_tp_control::Channels::default()
+    };
+    let (mut consumer, _p, _kept) = exchange(&rig, 10000, channels, |o| {
+        o.descriptor_stream = Some(xmem_tp_control::StreamRequest {
+            channel: "aeron:ipc?term-length=4m".into(),
+            stream_id: 31001,
         });
-        for (i, (seq, uniform, first)) in got.iter().enumerate() {
-            assert_eq!((*seq, *uniform, *first), (i as u64, true, i as u8));
-        }
-    }
+        o.control_stream = Some(xmem_tp_control::StreamRequest {
+            channel: "aeron:ipc?term-length=4m".into(),
+            stream_id: 32001,
+        });
+        o.supports_progress = true;
+    });
+    assert_eq!(
+        consumer.descriptor_stream().stream_id,
+        31001,
+        "the per-consumer descriptor stream"
+    );
+    let config = consumer.config().expect("a ConsumerConfig");
+    assert_eq!(config.control.as_ref().map(|c| c.stream_id), Some(32001));
+    // Progress is read with the control plane's housekeeping (every 16 polls while mapped).
+    eventually(
+        Duration::from_secs(3),
+        "FrameProgress reached the consumer",
+        || {
+            consumer.poll(16, |_| {}).unwrap();
+            (consumer.stats().progress > 0).then_some(())
+        },
+    );
 }
 
 #[test]

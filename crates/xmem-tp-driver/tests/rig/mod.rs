@@ -76,6 +76,7 @@ pub struct Rig {
     pub base: PathBuf,
     pub config_path: PathBuf,
     pub driver: Option<DriverProcess>,
+    env: Vec<(String, String)>,
 }
 
 pub struct DriverProcess {
@@ -91,7 +92,13 @@ impl Rig {
 
     /// As [`Rig::new`], with more sections after the test config's.
     pub fn with(extra_policies: &str, extra_sections: &str) -> Rig {
+        Rig::with_env(extra_policies, extra_sections, &[])
+    }
+
+    /// As [`Rig::with`], the driver started with these environment overrides.
+    pub fn with_env(extra_policies: &str, extra_sections: &str, env: &[(&str, &str)]) -> Rig {
         let mut rig = Rig::bare();
+        rig.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let text = config(&rig.base, extra_policies) + extra_sections;
         std::fs::write(&rig.config_path, text).unwrap();
         rig.start_driver();
@@ -123,6 +130,7 @@ impl Rig {
             aeron_dir,
             base,
             driver: None,
+            env: Vec::new(),
         }
     }
 
@@ -132,6 +140,7 @@ impl Rig {
             .arg(&self.config_path)
             .env("DRIVER_AERON_DIR", &self.aeron_dir)
             .env("XMEM_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
