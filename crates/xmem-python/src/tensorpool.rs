@@ -22,6 +22,8 @@ use xmem_tensorpool::stream::TpProducer as RegionsProducer;
 use xmem_tp_control::{
     Channels, Consumer, ConsumerOptions, Mode, Producer, ProducerOptions, State, StreamRequest,
 };
+use xmem_tp_driver::protocol::Grant;
+use xmem_tp_driver::{DriverClient, DriverClientOptions, Role};
 
 pyo3::create_exception!(
     xmem,
@@ -151,8 +153,31 @@ impl TpFrame {
 #[pyclass(module = "xmem", unsendable)]
 pub struct TpConsumer {
     inner: Option<Consumer>,
+    /// Attached through a tensor-pool driver: the lease, and its stream and client id.
+    lease: Option<(DriverClient, u32, u32)>,
     _client: Client,
     _driver: Option<MediaDriver>,
+}
+
+/// A client of the tensor-pool driver on `channels`' control and announce streams.
+fn driver_client(client: &Client, channels: &Channels, announce_period: Duration) -> PyResult<DriverClient> {
+    DriverClient::new(
+        client,
+        DriverClientOptions {
+            control: channels.control.clone(),
+            announce: channels.announce.clone(),
+            announce_period,
+            ..DriverClientOptions::default()
+        },
+    )
+    .map_err(tp_err)
+}
+
+/// Attaches through the driver; a refusal or no answer is a TensorPoolError saying which.
+fn attach(dc: &mut DriverClient, stream_id: u32, role: Role, client_id: u32) -> PyResult<Grant> {
+    dc.attach(stream_id, role, client_id)
+        .map(|a| a.grant.clone())
+        .map_err(|e| TensorPoolError::new_err(e.to_string()))
 }
 
 #[pymethods]
@@ -162,7 +187,7 @@ impl TpConsumer {
     /// process unless `start_driver=False`. `base`: the directory whose regions it may map.
     #[new]
     #[pyo3(signature = (stream_id, *, aeron_dir=None, base="/dev/shm".into(), channel=None, consumer_id=0,
-                        announce_period=1.0, own_stream=None, rate=None, start_driver=true))]
+                        announce_period=1.0, own_stream=None, rate=None, start_driver=true, attach=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         stream_id: u32,
@@ -174,6 +199,7 @@ impl TpConsumer {
         own_stream: Option<u32>,
         rate: Option<u32>,
         start_driver: bool,
+        attach: bool,
     ) -> PyResult<TpConsumer> {
         let (client, driver) = connect(aeron_dir, start_driver)?;
         let channels = channels(channel);
@@ -188,10 +214,27 @@ impl TpConsumer {
             opts.mode = Mode::RateLimited;
             opts.max_rate_hz = rate;
         }
+        let period = opts.announce_period;
+        let lease = if attach {
+            let mut dc = driver_client(&client, &channels, period)?;
+            let grant = self::attach(&mut dc, stream_id, Role::Consumer, consumer_id)?;
+            Some((dc, grant))
+        } else {
+            None
+        };
         opts.channels = channels;
-        let inner = Consumer::new(&client, opts).map_err(tp_err)?;
+        let consumer_id = opts.consumer_id;
+        let mut inner = Consumer::new(&client, opts).map_err(tp_err)?;
+        let lease = match lease {
+            Some((dc, grant)) => {
+                inner.adopt(&grant.announce).map_err(tp_err)?;
+                Some((dc, stream_id, consumer_id))
+            }
+            None => None,
+        };
         Ok(TpConsumer {
             inner: Some(inner),
+            lease,
             _client: client,
             _driver: driver,
         })
@@ -208,9 +251,10 @@ impl TpConsumer {
         out: Option<Py<PyAny>>,
     ) -> PyResult<Option<TpFrame>> {
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-        let c = self.consumer()?;
         let mut last_check = Instant::now();
         loop {
+            self.keep_lease()?;
+            let c = self.consumer()?;
             let mut got: Option<(
                 xmem_tensorpool::codec::FrameDescriptor,
                 xmem_tensorpool::commit::Accepted,
@@ -332,6 +376,29 @@ impl TpConsumer {
 }
 
 impl TpConsumer {
+    /// Keeps the driver lease (keepalives), and after a revoke, the driver's shutdown or its
+    /// silence unmaps and attaches again.
+    fn keep_lease(&mut self) -> PyResult<()> {
+        let Some((dc, stream_id, client_id)) = &mut self.lease else {
+            return Ok(());
+        };
+        let lost = dc
+            .poll()
+            .map_err(tp_err)?
+            .iter()
+            .any(xmem_tp_driver::Event::ends_lease);
+        if lost {
+            let c = self
+                .inner
+                .as_mut()
+                .ok_or_else(|| PyRuntimeError::new_err("the consumer is closed"))?;
+            c.drop_mapping();
+            let grant = attach(dc, *stream_id, Role::Consumer, *client_id)?;
+            c.adopt(&grant.announce).map_err(tp_err)?;
+        }
+        Ok(())
+    }
+
     fn consumer(&mut self) -> PyResult<&mut Consumer> {
         self.inner
             .as_mut()
@@ -343,6 +410,8 @@ impl TpConsumer {
 #[pyclass(module = "xmem", unsendable)]
 pub struct TpProducer {
     inner: Option<Producer>,
+    /// Attached through a tensor-pool driver: the lease, its stream, the allowed base.
+    lease: Option<(DriverClient, u32, AllowedDirs)>,
     spec: FrameSpec,
     _client: Client,
     _driver: Option<MediaDriver>,
@@ -353,7 +422,7 @@ impl TpProducer {
     /// A producer of `stream_id` whose frames are `shape` arrays of `dtype`.
     #[new]
     #[pyo3(signature = (stream_id, shape, dtype="uint8", *, aeron_dir=None, base="/dev/shm".into(), channel=None,
-                        nslots=8, announce_period=1.0, start_driver=true))]
+                        nslots=8, announce_period=1.0, start_driver=true, attach=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         stream_id: u32,
@@ -365,6 +434,7 @@ impl TpProducer {
         nslots: u32,
         announce_period: f64,
         start_driver: bool,
+        attach: bool,
     ) -> PyResult<TpProducer> {
         let dtype = tp_dtype(dtype)?;
         let tensor = TensorHeader::row_major(dtype, &shape);
@@ -376,24 +446,45 @@ impl TpProducer {
             .checked_next_power_of_two()
             .ok_or_else(|| PyValueError::new_err("a frame must be under 2 GiB"))?;
         let (client, driver) = connect(aeron_dir, start_driver)?;
-        let regions = RegionsProducer::builder(stream_id)
-            .base_dir(&base)
-            .nslots(nslots)
-            .pool(1, stride)
-            .create()
-            .map_err(tp_err)?;
-        let inner = Producer::new(
-            &client,
-            regions,
-            ProducerOptions {
-                channels: channels(channel),
-                announce_period: Duration::from_secs_f64(announce_period),
-                ..ProducerOptions::default()
-            },
-        )
-        .map_err(tp_err)?;
+        let channels = channels(channel);
+        let period = Duration::from_secs_f64(announce_period);
+        let options = ProducerOptions {
+            channels: channels.clone(),
+            announce_period: period,
+            ..ProducerOptions::default()
+        };
+        let (inner, lease) = if attach {
+            // The driver's profile sets the slots and strides; the regions are its.
+            let mut dc = driver_client(&client, &channels, period)?;
+            let grant = self::attach(&mut dc, stream_id, Role::Producer, 0)?;
+            let largest = grant
+                .announce
+                .pools
+                .iter()
+                .map(|p| p.stride_bytes)
+                .max()
+                .unwrap_or(0);
+            if len > largest {
+                return Err(PyValueError::new_err(format!(
+                    "a frame of this shape is {len} bytes, but the driver's pools hold at most {largest}"
+                )));
+            }
+            let allowed = AllowedDirs::new([&base]).map_err(tp_err)?;
+            let regions = RegionsProducer::attach(&grant.announce, &allowed).map_err(tp_err)?;
+            let p = Producer::driven(&client, regions, options).map_err(tp_err)?;
+            (p, Some((dc, stream_id, allowed)))
+        } else {
+            let regions = RegionsProducer::builder(stream_id)
+                .base_dir(&base)
+                .nslots(nslots)
+                .pool(1, stride)
+                .create()
+                .map_err(tp_err)?;
+            (Producer::new(&client, regions, options).map_err(tp_err)?, None)
+        };
         Ok(TpProducer {
             inner: Some(inner),
+            lease,
             spec: FrameSpec {
                 tensor,
                 values_len: len,
@@ -421,6 +512,7 @@ impl TpProducer {
                 self.spec.values_len
             )));
         }
+        self.keep_lease()?;
         let mut spec = self.spec;
         spec.timestamp_ns = xmem_core::os::time::monotonic_ns();
         let p = self.producer()?;
@@ -431,8 +523,10 @@ impl TpProducer {
         Ok(d.seq)
     }
 
-    /// Announces and answers consumers when due: call it between frames when publishing slowly.
+    /// Announces and answers consumers when due (and keeps a driver lease): call it between
+    /// frames when publishing slowly.
     fn poll(&mut self) -> PyResult<usize> {
+        self.keep_lease()?;
         self.producer()?.poll().map_err(tp_err)
     }
 
@@ -475,6 +569,29 @@ impl TpProducer {
 }
 
 impl TpProducer {
+    /// Keeps the driver lease; after losing it, attaches again and writes the new epoch's
+    /// regions from the next frame on.
+    fn keep_lease(&mut self) -> PyResult<()> {
+        let Some((dc, stream_id, allowed)) = &mut self.lease else {
+            return Ok(());
+        };
+        let lost = dc
+            .poll()
+            .map_err(tp_err)?
+            .iter()
+            .any(xmem_tp_driver::Event::ends_lease);
+        if lost {
+            let grant = attach(dc, *stream_id, Role::Producer, 0)?;
+            let regions = RegionsProducer::attach(&grant.announce, allowed).map_err(tp_err)?;
+            let p = self
+                .inner
+                .as_mut()
+                .ok_or_else(|| PyRuntimeError::new_err("the producer is closed"))?;
+            p.replace_regions(regions);
+        }
+        Ok(())
+    }
+
     fn producer(&mut self) -> PyResult<&mut Producer> {
         self.inner
             .as_mut()

@@ -128,3 +128,51 @@ def test_python_to_python_float_frames_and_no_driver_said_at_once(name, rig):
         xmem.TpConsumer(1, aeron_dir=missing, start_driver=False)
     assert time.monotonic() - started < 1.0
     assert not os.path.exists(missing)
+
+
+def test_python_producer_and_consumer_attach_through_a_driver_process(name, xmem_bin):
+    """`xmem tp driver` owns the regions; a Python producer and consumer attach through it
+    (attach=True), exchange checked frames, and the driver's SIGTERM leaves nothing behind."""
+    aeron = pathlib.Path(f"/dev/shm/{name}-aeron")
+    base = pathlib.Path(f"/dev/shm/{name}-base")
+    base.mkdir()
+    config = pathlib.Path(f"/tmp/{name}-driver.toml")
+    config.write_text(
+        f'[shm]\nbase_dir = "{base}"\nallowed_base_dirs = ["{base}"]\n'
+        "[policies]\nannounce_period_ms = 200\n"
+        '[profiles.p]\nheader_nslots = 16\npayload_pools = [{ pool_id = 1, stride_bytes = 16384 }]\n'
+        '[streams.s]\nstream_id = 10005\nprofile = "p"\n')
+    driver = subprocess.Popen([xmem_bin, "tp", "driver", "--config", str(config), "--aeron-dir", str(aeron)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline().startswith("tensor-pool driver ")
+        with xmem.TpConsumer(10005, aeron_dir=str(aeron), base=str(base), announce_period=PERIOD,
+                             start_driver=False, attach=True) as c, \
+             xmem.TpProducer(10005, (32, 32, 3), aeron_dir=str(aeron), base=str(base),
+                             announce_period=PERIOD, start_driver=False, attach=True) as p:
+            received = []
+            deadline = time.monotonic() + 30
+            n = 0
+            while len(received) < 20 and time.monotonic() < deadline:
+                p.publish(np.full((32, 32, 3), n % 256, dtype=np.uint8))
+                n += 1
+                f = c.receive(timeout=0.05)
+                if f is not None:
+                    received.append(f)
+            assert len(received) == 20, c.stats
+            for f in received:
+                assert (f.array == f.seq % 256).all()
+            assert c.state == "mapped"
+            # The regions are the driver's: under its base, made by it, not by the producer.
+            assert any(base.rglob("header.ring"))
+        # A stream the driver does not serve is refused, saying so.
+        with pytest.raises(xmem.TensorPoolError, match="not provisioned"):
+            xmem.TpConsumer(10999, aeron_dir=str(aeron), base=str(base), start_driver=False, attach=True)
+    finally:
+        driver.terminate()
+        assert driver.wait(timeout=30) == 0, driver.stderr.read()
+        config.unlink()
+    left = sorted(str(x) for x in base.rglob("*"))
+    shutil.rmtree(base, ignore_errors=True)
+    assert not left, f"the driver's clean shutdown leaves nothing: {left}"
+    assert not aeron.exists()
