@@ -10,13 +10,26 @@ use crate::{fmt, Format};
 
 pub fn run(format: Format) -> Result<()> {
     let entries = discovery::list()?;
+    let tp = tp_streams();
+    let drivers = tp_drivers();
     match format {
         Format::Json => {
-            let items: Vec<_> = entries.iter().map(entry_json).collect();
+            let mut items: Vec<_> = entries.iter().map(entry_json).collect();
+            items.extend(tp.iter().map(|s| {
+                json!({"kind": "tensorpool-stream", "stream_id": s.stream_id, "epoch": s.epoch,
+                       "namespace": s.namespace, "path": s.dir, "pid": s.pid, "alive": s.alive,
+                       "nslots": s.nslots})
+            }));
+            items.extend(
+                drivers.iter().map(
+                    |d| json!({"kind": "tensorpool-driver", "pid": d.0, "aeron_dir": d.1, "leases": d.2}),
+                ),
+            );
             outln!("{}", serde_json::to_string_pretty(&items)?)?;
         }
         Format::Text if entries.is_empty() => {
-            outln!("no xmem objects in {}", ShmDir::default().path().display())?
+            outln!("no xmem objects in {}", ShmDir::default().path().display())?;
+            print_tp(&tp, &drivers)?;
         }
         Format::Text => {
             let rows: Vec<Vec<String>> = entries
@@ -38,7 +51,133 @@ pub fn run(format: Format) -> Result<()> {
                 &["NAME", "KIND", "STATE", "OWNER", "ALIVE", "SIZE", "AGE", "USE"],
                 &rows,
             )?;
+            print_tp(&tp, &drivers)?;
         }
+    }
+    Ok(())
+}
+
+/// One epoch of a tensor-pool stream found under `/dev/shm/tensorpool-*`.
+struct TpStream {
+    namespace: String,
+    stream_id: u32,
+    epoch: u64,
+    dir: String,
+    pid: u64,
+    alive: bool,
+    nslots: u32,
+}
+
+/// Every header ring in the canonical layout (`/dev/shm/tensorpool-<user>/<ns>/<stream>/<epoch>`),
+/// read through its superblock (a file that fails its checks is left out).
+fn tp_streams() -> Vec<TpStream> {
+    let mut out = Vec::new();
+    let dirs = |p: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    let roots = dirs(std::path::Path::new("/dev/shm")).into_iter().filter(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("tensorpool-"))
+    });
+    for root in roots {
+        for ns in dirs(&root) {
+            for stream in dirs(&ns) {
+                for epoch in dirs(&stream) {
+                    let Ok(r) = xmem_tensorpool::region::Region::open_any(&epoch.join("header.ring")) else {
+                        continue;
+                    };
+                    let sb = r.superblock();
+                    out.push(TpStream {
+                        namespace: ns
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        stream_id: sb.stream_id,
+                        epoch: sb.epoch,
+                        dir: epoch.display().to_string(),
+                        pid: sb.pid,
+                        alive: xmem_core::os::process::exists(sb.pid as u32),
+                        nslots: sb.nslots,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|s| (s.stream_id, s.epoch));
+    out
+}
+
+/// Tensor-pool drivers, found by their lease counters in each live media driver under
+/// /dev/shm: (driver pid, Aeron directory, leases).
+fn tp_drivers() -> Vec<(u32, String, usize)> {
+    let mut out: Vec<(u32, String, usize)> = Vec::new();
+    for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+        let dir = e.path();
+        if !dir.join("cnc.dat").exists() {
+            continue;
+        }
+        if !matches!(
+            xmem_aeron::driver_status(&dir),
+            xmem_aeron::DriverStatus::Active { .. }
+        ) {
+            continue;
+        }
+        let Ok(counters) = xmem_aeron::read_counters(&dir) else {
+            continue;
+        };
+        for (lease, _) in counters.iter().filter_map(xmem_tp_driver::leases::parse) {
+            let d = dir.display().to_string();
+            match out
+                .iter_mut()
+                .find(|(pid, a, _)| *pid == lease.driver_pid && *a == d)
+            {
+                Some(entry) => entry.2 += 1,
+                None => out.push((lease.driver_pid, d, 1)),
+            }
+        }
+    }
+    out
+}
+
+fn print_tp(streams: &[TpStream], drivers: &[(u32, String, usize)]) -> std::io::Result<()> {
+    if !streams.is_empty() {
+        outln!()?;
+        let rows: Vec<Vec<String>> = streams
+            .iter()
+            .map(|s| {
+                vec![
+                    s.stream_id.to_string(),
+                    s.namespace.clone(),
+                    s.epoch.to_string(),
+                    s.nslots.to_string(),
+                    s.pid.to_string(),
+                    if s.alive { "yes" } else { "no" }.to_string(),
+                    s.dir.clone(),
+                ]
+            })
+            .collect();
+        fmt::table(
+            &[
+                "TP STREAM",
+                "NAMESPACE",
+                "EPOCH",
+                "SLOTS",
+                "CREATOR",
+                "ALIVE",
+                "DIRECTORY",
+            ],
+            &rows,
+        )?;
+    }
+    for (pid, dir, leases) in drivers {
+        outln!("tensor-pool driver pid {pid} (Aeron {dir}): {leases} lease(s); `xmem tp leases --aeron-dir {dir}` lists them")?;
     }
     Ok(())
 }
