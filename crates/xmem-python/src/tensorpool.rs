@@ -422,7 +422,7 @@ impl TpProducer {
     /// A producer of `stream_id` whose frames are `shape` arrays of `dtype`.
     #[new]
     #[pyo3(signature = (stream_id, shape, dtype="uint8", *, aeron_dir=None, base="/dev/shm".into(), channel=None,
-                        nslots=8, announce_period=1.0, start_driver=true, attach=false))]
+                        nslots=None, announce_period=1.0, start_driver=true, attach=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         stream_id: u32,
@@ -431,7 +431,7 @@ impl TpProducer {
         aeron_dir: Option<PathBuf>,
         base: PathBuf,
         channel: Option<String>,
-        nslots: u32,
+        nslots: Option<u32>,
         announce_period: f64,
         start_driver: bool,
         attach: bool,
@@ -453,6 +453,11 @@ impl TpProducer {
             announce_period: period,
             ..ProducerOptions::default()
         };
+        if attach && nslots.is_some() {
+            return Err(PyValueError::new_err(
+                "nslots is the driver's to choose when attaching (its profile's header_nslots); leave it out",
+            ));
+        }
         let (inner, lease) = if attach {
             // The driver's profile sets the slots and strides; the regions are its.
             let mut dc = driver_client(&client, &channels, period)?;
@@ -476,7 +481,7 @@ impl TpProducer {
         } else {
             let regions = RegionsProducer::builder(stream_id)
                 .base_dir(&base)
-                .nslots(nslots)
+                .nslots(nslots.unwrap_or(8))
                 .pool(1, stride)
                 .create()
                 .map_err(tp_err)?;

@@ -165,6 +165,10 @@ def test_python_producer_and_consumer_attach_through_a_driver_process(name, xmem
             assert c.state == "mapped"
             # The regions are the driver's: under its base, made by it, not by the producer.
             assert any(base.rglob("header.ring"))
+        # The driver's geometry is authoritative (D-3-1): a manual one is refused.
+        with pytest.raises(ValueError, match="driver's to choose"):
+            xmem.TpProducer(10005, (32, 32, 3), aeron_dir=str(aeron), base=str(base), nslots=4,
+                            start_driver=False, attach=True)
         # A stream the driver does not serve is refused, saying so.
         with pytest.raises(xmem.TensorPoolError, match="not provisioned"):
             xmem.TpConsumer(10999, aeron_dir=str(aeron), base=str(base), start_driver=False, attach=True)

@@ -596,6 +596,23 @@ fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_lea
         l.starts_with("tensor-pool driver ")
     });
     let base_arg = base.0.to_str().unwrap();
+    // D-3-1: the driver's geometry is authoritative; a manual one is refused, in one line.
+    let refused = fails_with_one_line(
+        xmem(
+            &[
+                "tp",
+                "produce",
+                "--attach",
+                "--nslots",
+                "16",
+                "--aeron-dir",
+                aeron.to_str().unwrap(),
+            ],
+            None,
+        ),
+        "a manual geometry in driver mode",
+    );
+    assert!(refused.contains("driver's to choose"), "{refused}");
     let mut c = tp(
         &aeron,
         "consume",

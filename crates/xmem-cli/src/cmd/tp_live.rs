@@ -181,15 +181,15 @@ pub struct ProduceArgs {
     /// Base directory of the regions.
     #[arg(long, default_value = "/dev/shm")]
     base: PathBuf,
-    /// Namespace under the base.
-    #[arg(long, default_value = "default")]
-    namespace: String,
+    /// Namespace under the base (default `default`; with --attach, the driver's).
+    #[arg(long)]
+    namespace: Option<String>,
     /// Frame shape, e.g. `1080x1920x3`.
     #[arg(long, default_value = "1080x1920x3")]
     shape: String,
-    /// Slots in the ring and the pool (a power of two).
-    #[arg(long, default_value_t = 8)]
-    nslots: u32,
+    /// Slots in the ring and the pool (a power of two; default 8; with --attach, the driver's).
+    #[arg(long)]
+    nslots: Option<u32>,
     /// Frames to produce (0: until stopped).
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -316,6 +316,10 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
         .max(64)
         .checked_next_power_of_two()
         .context("a frame must be under 2 GiB")?;
+    // D-3-1: in driver mode the driver's URIs and geometry are authoritative.
+    if args.attach && (args.nslots.is_some() || args.namespace.is_some()) {
+        bail!("--nslots and --namespace are the driver's to choose in driver mode (its profile and [shm] namespace); leave them out with --attach");
+    }
     let (client, _driver) = args.aeron.connect()?;
     let (mut dc, tp) = if args.attach {
         let mut dc = args.aeron.driver_client(&client)?;
@@ -341,8 +345,8 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     } else {
         let tp = TpProducer::builder(args.stream)
             .base_dir(&args.base)
-            .namespace(&args.namespace)
-            .nslots(args.nslots)
+            .namespace(args.namespace.as_deref().unwrap_or("default"))
+            .nslots(args.nslots.unwrap_or(8))
             .pool(1, stride)
             .create()
             .context("create the regions")?;
