@@ -65,6 +65,17 @@ impl Producer {
         &self.pools
     }
 
+    /// Moves the next sequence number up to `seq` (a bridge republishing frames under their
+    /// source's numbers; skipped numbers are gaps to consumers). `false`, and nothing changes,
+    /// for a number already used.
+    pub fn skip_to(&mut self, seq: u64) -> bool {
+        if seq < self.next_seq {
+            return false;
+        }
+        self.next_seq = seq;
+        true
+    }
+
     /// Publishes one frame: picks the smallest pool whose stride holds `spec.values_len` (none:
     /// `Ok(None)`, the frame is dropped without blocking), lets `fill` write the payload in
     /// place, and commits. Returns the frame's sequence number.

@@ -329,6 +329,11 @@ impl TpProducer {
         self.inner.next_seq()
     }
 
+    /// Makes `seq` the next frame's number (see [`Producer::skip_to`]); `false` if it was used.
+    pub fn skip_to(&mut self, seq: u64) -> bool {
+        self.inner.skip_to(seq)
+    }
+
     /// The directory of this stream's epochs (`<base>/tensorpool-<user>/<ns>/<stream_id>`).
     pub fn stream_dir(&self) -> &Path {
         self.dir.parent().unwrap_or(&self.dir)

@@ -133,6 +133,11 @@ impl Producer {
         Producer::build(client, tp, opts, true)
     }
 
+    /// Makes `seq` the next frame's number (a bridge keeps its source's); `false` if used.
+    pub fn skip_to(&mut self, seq: u64) -> bool {
+        self.tp.skip_to(seq)
+    }
+
     /// Takes the regions of a new epoch (after a reattach); frames go there from now on.
     pub fn replace_regions(&mut self, tp: TpProducer) {
         self.tp = tp;

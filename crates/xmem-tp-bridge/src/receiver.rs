@@ -1,0 +1,252 @@
+//! The receiving end: chunks reassembled, each frame validated against the forwarded announce
+//! and the caps, then written into a local stream of which the receiver is the exclusive
+//! producer (its own regions, its own epoch, rising on restart), committed through the seqlock
+//! and described by a local FrameDescriptor with the same sequence number and trace id.
+
+use std::time::{Duration, Instant};
+
+use xmem_aeron::{Client, Subscription};
+use xmem_tensorpool::codec::{peek_header, ShmPoolAnnounce, BRIDGE_SCHEMA_ID, WIRE_SCHEMA_ID};
+use xmem_tensorpool::commit::FrameSpec;
+use xmem_tensorpool::layout::SlotHeader;
+use xmem_tensorpool::stream::TpProducer;
+use xmem_tp_control::{Channels, Endpoint, Producer, ProducerOptions};
+
+use crate::assembly::{Assembly, Dropped};
+use crate::chunk::Chunk;
+
+/// How a [`Receiver`] listens and republishes.
+#[derive(Debug, Clone)]
+pub struct ReceiverOptions {
+    /// The stream id chunks and forwarded announces carry (the mapping's destination), which is
+    /// also the local stream's.
+    pub dest_stream_id: u32,
+    /// Chunks come here.
+    pub payload: Endpoint,
+    /// Forwarded announces come here.
+    pub control: Endpoint,
+    /// The local control plane of the destination stream.
+    pub local: Channels,
+    /// The local stream's announce period.
+    pub announce_period: Duration,
+    /// Where its regions go.
+    pub base_dir: std::path::PathBuf,
+    /// Their namespace.
+    pub namespace: String,
+    /// Slots of the local ring.
+    pub nslots: u32,
+    /// `(pool_id, stride)` of the local pools (a frame goes to the smallest that fits).
+    pub pools: Vec<(u16, u32)>,
+    /// Largest payload taken (default 1 GiB).
+    pub max_payload_bytes: u32,
+    /// Time to complete a frame (default 250 ms).
+    pub assembly_timeout: Duration,
+    /// Check CRC32C (chunks without one are dropped).
+    pub integrity: bool,
+}
+
+/// What a receiver did, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Frames republished locally.
+    pub frames: u64,
+    /// Chunks taken into assembly.
+    pub chunks: u64,
+    /// Chunks before any forwarded announce.
+    pub before_announce: u64,
+    /// Chunks of another stream or epoch than the forwarded announce's.
+    pub wrong_stream_or_epoch: u64,
+    /// Bytes that are no chunk (lengths, ranges, header rules).
+    pub malformed: u64,
+    /// Chunks or frames with a bad CRC32C.
+    pub crc: u64,
+    /// Frames dropped for conflicting or overlapping chunks.
+    pub conflicts: u64,
+    /// Frames not complete in time, or overtaken by a newer one.
+    pub incomplete: u64,
+    /// Frames over a cap (max payload, the source's stride, every local pool).
+    pub too_large: u64,
+    /// Frames whose slot header failed validation against the announce.
+    pub invalid: u64,
+    /// Chunks of frames already completed or dropped.
+    pub stale: u64,
+    /// Forwarded announces taken.
+    pub announces: u64,
+}
+
+/// The receiving end of one mapping.
+pub struct Receiver {
+    opts: ReceiverOptions,
+    payload: Subscription,
+    control: Subscription,
+    assembly: Assembly,
+    source: Option<ShmPoolAnnounce>,
+    producer: Producer,
+    stats: ReceiverStats,
+}
+
+impl Receiver {
+    /// A receiver over `client` (its host's media driver): subscribes to the bridge channels and
+    /// creates the local stream's regions.
+    pub fn new(client: &Client, opts: ReceiverOptions) -> Result<Receiver, crate::Error> {
+        let mut b = TpProducer::builder(opts.dest_stream_id)
+            .base_dir(&opts.base_dir)
+            .namespace(&opts.namespace)
+            .nslots(opts.nslots);
+        for &(id, stride) in &opts.pools {
+            b = b.pool(id, stride);
+        }
+        let producer = Producer::new(
+            client,
+            b.create()?,
+            ProducerOptions {
+                channels: opts.local.clone(),
+                announce_period: opts.announce_period,
+                ..ProducerOptions::default()
+            },
+        )?;
+        Ok(Receiver {
+            payload: client.subscription(&opts.payload.channel, opts.payload.stream_id)?,
+            control: client.subscription(&opts.control.channel, opts.control.stream_id)?,
+            assembly: Assembly::new(opts.max_payload_bytes, opts.assembly_timeout, opts.integrity),
+            source: None,
+            producer,
+            stats: ReceiverStats::default(),
+            opts,
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ReceiverStats {
+        ReceiverStats {
+            incomplete: self.stats.incomplete + self.assembly.replaced,
+            ..self.stats
+        }
+    }
+
+    /// The local producer (its announce, epoch and counters).
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// The forwarded announce of the source, once one came.
+    pub fn source(&self) -> Option<&ShmPoolAnnounce> {
+        self.source.as_ref()
+    }
+
+    /// One duty cycle: forwarded announces, then chunks; completed frames republished.
+    pub fn poll(&mut self) -> Result<usize, crate::Error> {
+        let mut work = self.producer.poll()?;
+        let mut control = Vec::new();
+        work += self.control.poll(16, |m| control.push(m.bytes.to_vec()))?;
+        for bytes in control {
+            let Ok(h) = peek_header(&bytes) else { continue };
+            if h.schema_id != WIRE_SCHEMA_ID || h.template_id != 1 {
+                continue;
+            }
+            let Ok(a) = ShmPoolAnnounce::decode(&bytes) else {
+                continue;
+            };
+            if a.stream_id != self.opts.dest_stream_id {
+                continue;
+            }
+            // An older epoch than the one followed is dropped; a newer one is followed.
+            if self.source.as_ref().is_none_or(|s| a.epoch >= s.epoch) {
+                self.stats.announces += 1;
+                self.source = Some(a);
+            }
+        }
+        if let Some(d) = self.assembly.expire(Instant::now()) {
+            self.count(d);
+        }
+        let mut chunks = Vec::new();
+        work += self.payload.poll(256, |m| chunks.push(m.bytes.to_vec()))?;
+        for bytes in chunks {
+            self.on_chunk(&bytes)?;
+        }
+        Ok(work)
+    }
+
+    fn count(&mut self, d: Dropped) {
+        match d {
+            Dropped::TooLarge => self.stats.too_large += 1,
+            Dropped::Conflict | Dropped::Overlap => self.stats.conflicts += 1,
+            Dropped::Crc => self.stats.crc += 1,
+            Dropped::Incomplete => self.stats.incomplete += 1,
+            Dropped::Stale => self.stats.stale += 1,
+        }
+    }
+
+    /// Takes one message from the payload channel (public for the fuzz target and tests).
+    pub fn on_chunk(&mut self, bytes: &[u8]) -> Result<(), crate::Error> {
+        if peek_header(bytes).is_ok_and(|h| h.schema_id != BRIDGE_SCHEMA_ID) {
+            self.stats.malformed += 1;
+            return Ok(());
+        }
+        let c = match Chunk::decode(bytes) {
+            Ok(c) => c,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return Ok(());
+            }
+        };
+        let Some(source) = &self.source else {
+            self.stats.before_announce += 1;
+            return Ok(());
+        };
+        if c.stream_id != self.opts.dest_stream_id || c.epoch != source.epoch {
+            self.stats.wrong_stream_or_epoch += 1;
+            return Ok(());
+        }
+        let largest_source = source.pools.iter().map(|p| p.stride_bytes).max().unwrap_or(0);
+        if c.payload_length > largest_source {
+            self.stats.too_large += 1;
+            return Ok(());
+        }
+        self.stats.chunks += 1;
+        let frame = match self.assembly.push(&c, Instant::now()) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(d) => {
+                self.count(d);
+                return Ok(());
+            }
+        };
+        // The slot header, validated: values_len, payload_offset 0, the tensor's limits, a pool
+        // the source announced whose stride holds the payload.
+        let Ok(slot) = SlotHeader::decode(&frame.header) else {
+            self.stats.invalid += 1;
+            return Ok(());
+        };
+        let pool_ok = source
+            .pools
+            .iter()
+            .any(|p| p.pool_id == slot.pool_id && p.stride_bytes as usize >= frame.payload.len());
+        if slot.values_len_bytes as usize != frame.payload.len()
+            || slot.payload_offset != 0
+            || slot.seq_commit >> 1 != frame.seq
+            || !pool_ok
+            || slot.tensor.validate().is_err()
+        {
+            self.stats.invalid += 1;
+            return Ok(());
+        }
+        let spec = FrameSpec {
+            tensor: slot.tensor,
+            values_len: slot.values_len_bytes,
+            timestamp_ns: slot.timestamp_ns,
+            meta_version: slot.meta_version,
+        };
+        // The source's sequence number is kept (a restarted source's lower numbers cannot be;
+        // they follow on from the last).
+        self.producer.skip_to(frame.seq);
+        match self
+            .producer
+            .publish(&spec, frame.trace_id, |b| b.copy_from_slice(&frame.payload))?
+        {
+            Some(_) => self.stats.frames += 1,
+            None => self.stats.too_large += 1,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! The sending end: a consumer of the local source stream; each frame, copied out of shared
+//! memory and re-checked against its commit word after the copy (the Julia sender sends from the
+//! ring and can forward a torn payload, aeron.md §2.2 item 2), is cut into chunks and offered on
+//! the payload channel. The stream's announce goes on the bridge control channel, its stream id
+//! rewritten to the mapping's destination.
+
+use std::time::{Duration, Instant};
+
+use xmem_aeron::{Client, Offer, Publication};
+use xmem_tensorpool::codec::ShmPoolAnnounce;
+use xmem_tensorpool::paths::AllowedDirs;
+use xmem_tp_control::{Channels, Consumer, ConsumerOptions, Endpoint};
+
+use crate::chunk::{chunk_count, Chunk};
+
+/// How a [`Sender`] reads and sends.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    /// The local source stream.
+    pub source_stream_id: u32,
+    /// Its id on the other host (written in chunks and forwarded announces).
+    pub dest_stream_id: u32,
+    /// The local control plane of the source stream.
+    pub local: Channels,
+    /// Where its regions may be mapped from.
+    pub allowed: AllowedDirs,
+    /// The source's announce period.
+    pub announce_period: Duration,
+    /// Chunks go here (`aeron:udp?endpoint=…`).
+    pub payload: Endpoint,
+    /// Forwarded announces go here.
+    pub control: Endpoint,
+    /// Payload bytes per chunk ([`crate::chunk::chunk_size`]).
+    pub chunk_size: u32,
+    /// Send CRC32C of each chunk.
+    pub integrity: bool,
+    /// How long one frame's chunks may wait on back-pressure before the frame is abandoned
+    /// (the local producer never waits on the bridge: it is only a consumer).
+    pub send_timeout: Duration,
+}
+
+/// What a sender did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Frames sent whole.
+    pub frames: u64,
+    /// Chunks offered and taken.
+    pub chunks: u64,
+    /// Frames abandoned mid-send (back-pressure past the timeout, a closed publication).
+    pub abandoned: u64,
+    /// Frames larger than 65535 chunks.
+    pub too_large: u64,
+    /// Announces forwarded.
+    pub announces: u64,
+}
+
+/// The sending end of one mapping.
+pub struct Sender {
+    opts: SenderOptions,
+    consumer: Consumer,
+    payload: Publication,
+    control: Publication,
+    buf: Vec<u8>,
+    in_flight: Option<InFlight>,
+    next_forward: Instant,
+    stats: SenderStats,
+}
+
+/// A frame being sent: its copy (validated after the copy), and how far it got.
+struct InFlight {
+    epoch: u64,
+    seq: u64,
+    trace_id: u64,
+    header: [u8; xmem_tensorpool::layout::SLOT_SIZE],
+    payload: Vec<u8>,
+    next_index: u32,
+    count: u32,
+    started: Instant,
+}
+
+impl Sender {
+    /// A sender over `client` (the local media driver's; UDP channels included).
+    pub fn new(client: &Client, opts: SenderOptions) -> Result<Sender, crate::Error> {
+        let mut c = ConsumerOptions::new(opts.source_stream_id, opts.allowed.clone());
+        c.channels = opts.local.clone();
+        c.announce_period = opts.announce_period;
+        let consumer = Consumer::new(client, c)?;
+        Ok(Sender {
+            payload: client.publication(&opts.payload.channel, opts.payload.stream_id)?,
+            control: client.publication(&opts.control.channel, opts.control.stream_id)?,
+            consumer,
+            buf: Vec::with_capacity(64 * 1024 + 512),
+            in_flight: None,
+            next_forward: Instant::now(),
+            stats: SenderStats::default(),
+            opts,
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SenderStats {
+        self.stats
+    }
+
+    /// The local consumer (its state and drops).
+    pub fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+
+    /// Whether the other end's receiver is connected to the payload channel.
+    pub fn is_connected(&self) -> bool {
+        self.payload.is_connected()
+    }
+
+    /// One duty cycle: the frame in flight continued (its chunks are offered until Aeron
+    /// pushes back, then the next cycle goes on: nothing here waits), the next local frame
+    /// taken, the announce forwarded when due.
+    pub fn poll(&mut self) -> Result<usize, crate::Error> {
+        let mut work = self.continue_frame();
+        if self.in_flight.is_none() {
+            let mut next = None;
+            work += self.consumer.poll(1, |f| {
+                next = Some(InFlight {
+                    epoch: f.descriptor.epoch,
+                    seq: f.descriptor.seq,
+                    trace_id: f.descriptor.trace_id,
+                    header: f.accepted.slot.encode(),
+                    payload: f.bytes.to_vec(),
+                    next_index: 0,
+                    count: 0,
+                    started: Instant::now(),
+                });
+            })?;
+            if let Some(mut f) = next {
+                match chunk_count(f.payload.len() as u32, self.opts.chunk_size) {
+                    Some(count) => {
+                        f.count = count;
+                        self.in_flight = Some(f);
+                        work += self.continue_frame();
+                    }
+                    None => self.stats.too_large += 1,
+                }
+            }
+        }
+        if Instant::now() >= self.next_forward {
+            self.next_forward = Instant::now() + self.opts.announce_period;
+            if let Some(a) = self.consumer.announce() {
+                let a = ShmPoolAnnounce {
+                    stream_id: self.opts.dest_stream_id,
+                    ..a.clone()
+                };
+                if let Ok(bytes) = a.encode() {
+                    if self.control.offer(&bytes).is_sent() {
+                        self.stats.announces += 1;
+                    }
+                }
+            }
+        }
+        Ok(work)
+    }
+
+    /// Offers the frame in flight's next chunks; returns how many went.
+    fn continue_frame(&mut self) -> usize {
+        let Some(f) = &mut self.in_flight else { return 0 };
+        let size = self.opts.chunk_size;
+        let mut sent = 0;
+        while f.next_index < f.count {
+            let index = f.next_index;
+            let start = (index * size) as usize;
+            let end = (start + size as usize).min(f.payload.len());
+            let part = &f.payload[start.min(end)..end];
+            let header = (index == 0).then_some(&f.header[..]);
+            let chunk = Chunk {
+                stream_id: self.opts.dest_stream_id,
+                epoch: f.epoch,
+                seq: f.seq,
+                trace_id: f.trace_id,
+                index,
+                count: f.count,
+                offset: start as u32,
+                payload_length: f.payload.len() as u32,
+                crc32c: if self.opts.integrity {
+                    Chunk::checksum(header, part)
+                } else {
+                    0
+                },
+                header,
+                payload: part,
+            };
+            chunk.encode_into(&mut self.buf);
+            match self.payload.offer(&self.buf) {
+                Offer::Sent => {
+                    self.stats.chunks += 1;
+                    f.next_index += 1;
+                    sent += 1;
+                }
+                Offer::BackPressured | Offer::AdminAction if f.started.elapsed() < self.opts.send_timeout => {
+                    return sent;
+                }
+                _ => {
+                    // No receiver, a closed publication, or stuck past the timeout: the frame
+                    // is abandoned (the receiver drops what it has of it when it times out).
+                    self.stats.abandoned += 1;
+                    self.in_flight = None;
+                    return sent;
+                }
+            }
+        }
+        self.stats.frames += 1;
+        self.in_flight = None;
+        sent
+    }
+}

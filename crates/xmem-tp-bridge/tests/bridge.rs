@@ -1,0 +1,238 @@
+//! The bridge between two "hosts" on this machine: two media drivers in directories of their
+//! own, two SHM base directories, Aeron UDP over 127.0.0.1 between them (the namespaced run is
+//! in xmem-tests). A producer on A, the bridge A → B, a consumer on B checking every frame.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use xmem_aeron::{Client, ClientOptions, DriverOptions, MediaDriver};
+use xmem_tensorpool::commit::FrameSpec;
+use xmem_tensorpool::layout::{Dtype, TensorHeader};
+use xmem_tensorpool::paths::AllowedDirs;
+use xmem_tensorpool::stream::TpProducer;
+use xmem_tp_bridge::chunk::chunk_size;
+use xmem_tp_bridge::{Receiver, ReceiverOptions, Sender, SenderOptions};
+use xmem_tp_control::{Channels, Consumer, ConsumerOptions, Endpoint, Producer, ProducerOptions};
+
+const PERIOD: Duration = Duration::from_millis(100);
+
+struct Host {
+    client: Client,
+    media: Option<MediaDriver>,
+    aeron: PathBuf,
+    base: PathBuf,
+}
+
+impl Host {
+    fn new(tag: &str) -> Host {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!("{tag}{}", N.fetch_add(1, Ordering::Relaxed));
+        let aeron = PathBuf::from(format!("/dev/shm/xmem-tpb-{tag}-aeron-{}", std::process::id()));
+        let base = PathBuf::from(format!("/dev/shm/xmem-tpb-{tag}-base-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let media = MediaDriver::launch(&DriverOptions {
+            dir: Some(aeron.clone()),
+            ..DriverOptions::default()
+        })
+        .unwrap();
+        let client = Client::connect(&ClientOptions {
+            dir: Some(aeron.clone()),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        Host {
+            client,
+            media: Some(media),
+            aeron,
+            base,
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let left: Vec<_> = walk(&self.base);
+        drop(self.media.take());
+        let _ = std::fs::remove_dir_all(&self.base);
+        let _ = std::fs::remove_dir_all(&self.aeron);
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "left in {}: {left:?}", self.base.display());
+        }
+    }
+}
+
+fn walk(d: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+fn udp(port: u16, stream: i32) -> Endpoint {
+    Endpoint {
+        channel: format!("aeron:udp?endpoint=127.0.0.1:{port}"),
+        stream_id: stream,
+    }
+}
+
+fn port() -> u16 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    40_000 + ((std::process::id() % 500) * 20) as u16 + N.fetch_add(2, Ordering::Relaxed) as u16
+}
+
+fn spec(dims: &[i32]) -> FrameSpec {
+    let len: i32 = dims.iter().product();
+    FrameSpec {
+        tensor: TensorHeader::row_major(Dtype::Uint8, dims),
+        values_len: len as u32,
+        timestamp_ns: 0,
+        meta_version: 0,
+    }
+}
+
+/// Runs `frames` frames of `dims` from a producer on A through the bridge to a consumer on B;
+/// returns (frames B accepted, all intact, their seqs).
+fn run(dims: &[i32], stride: u32, frames: u64) -> (u64, Vec<u64>) {
+    let a = Host::new("a");
+    let b = Host::new("b");
+    let p = port();
+    let local = Channels::default();
+    let tp = TpProducer::builder(10_000)
+        .base_dir(&a.base)
+        .namespace("a")
+        .nslots(16)
+        .pool(1, stride)
+        .create()
+        .unwrap();
+    let mut producer = Producer::new(
+        &a.client,
+        tp,
+        ProducerOptions {
+            announce_period: PERIOD,
+            ..ProducerOptions::default()
+        },
+    )
+    .unwrap();
+    let mut sender = Sender::new(
+        &a.client,
+        SenderOptions {
+            source_stream_id: 10_000,
+            dest_stream_id: 20_000,
+            local: local.clone(),
+            allowed: AllowedDirs::new([&a.base]).unwrap(),
+            announce_period: PERIOD,
+            payload: udp(p, 3000),
+            control: udp(p + 1, 3001),
+            chunk_size: chunk_size(1200, 1408, 65_535),
+            integrity: true,
+            send_timeout: Duration::from_secs(1),
+        },
+    )
+    .unwrap();
+    let mut receiver = Receiver::new(
+        &b.client,
+        ReceiverOptions {
+            dest_stream_id: 20_000,
+            payload: udp(p, 3000),
+            control: udp(p + 1, 3001),
+            local: local.clone(),
+            announce_period: PERIOD,
+            base_dir: b.base.clone(),
+            namespace: "b".into(),
+            nslots: 16,
+            pools: vec![(1, stride)],
+            max_payload_bytes: 1 << 30,
+            assembly_timeout: Duration::from_millis(250),
+            integrity: true,
+        },
+    )
+    .unwrap();
+    let mut copts = ConsumerOptions::new(20_000, AllowedDirs::new([&b.base]).unwrap());
+    copts.announce_period = PERIOD;
+    let mut consumer = Consumer::new(&b.client, copts).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let step = |producer: &mut Producer, sender: &mut Sender, receiver: &mut Receiver| {
+        producer.poll().unwrap();
+        sender.poll().unwrap();
+        receiver.poll().unwrap();
+    };
+    // Ready: the sender maps the source, the receiver has its announce, B's consumer maps.
+    while !(sender.is_connected()
+        && receiver.source().is_some()
+        && consumer.announce().is_some()
+        && producer.is_connected())
+    {
+        assert!(Instant::now() < deadline, "the bridge never came up");
+        step(&mut producer, &mut sender, &mut receiver);
+        consumer.poll(16, |_| {}).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut intact = true;
+    let spec = spec(dims);
+    let mut sent = 0;
+    while (got.len() as u64) < frames {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {frames} frames: {:?} {:?}",
+            got.len(),
+            sender.stats(),
+            receiver.stats()
+        );
+        // One frame in flight at a time: the ring of 16 slots is never lapped.
+        if sent == got.len() as u64 {
+            let seq = producer.regions().next_seq();
+            producer
+                .publish(&spec, seq + 1, |b| b.fill(seq as u8))
+                .unwrap()
+                .unwrap();
+            sent += 1;
+        }
+        step(&mut producer, &mut sender, &mut receiver);
+        consumer
+            .poll(16, |f| {
+                intact &= f.bytes.len() == spec.values_len as usize
+                    && f.bytes.iter().all(|&x| x == f.descriptor.seq as u8);
+                intact &= f.descriptor.trace_id == f.descriptor.seq + 1;
+                got.push(f.descriptor.seq);
+            })
+            .unwrap();
+    }
+    assert!(
+        intact,
+        "every frame B accepted is A's, byte for byte, with its trace id"
+    );
+    let s = receiver.stats();
+    assert_eq!(
+        (s.crc, s.conflicts, s.invalid, s.malformed),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
+    drop(consumer);
+    drop(receiver);
+    drop(sender);
+    drop(producer);
+    (got.len() as u64, got)
+}
+
+#[test]
+fn small_frames_cross_the_bridge_intact_with_their_sequence_numbers() {
+    let (n, seqs) = run(&[16, 16], 4096, 200);
+    assert_eq!(n, 200);
+    assert_eq!(
+        seqs,
+        (0..200).collect::<Vec<u64>>(),
+        "the source's sequence numbers are kept"
+    );
+}
+
+#[test]
+fn frames_of_1080p_cross_the_bridge_intact() {
+    let (n, _) = run(&[1080, 1920, 3], 8 << 20, 12);
+    assert_eq!(n, 12);
+}
