@@ -12,6 +12,7 @@
 
 pub mod assembly;
 pub mod chunk;
+pub mod config;
 pub mod receiver;
 pub mod sender;
 

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod ls;
 pub mod produce;
 pub mod tp;
+pub mod tp_bridge;
 pub mod tp_driver;
 pub mod tp_live;
 pub mod watch;

@@ -60,6 +60,9 @@ pub enum TpCommand {
     Discover(super::tp_driver::DiscoverArgs),
     /// Run a standalone discovery provider (tensor_pool_c's `[discovery]` configuration).
     Discoveryd(super::tp_driver::DiscoverydArgs),
+    /// Run the Aeron UDP bridge: local streams' frames to another host, or another host's
+    /// into local streams (per mapping), until SIGINT or SIGTERM.
+    Bridge(super::tp_bridge::BridgeArgs),
 }
 
 pub fn run(cmd: TpCommand) -> Result<()> {
@@ -79,6 +82,7 @@ pub fn run(cmd: TpCommand) -> Result<()> {
         TpCommand::Leases(args) => super::tp_driver::leases(args),
         TpCommand::Discover(args) => super::tp_driver::discover(args),
         TpCommand::Discoveryd(args) => super::tp_driver::discoveryd(args),
+        TpCommand::Bridge(args) => super::tp_bridge::bridge(args),
         TpCommand::Stat(args) => super::tp_live::stat(args),
     }
 }
