@@ -10,6 +10,7 @@ pub mod segment;
 pub mod streams;
 pub mod tensorpool;
 pub mod tp_aeron;
+pub mod tp_bridge;
 pub mod tp_driver;
 pub mod wake;
 

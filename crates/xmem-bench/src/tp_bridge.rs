@@ -1,0 +1,364 @@
+//! The bridge beside raw Aeron UDP on the same link, in one run: two media drivers ("hosts" A
+//! and B) in scratch directories, UDP over 127.0.0.1 between them, A's side on one thread and
+//! B's on another.
+//!
+//! - **Throughput**: 1920×1080×3 frames. The bridge: a producer on A commits frames as fast as
+//!   it can, the sender forwards what it gets (a frame it cannot keep up with is skipped: the
+//!   producer never waits), the receiver on B commits each into its local stream, a consumer on
+//!   B accepts them; frames/s at B's consumer. The floor: the same bytes as raw Aeron UDP
+//!   messages of the bridge's chunk size, counted at B.
+//! - **Latency**: 64-byte frames one at a time, from commit on A to accepted on B (one host's
+//!   clock), beside a raw UDP message's one-way time.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use xmem_aeron::{Client, ClientOptions, DriverOptions, MediaDriver};
+use xmem_tensorpool::commit::FrameSpec;
+use xmem_tensorpool::layout::{Dtype, TensorHeader};
+use xmem_tensorpool::paths::AllowedDirs;
+use xmem_tensorpool::stream::TpProducer;
+use xmem_tp_bridge::chunk::chunk_size;
+use xmem_tp_bridge::{Receiver, ReceiverOptions, Sender, SenderOptions};
+use xmem_tp_control::{Channels, Consumer, ConsumerOptions, Endpoint, Producer, ProducerOptions};
+
+const PERIOD: Duration = Duration::from_millis(100);
+
+struct Host {
+    aeron: PathBuf,
+    base: PathBuf,
+    media: Option<MediaDriver>,
+}
+
+impl Host {
+    fn new(tag: &str) -> Host {
+        let aeron = PathBuf::from(format!("/dev/shm/xmem-bench-tpb-{tag}-{}", std::process::id()));
+        let base = PathBuf::from(format!(
+            "/dev/shm/xmem-bench-tpb-{tag}-regions-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&base).expect("base");
+        let media = MediaDriver::launch(&DriverOptions {
+            dir: Some(aeron.clone()),
+            ..DriverOptions::default()
+        })
+        .expect("media driver");
+        Host {
+            aeron,
+            base,
+            media: Some(media),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        drop(self.media.take());
+        let _ = std::fs::remove_dir_all(&self.base);
+        let _ = std::fs::remove_dir_all(&self.aeron);
+    }
+}
+
+fn client(dir: &Path) -> Client {
+    Client::connect(&ClientOptions {
+        dir: Some(dir.to_path_buf()),
+        ..ClientOptions::default()
+    })
+    .expect("client")
+}
+
+fn udp(port: u16, stream: i32) -> Endpoint {
+    Endpoint {
+        channel: format!("aeron:udp?endpoint=127.0.0.1:{port}"),
+        stream_id: stream,
+    }
+}
+
+fn now_ns() -> u64 {
+    xmem_core::os::time::monotonic_ns()
+}
+
+/// Runs the whole report; `scale` shortens it.
+pub fn report(scale: f64) {
+    let secs = Duration::from_secs_f64((3.0 * scale).max(0.5));
+    let a = Host::new("a");
+    let b = Host::new("b");
+    let chunk = chunk_size(1200, 1408, 65_535);
+    let frame = 1920 * 1080 * 3;
+    let raw_bps = raw_throughput(&a.aeron, &b.aeron, 41_100, chunk as usize, secs);
+    let (bridge_fps, bridge_drops) = bridge(&a, &b, 41_110, &[1080, 1920, 3], 8 << 20, secs, None);
+    let bridge_bps = bridge_fps * frame as f64;
+    let raw_lat = raw_latency(&a.aeron, &b.aeron, 41_120, ((2000.0 * scale) as usize).max(200));
+    let mut lat = Histogram::<u64>::new(3).expect("histogram");
+    let _ = bridge(
+        &a,
+        &b,
+        41_130,
+        &[64],
+        4096,
+        secs,
+        Some((&mut lat, ((2000.0 * scale) as usize).max(200))),
+    );
+    let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "tensor-pool bridge over Aeron UDP, 127.0.0.1, two media drivers (hosts A and B), chunk {chunk} B"
+    );
+    println!(
+        "  raw Aeron UDP, {chunk}-byte messages A → B: {:.2} GB/s (floor)",
+        raw_bps / 1e9
+    );
+    println!(
+        "  bridge, 1920×1080×3 frames A → B: {bridge_fps:.1} frames/s, {:.2} GB/s ({:.2}× raw); frames the sender skipped or lost: {bridge_drops}",
+        bridge_bps / 1e9,
+        bridge_bps / raw_bps
+    );
+    println!(
+        "  one-way latency µs, p50 / p99: raw UDP 64 B {:.1} / {:.1}; bridge 64-B frame, commit on A → accepted on B {:.1} / {:.1} ({:.1}× raw p50)",
+        p(&raw_lat, 0.5),
+        p(&raw_lat, 0.99),
+        p(&lat, 0.5),
+        p(&lat, 0.99),
+        p(&lat, 0.5) / p(&raw_lat, 0.5)
+    );
+}
+
+/// Raw Aeron UDP: `size`-byte messages from A as fast as Aeron takes them, for `secs`; bytes a
+/// second received at B.
+fn raw_throughput(a: &Path, b: &Path, port: u16, size: usize, secs: Duration) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let (s2, r2, bdir) = (Arc::clone(&stop), Arc::clone(&received), b.to_path_buf());
+    let rx = std::thread::spawn(move || {
+        let c = client(&bdir);
+        let mut sub = c.subscription(&udp(port, 1).channel, 1).expect("sub");
+        while !s2.load(Ordering::Relaxed) {
+            let mut n = 0u64;
+            sub.poll(256, |m| n += m.bytes.len() as u64).expect("poll");
+            r2.fetch_add(n, Ordering::Relaxed);
+            if n == 0 {
+                // Two vCPUs, two media drivers: a spinning thread would starve them.
+                std::thread::yield_now();
+            }
+        }
+    });
+    let c = client(a);
+    let publication = c.publication(&udp(port, 1).channel, 1).expect("pub");
+    while !publication.is_connected() {
+        std::thread::yield_now();
+    }
+    let msg = vec![5u8; size];
+    let start = Instant::now();
+    let before = received.load(Ordering::Relaxed);
+    while start.elapsed() < secs {
+        if !publication.offer(&msg).is_sent() {
+            std::thread::yield_now();
+        }
+    }
+    let bytes = received.load(Ordering::Relaxed) - before;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    rx.join().expect("receiver");
+    bytes as f64 / elapsed
+}
+
+/// Raw Aeron UDP one-way latency of 64-byte messages carrying their send time.
+fn raw_latency(a: &Path, b: &Path, port: u16, n: usize) -> Histogram<u64> {
+    let bdir = b.to_path_buf();
+    let ready = Arc::new(AtomicBool::new(false));
+    let r2 = Arc::clone(&ready);
+    let rx = std::thread::spawn(move || {
+        let c = client(&bdir);
+        let mut sub = c.subscription(&udp(port, 2).channel, 2).expect("sub");
+        r2.store(true, Ordering::Relaxed);
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        let mut got = 0;
+        while got < n {
+            let work = sub
+                .poll(16, |m| {
+                    let t = u64::from_le_bytes(m.bytes[..8].try_into().expect("8 bytes"));
+                    let _ = h.record(now_ns().saturating_sub(t));
+                    got += 1;
+                })
+                .expect("poll");
+            if work == 0 {
+                std::thread::yield_now();
+            }
+        }
+        h
+    });
+    let c = client(a);
+    let publication = c.publication(&udp(port, 2).channel, 2).expect("pub");
+    while !(publication.is_connected() && ready.load(Ordering::Relaxed)) {
+        std::thread::yield_now();
+    }
+    let mut sent = 0;
+    while sent < n {
+        let mut msg = [0u8; 64];
+        msg[..8].copy_from_slice(&now_ns().to_le_bytes());
+        if publication.offer(&msg).is_sent() {
+            sent += 1;
+            // One at a time, as the bridge's latency run: no queueing in the numbers.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(200) {
+                std::thread::yield_now();
+            }
+        }
+    }
+    rx.join().expect("receiver")
+}
+
+/// The bridge A → B for `secs` (or, with `latency`, for that many frames one at a time, each
+/// one's commit → accepted time recorded). Returns frames/s accepted at B and frames lost.
+fn bridge(
+    a: &Host,
+    b: &Host,
+    port: u16,
+    dims: &[i32],
+    stride: u32,
+    secs: Duration,
+    latency: Option<(&mut Histogram<u64>, usize)>,
+) -> (f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (s2, acc2, r2) = (Arc::clone(&stop), Arc::clone(&accepted), Arc::clone(&ready));
+    let (baeron, bbase) = (b.aeron.clone(), b.base.clone());
+    let lat_n = latency.as_ref().map(|(_, n)| *n);
+    let rx = std::thread::spawn(move || {
+        let c = client(&baeron);
+        let local = Channels::default();
+        let mut receiver = Receiver::new(
+            &c,
+            ReceiverOptions {
+                dest_stream_id: 20_000,
+                payload: udp(port, 3000),
+                control: udp(port + 1, 3001),
+                local: local.clone(),
+                announce_period: PERIOD,
+                base_dir: bbase.clone(),
+                namespace: "b".into(),
+                nslots: 16,
+                pools: vec![(1, stride)],
+                max_payload_bytes: 1 << 30,
+                assembly_timeout: Duration::from_millis(250),
+                integrity: false,
+            },
+        )
+        .expect("receiver");
+        let mut o = ConsumerOptions::new(20_000, AllowedDirs::new([&bbase]).expect("base"));
+        o.announce_period = PERIOD;
+        let mut consumer = Consumer::new(&c, o).expect("consumer");
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        let mut last_seq = None;
+        while !s2.load(Ordering::Relaxed) {
+            if receiver.poll().expect("receiver") == 0 {
+                std::thread::yield_now();
+            }
+            consumer
+                .poll(16, |f| {
+                    if lat_n.is_some() {
+                        let _ = h.record(now_ns().saturating_sub(f.accepted.slot.timestamp_ns));
+                    }
+                    last_seq = Some(f.descriptor.seq);
+                    acc2.fetch_add(1, Ordering::Relaxed);
+                })
+                .expect("consumer");
+            if consumer.announce().is_some() && receiver.source().is_some() {
+                r2.store(true, Ordering::Relaxed);
+            }
+        }
+        (h, last_seq)
+    });
+    let c = client(&a.aeron);
+    let tp = TpProducer::builder(10_000)
+        .base_dir(&a.base)
+        .namespace("a")
+        .nslots(16)
+        .pool(1, stride)
+        .create()
+        .expect("regions");
+    let mut producer = Producer::new(
+        &c,
+        tp,
+        ProducerOptions {
+            announce_period: PERIOD,
+            ..ProducerOptions::default()
+        },
+    )
+    .expect("producer");
+    let mut sender = Sender::new(
+        &c,
+        SenderOptions {
+            source_stream_id: 10_000,
+            dest_stream_id: 20_000,
+            local: Channels::default(),
+            allowed: AllowedDirs::new([&a.base]).expect("base"),
+            announce_period: PERIOD,
+            payload: udp(port, 3000),
+            control: udp(port + 1, 3001),
+            chunk_size: chunk_size(1200, 1408, 65_535),
+            integrity: false,
+            send_timeout: Duration::from_millis(250),
+        },
+    )
+    .expect("sender");
+    let len: i32 = dims.iter().product();
+    let mut spec = FrameSpec {
+        tensor: TensorHeader::row_major(Dtype::Uint8, dims),
+        values_len: len as u32,
+        timestamp_ns: 0,
+        meta_version: 0,
+    };
+    while !(ready.load(Ordering::Relaxed) && sender.is_connected() && producer.is_connected()) {
+        producer.poll().expect("producer");
+        sender.poll().expect("sender");
+    }
+    let start = Instant::now();
+    let before = accepted.load(Ordering::Relaxed);
+    let mut published = 0u64;
+    match lat_n {
+        None => {
+            while start.elapsed() < secs {
+                // The producer commits a new frame whenever the sender is between frames.
+                spec.timestamp_ns = now_ns();
+                producer
+                    .publish(&spec, 0, |b| b.fill(published as u8))
+                    .expect("publish");
+                published += 1;
+                let until = sender.stats().frames + 1;
+                while sender.stats().frames < until && start.elapsed() < secs {
+                    if sender.poll().expect("sender") == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        Some(n) => {
+            while (accepted.load(Ordering::Relaxed) - before) < n as u64
+                && start.elapsed() < Duration::from_secs(30)
+            {
+                let want = accepted.load(Ordering::Relaxed) + 1;
+                spec.timestamp_ns = now_ns();
+                producer.publish(&spec, 0, |b| b.fill(1)).expect("publish");
+                published += 1;
+                let t = Instant::now();
+                while accepted.load(Ordering::Relaxed) < want && t.elapsed() < Duration::from_millis(100) {
+                    if sender.poll().expect("sender") == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let got = accepted.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    let (h, _) = rx.join().expect("receiver thread");
+    if let Some((out, _)) = latency {
+        out.add(&h).expect("histogram");
+    }
+    (got as f64 / elapsed, published.saturating_sub(got))
+}
