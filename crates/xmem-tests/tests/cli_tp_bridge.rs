@@ -155,17 +155,22 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 }
 
 fn bridge_config(path: &Path, role: &str, base: &Path, addr_b: &str) {
+    bridge_config_on(path, role, base, addr_b, 40456);
+}
+
+fn bridge_config_on(path: &Path, role: &str, base: &Path, addr_b: &str, port: u16) {
     std::fs::write(
         path,
         format!(
-            "[bridge]\npayload_channel = \"aeron:udp?endpoint={addr_b}:40456\"\npayload_stream_id = 3000\n\
-             control_channel = \"aeron:udp?endpoint={addr_b}:40457\"\ncontrol_stream_id = 3001\n\
+            "[bridge]\npayload_channel = \"aeron:udp?endpoint={addr_b}:{port}\"\npayload_stream_id = 3000\n\
+             control_channel = \"aeron:udp?endpoint={addr_b}:{}\"\ncontrol_stream_id = 3001\n\
              mtu_bytes = 1408\nchunk_bytes = 1200\nintegrity = true\nassembly_timeout_ms = 500\n\
              [local]\nannounce_period_ms = 200\nbase_dir = \"{}\"\nnamespace = \"bridged\"\n\
              [profiles.hd]\nheader_nslots = 8\npayload_pools = [{{ pool_id = 1, stride_bytes = 8388608 }}]\n\
              [profiles.small]\nheader_nslots = 8\npayload_pools = [{{ pool_id = 1, stride_bytes = 16384 }}]\n\
              [[mappings]]\nrole = \"{role}\"\nsource_stream_id = 10000\ndest_stream_id = 20000\nprofile = \"hd\"\n\
              [[mappings]]\nrole = \"{role}\"\nsource_stream_id = 10001\ndest_stream_id = 20001\nprofile = \"small\"\n",
+            port + 1,
             base.display()
         ),
     )
@@ -381,4 +386,151 @@ fn two_hosts_with_1_percent_loss_every_committed_frame_is_intact() {
 #[test]
 fn two_hosts_with_5_percent_loss_every_committed_frame_is_intact() {
     two_hosts(Some("0.05"), false);
+}
+
+/// Kills on one machine (two media drivers over 127.0.0.1; no root needed): the sender, the
+/// receiver and host B's media driver SIGKILLed in turn; each restarted, frames flow again and
+/// every one is checked; a restarted receiver removes the epoch its killed predecessor left, and
+/// nothing is left in either SHM directory at the end.
+#[test]
+fn bridge_processes_killed_and_restarted_resume_and_leave_nothing() {
+    let scope = ShmScope::new("cli-tp-bridge-kill");
+    let name = |w: &str| PathBuf::from("/dev/shm").join(scope.name(w));
+    let (aeron_a, aeron_b, base_a, base_b) =
+        (name("aeron-a"), name("aeron-b"), name("base-a"), name("base-b"));
+    let (conf_a, conf_b) = (
+        std::env::temp_dir().join(format!("{}.toml", scope.name("bridge-a"))),
+        std::env::temp_dir().join(format!("{}.toml", scope.name("bridge-b"))),
+    );
+    let _dirs = Dirs(vec![
+        aeron_a.clone(),
+        aeron_b.clone(),
+        base_a.clone(),
+        base_b.clone(),
+        conf_a.clone(),
+        conf_b.clone(),
+    ]);
+    std::fs::create_dir(&base_a).unwrap();
+    std::fs::create_dir(&base_b).unwrap();
+    let port = 46_000 + (std::process::id() % 1000) as u16 * 2;
+    bridge_config_on(&conf_a, "sender", &base_a, "127.0.0.1", port);
+    bridge_config_on(&conf_b, "receiver", &base_b, "127.0.0.1", port);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let xmem = |args: &[String]| {
+        let mut cmd = Command::new(xmem_tests::xmem_cli(PEER));
+        cmd.args(args);
+        PeerProcess::from_command_with_stderr(cmd)
+    };
+    let media = |dir: &Path| {
+        let mut m = xmem(&["tp".into(), "media-driver".into(), "--aeron-dir".into(), s(dir)]);
+        m.line_where(Duration::from_secs(30), "saying it runs", |l| {
+            l.starts_with("media driver running in")
+        });
+        m
+    };
+    let bridge = |conf: &Path, dir: &Path, expect: &'static str| {
+        let mut b = xmem(&[
+            "tp".into(),
+            "bridge".into(),
+            "--config".into(),
+            s(conf),
+            "--aeron-dir".into(),
+            s(dir),
+        ]);
+        b.line_where(Duration::from_secs(30), expect, |l| l.starts_with(expect));
+        b
+    };
+    let common = |dir: &Path| {
+        vec![
+            "--aeron-dir".to_string(),
+            s(dir),
+            "--driver".into(),
+            "external".into(),
+            "--announce-period".into(),
+            "200ms".into(),
+        ]
+    };
+    let consume = |count: u64| {
+        let mut args = vec![
+            "tp".to_string(),
+            "consume".into(),
+            "--base".into(),
+            s(&base_b),
+            "--stream".into(),
+            "20001".into(),
+            "--count".into(),
+            count.to_string(),
+        ];
+        args.extend(common(&aeron_b));
+        let mut c = xmem(&args);
+        let (out, _) = c.line_where(Duration::from_secs(60), "the total", |l| {
+            l.starts_with("accepted ")
+        });
+        assert!(c.wait().success(), "{out}");
+        let n: u64 = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(n >= count && out.ends_with("0 with wrong bytes"), "{out}");
+    };
+    let mut media_a = media(&aeron_a);
+    let mut media_b = media(&aeron_b);
+    let mut receiver = bridge(&conf_b, &aeron_b, "receiving stream 20001");
+    let mut producer_args = vec![
+        "tp".to_string(),
+        "produce".into(),
+        "--base".into(),
+        s(&base_a),
+        "--stream".into(),
+        "10001".into(),
+        "--shape".into(),
+        "64x64x3".into(),
+        "--fps".into(),
+        "200".into(),
+    ];
+    producer_args.extend(common(&aeron_a));
+    let mut producer = xmem(&producer_args);
+    producer.line_where(Duration::from_secs(30), "producing", |l| {
+        l.starts_with("producing stream 10001")
+    });
+    let mut sender = bridge(&conf_a, &aeron_a, "sending stream 10001");
+    consume(50);
+    // The sender killed: nothing reaches B; restarted, frames flow again.
+    sender.kill();
+    let mut sender = bridge(&conf_a, &aeron_a, "sending stream 10001");
+    consume(50);
+    // The receiver killed: its epoch is left in B's SHM until the restarted one removes it.
+    receiver.kill();
+    let left_by_killed = walk(&base_b)
+        .iter()
+        .filter(|p| p.ends_with("header.ring"))
+        .count();
+    assert!(left_by_killed >= 1, "the killed receiver's regions");
+    let mut receiver = bridge(&conf_b, &aeron_b, "receiving stream 20001");
+    consume(50);
+    let rings = walk(&base_b)
+        .iter()
+        .filter(|p| p.ends_with("header.ring"))
+        .count();
+    assert_eq!(
+        rings, 2,
+        "the new receiver's two streams only: the dead one's epochs were removed"
+    );
+    // Host B's media driver killed: the receiver says so and exits; both restarted, frames flow.
+    media_b.kill();
+    let status = receiver.wait();
+    assert!(!status.success(), "the receiver reports the lost media driver");
+    let mut media_b = media(&aeron_b);
+    let mut receiver = bridge(&conf_b, &aeron_b, "receiving stream 20001");
+    consume(50);
+    for p in [&sender, &producer, &receiver] {
+        sigterm(p);
+    }
+    assert!(sender.wait().success() && producer.wait().success() && receiver.wait().success());
+    sigterm(&media_a);
+    sigterm(&media_b);
+    assert!(media_a.wait().success() && media_b.wait().success());
+    let left: Vec<_> = walk(&base_a).into_iter().chain(walk(&base_b)).collect();
+    assert!(left.is_empty(), "nothing left in either SHM directory: {left:?}");
 }

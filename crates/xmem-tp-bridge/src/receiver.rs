@@ -45,6 +45,30 @@ pub struct ReceiverOptions {
     pub integrity: bool,
 }
 
+/// The receiver is its local stream's exclusive producer: epochs of the stream whose creator
+/// has died (a killed receiver's) are its to remove. Returns how many were.
+fn remove_dead_epochs(opts: &ReceiverOptions) -> Result<usize, crate::Error> {
+    let layout = xmem_tensorpool::paths::Layout::new(&opts.base_dir, &opts.namespace)?;
+    let stream_dir = layout.epoch_dir(opts.dest_stream_id, 0);
+    let Some(stream_dir) = stream_dir.parent() else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for e in std::fs::read_dir(stream_dir).into_iter().flatten().flatten() {
+        let ring = e.path().join("header.ring");
+        let Ok(r) = xmem_tensorpool::region::Region::open_any(&ring) else {
+            continue;
+        };
+        let pid = r.superblock().pid as u32;
+        drop(r);
+        if pid != std::process::id() && !xmem_core::os::process::exists(pid) {
+            xmem_tensorpool::stream::remove_epoch_dir(&e.path());
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// What a receiver did, by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReceiverStats {
@@ -89,6 +113,14 @@ impl Receiver {
     /// A receiver over `client` (its host's media driver): subscribes to the bridge channels and
     /// creates the local stream's regions.
     pub fn new(client: &Client, opts: ReceiverOptions) -> Result<Receiver, crate::Error> {
+        let removed = remove_dead_epochs(&opts)?;
+        if removed > 0 {
+            tracing::info!(
+                stream = opts.dest_stream_id,
+                removed,
+                "removed epochs a dead receiver left"
+            );
+        }
         let mut b = TpProducer::builder(opts.dest_stream_id)
             .base_dir(&opts.base_dir)
             .namespace(&opts.namespace)
