@@ -14,8 +14,8 @@ use super::tp_live::{connect_media, DriverMode};
 /// `xmem tp bridge`.
 #[derive(clap::Args, Debug)]
 pub struct BridgeArgs {
-    /// The configuration: AeronTensorPool.jl's [bridge] and [[mappings]] keys, each mapping
-    /// with `role = "sender"` or `"receiver"`, [local] and [profiles.*] for this host.
+    /// The configuration: AeronTensorPool.jl's `[bridge]` and `[[mappings]]` keys, each mapping
+    /// with `role = "sender"` or `"receiver"`, `[local]` and `[profiles.*]` for this host.
     #[arg(long)]
     config: PathBuf,
     /// The Aeron directory (default: the configuration's local.aeron_dir, else $AERON_DIR,
