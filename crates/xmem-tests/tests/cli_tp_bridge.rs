@@ -164,7 +164,7 @@ fn bridge_config_on(path: &Path, role: &str, base: &Path, addr_b: &str, port: u1
         format!(
             "[bridge]\npayload_channel = \"aeron:udp?endpoint={addr_b}:{port}\"\npayload_stream_id = 3000\n\
              control_channel = \"aeron:udp?endpoint={addr_b}:{}\"\ncontrol_stream_id = 3001\n\
-             mtu_bytes = 1408\nchunk_bytes = 1200\nintegrity = true\nassembly_timeout_ms = 500\n\
+             mtu_bytes = 1408\nchunk_bytes = 1200\nintegrity = true\nassembly_timeout_ms = 2000\n\
              [local]\nannounce_period_ms = 200\nbase_dir = \"{}\"\nnamespace = \"bridged\"\n\
              [profiles.hd]\nheader_nslots = 8\npayload_pools = [{{ pool_id = 1, stride_bytes = 8388608 }}]\n\
              [profiles.small]\nheader_nslots = 8\npayload_pools = [{{ pool_id = 1, stride_bytes = 16384 }}]\n\
