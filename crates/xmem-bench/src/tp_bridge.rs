@@ -245,6 +245,7 @@ fn bridge(
                 max_payload_bytes: 1 << 30,
                 assembly_timeout: Duration::from_millis(250),
                 integrity: false,
+                forward: Default::default(),
             },
         )
         .expect("receiver");
@@ -302,6 +303,7 @@ fn bridge(
             chunk_size: chunk_size(1200, 1408, 65_535),
             integrity: false,
             send_timeout: Duration::from_millis(250),
+            forward: Default::default(),
         },
     )
     .expect("sender");

@@ -251,6 +251,7 @@ impl BridgeConfig {
             chunk_size: chunk_size(b.chunk_bytes, b.mtu_bytes, b.max_chunk_bytes),
             integrity: b.integrity,
             send_timeout: Duration::from_millis(b.assembly_timeout_ms),
+            forward: self.forwarding(m),
         })
     }
 
@@ -275,6 +276,25 @@ impl BridgeConfig {
             max_payload_bytes: self.bridge.max_payload_bytes,
             assembly_timeout: Duration::from_millis(self.bridge.assembly_timeout_ms),
             integrity: self.bridge.integrity,
+            forward: self.forwarding(m),
+        }
+    }
+
+    /// What mapping `m` forwards besides frames (`forward_metadata` needs a metadata channel).
+    pub fn forwarding(&self, m: &Mapping) -> crate::forward::Forwarding {
+        let b = &self.bridge;
+        crate::forward::Forwarding {
+            metadata: (b.forward_metadata && !b.metadata_channel.is_empty()).then(|| {
+                (
+                    Endpoint {
+                        channel: b.metadata_channel.clone(),
+                        stream_id: b.metadata_stream_id,
+                    },
+                    m.metadata_stream_id.unwrap_or(m.dest_stream_id),
+                )
+            }),
+            qos: b.forward_qos,
+            progress: b.forward_progress,
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod assembly;
 pub mod chunk;
 pub mod config;
+pub mod forward;
 pub mod receiver;
 pub mod sender;
 

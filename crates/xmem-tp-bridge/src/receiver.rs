@@ -43,6 +43,8 @@ pub struct ReceiverOptions {
     pub assembly_timeout: Duration,
     /// Check CRC32C (chunks without one are dropped).
     pub integrity: bool,
+    /// Metadata, QoS and progress taken from the bridge onto the local streams.
+    pub forward: crate::forward::Forwarding,
 }
 
 /// The receiver is its local stream's exclusive producer: epochs of the stream whose creator
@@ -96,6 +98,8 @@ pub struct ReceiverStats {
     pub stale: u64,
     /// Forwarded announces taken.
     pub announces: u64,
+    /// Metadata, QoS and progress messages republished locally.
+    pub forwarded: u64,
 }
 
 /// The receiving end of one mapping.
@@ -107,6 +111,7 @@ pub struct Receiver {
     source: Option<ShmPoolAnnounce>,
     producer: Producer,
     stats: ReceiverStats,
+    legs: Vec<crate::forward::Leg>,
 }
 
 impl Receiver {
@@ -137,7 +142,17 @@ impl Receiver {
                 ..ProducerOptions::default()
             },
         )?;
+        let legs = crate::forward::legs(
+            client,
+            &opts.forward,
+            &opts.local,
+            &opts.control,
+            opts.dest_stream_id,
+            opts.dest_stream_id,
+            false,
+        )?;
         Ok(Receiver {
+            legs,
             payload: client.subscription(&opts.payload.channel, opts.payload.stream_id)?,
             control: client.subscription(&opts.control.channel, opts.control.stream_id)?,
             assembly: Assembly::new(opts.max_payload_bytes, opts.assembly_timeout, opts.integrity),
@@ -152,6 +167,7 @@ impl Receiver {
     pub fn stats(&self) -> ReceiverStats {
         ReceiverStats {
             incomplete: self.stats.incomplete + self.assembly.replaced,
+            forwarded: self.legs.iter().map(|l| l.forwarded).sum(),
             ..self.stats
         }
     }
@@ -169,6 +185,9 @@ impl Receiver {
     /// One duty cycle: forwarded announces, then chunks; completed frames republished.
     pub fn poll(&mut self) -> Result<usize, crate::Error> {
         let mut work = self.producer.poll()?;
+        for l in &mut self.legs {
+            work += l.poll()?;
+        }
         let mut control = Vec::new();
         work += self.control.poll(16, |m| control.push(m.bytes.to_vec()))?;
         for bytes in control {

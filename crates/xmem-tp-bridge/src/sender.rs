@@ -37,6 +37,8 @@ pub struct SenderOptions {
     /// How long one frame's chunks may wait on back-pressure before the frame is abandoned
     /// (the local producer never waits on the bridge: it is only a consumer).
     pub send_timeout: Duration,
+    /// Metadata, QoS and progress forwarded besides frames.
+    pub forward: crate::forward::Forwarding,
 }
 
 /// What a sender did.
@@ -52,6 +54,8 @@ pub struct SenderStats {
     pub too_large: u64,
     /// Announces forwarded.
     pub announces: u64,
+    /// Metadata, QoS and progress messages forwarded.
+    pub forwarded: u64,
 }
 
 /// The sending end of one mapping.
@@ -64,6 +68,7 @@ pub struct Sender {
     in_flight: Option<InFlight>,
     next_forward: Instant,
     stats: SenderStats,
+    legs: Vec<crate::forward::Leg>,
 }
 
 /// A frame being sent: its copy (validated after the copy), and how far it got.
@@ -85,7 +90,17 @@ impl Sender {
         c.channels = opts.local.clone();
         c.announce_period = opts.announce_period;
         let consumer = Consumer::new(client, c)?;
+        let legs = crate::forward::legs(
+            client,
+            &opts.forward,
+            &opts.local,
+            &opts.control,
+            opts.source_stream_id,
+            opts.dest_stream_id,
+            true,
+        )?;
         Ok(Sender {
+            legs,
             payload: client.publication(&opts.payload.channel, opts.payload.stream_id)?,
             control: client.publication(&opts.control.channel, opts.control.stream_id)?,
             consumer,
@@ -99,7 +114,10 @@ impl Sender {
 
     /// Counters so far.
     pub fn stats(&self) -> SenderStats {
-        self.stats
+        SenderStats {
+            forwarded: self.legs.iter().map(|l| l.forwarded).sum(),
+            ..self.stats
+        }
     }
 
     /// The local consumer (its state and drops).
@@ -117,6 +135,9 @@ impl Sender {
     /// taken, the announce forwarded when due.
     pub fn poll(&mut self) -> Result<usize, crate::Error> {
         let mut work = self.continue_frame();
+        for l in &mut self.legs {
+            work += l.poll()?;
+        }
         if self.in_flight.is_none() {
             let mut next = None;
             work += self.consumer.poll(1, |f| {

@@ -132,6 +132,7 @@ fn run(dims: &[i32], stride: u32, frames: u64) -> (u64, Vec<u64>) {
             chunk_size: chunk_size(1200, 1408, 65_535),
             integrity: true,
             send_timeout: Duration::from_secs(1),
+            forward: Default::default(),
         },
     )
     .unwrap();
@@ -152,6 +153,7 @@ fn run(dims: &[i32], stride: u32, frames: u64) -> (u64, Vec<u64>) {
             // longer to move 6 MB, and a dropped frame only slows the test down.
             assembly_timeout: Duration::from_secs(2),
             integrity: true,
+            forward: Default::default(),
         },
     )
     .unwrap();
@@ -241,4 +243,107 @@ fn small_frames_cross_the_bridge_intact_with_their_sequence_numbers() {
 fn frames_of_1080p_cross_the_bridge_intact() {
     let (n, _) = run(&[1080, 1920, 3], 8 << 20, 12);
     assert_eq!(n, 12);
+}
+
+#[test]
+fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
+    use xmem_tp_bridge::forward::Forwarding;
+    use xmem_tp_control::messages::{decode, Incoming};
+    let a = Host::new("a");
+    let b = Host::new("b");
+    let p = port();
+    let tp = TpProducer::builder(10_000)
+        .base_dir(&a.base)
+        .namespace("a")
+        .nslots(8)
+        .pool(1, 4096)
+        .create()
+        .unwrap();
+    let mut producer = Producer::new(
+        &a.client,
+        tp,
+        ProducerOptions {
+            announce_period: PERIOD,
+            data_source: Some(("cam-a".into(), "the left camera".into())),
+            ..ProducerOptions::default()
+        },
+    )
+    .unwrap();
+    let forward = Forwarding {
+        metadata: Some((udp(p + 2, 3002), 20_000)),
+        qos: true,
+        progress: true,
+    };
+    let mut sender = Sender::new(
+        &a.client,
+        SenderOptions {
+            source_stream_id: 10_000,
+            dest_stream_id: 20_000,
+            local: Channels::default(),
+            allowed: AllowedDirs::new([&a.base]).unwrap(),
+            announce_period: PERIOD,
+            payload: udp(p, 3000),
+            control: udp(p + 1, 3001),
+            chunk_size: 1200,
+            integrity: false,
+            send_timeout: Duration::from_secs(1),
+            forward: forward.clone(),
+        },
+    )
+    .unwrap();
+    let mut receiver = Receiver::new(
+        &b.client,
+        ReceiverOptions {
+            dest_stream_id: 20_000,
+            payload: udp(p, 3000),
+            control: udp(p + 1, 3001),
+            local: Channels::default(),
+            announce_period: PERIOD,
+            base_dir: b.base.clone(),
+            namespace: "b".into(),
+            nslots: 8,
+            pools: vec![(1, 4096)],
+            max_payload_bytes: 1 << 20,
+            assembly_timeout: Duration::from_secs(2),
+            integrity: false,
+            forward,
+        },
+    )
+    .unwrap();
+    // Host B's local metadata and QoS streams, as any of its consumers would read them.
+    let ch = "aeron:ipc?term-length=4m|tether=false";
+    let mut meta = b.client.subscription(ch, 1300).unwrap();
+    let mut qos = b.client.subscription(ch, 1200).unwrap();
+    let (mut named, mut qos_seen) = (None, false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while named.is_none() || !qos_seen {
+        assert!(
+            Instant::now() < deadline,
+            "named {named:?}, qos {qos_seen}: {:?} {:?}",
+            sender.stats(),
+            receiver.stats()
+        );
+        producer.poll().unwrap();
+        sender.poll().unwrap();
+        receiver.poll().unwrap();
+        meta.poll(16, |m| {
+            if let Ok(Incoming::DataSource(d)) = decode(m.bytes) {
+                if d.stream_id == 20_000 {
+                    named = Some(d.name);
+                }
+            }
+        })
+        .unwrap();
+        qos.poll(16, |m| {
+            // The source's QosProducer, now about stream 20000: it carries A's epoch (B's
+            // receiver sends its own, with B's).
+            if let Ok(Incoming::QosProducer(q)) = decode(m.bytes) {
+                qos_seen |= q.stream_id == 20_000 && q.epoch == producer.regions().announce().epoch;
+            }
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(named.as_deref(), Some("cam-a"));
+    assert!(sender.stats().forwarded >= 2 && receiver.stats().forwarded >= 2);
 }

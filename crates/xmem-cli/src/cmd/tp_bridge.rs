@@ -33,15 +33,11 @@ pub struct BridgeArgs {
 pub fn bridge(args: BridgeArgs) -> Result<()> {
     let config = BridgeConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let b = &config.bridge;
-    for (key, on) in [
-        ("forward_metadata", b.forward_metadata),
-        ("forward_qos", b.forward_qos),
-        ("forward_progress", b.forward_progress),
-        ("forward_tracelink", b.forward_tracelink),
-    ] {
-        if on {
-            eprintln!("  bridge.{key} = true: not forwarded by this bridge yet (frames and announces are)");
-        }
+    if b.forward_tracelink {
+        eprintln!("  bridge.forward_tracelink = true: TraceLinkSet is not forwarded by this bridge yet");
+    }
+    if b.forward_metadata && b.metadata_channel.is_empty() {
+        eprintln!("  bridge.forward_metadata = true without a metadata_channel: metadata stays local");
     }
     let dir = args
         .aeron_dir

@@ -1,0 +1,123 @@
+//! Forwarding the rest of a stream's control plane across the bridge (tensor-pool digest §6,
+//! optional): DataSourceAnnounce / DataSourceMeta on the bridge's metadata channel, QosProducer /
+//! QosConsumer and FrameProgress on its control channel, each with its `streamId` rewritten
+//! (source → destination on the way out, kept on the way in) and everything else kept.
+//! Descriptors never cross: the receiver makes its own.
+
+use xmem_aeron::{Client, Publication, Subscription};
+use xmem_tensorpool::codec::{decode_exact, peek_header, WIRE_SCHEMA_ID};
+use xmem_tp_control::Endpoint;
+
+/// What a mapping forwards besides frames and announces.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    /// The bridge's metadata channel, and the stream id DataSource messages carry on it
+    /// (`metadata_stream_id`, default the destination's): `None` forwards none.
+    pub metadata: Option<(Endpoint, u32)>,
+    /// QosProducer and QosConsumer on the bridge control channel.
+    pub qos: bool,
+    /// FrameProgress on the bridge control channel.
+    pub progress: bool,
+}
+
+/// Wire templates by what they are.
+const DATA_SOURCE: [u16; 2] = [7, 8];
+const QOS: [u16; 2] = [5, 6];
+const PROGRESS: u16 = 11;
+
+/// One leg: messages of some templates about stream `from` on `input`, re-sent on `output` as
+/// about stream `to`.
+pub(crate) struct Leg {
+    input: Subscription,
+    output: Publication,
+    templates: Vec<u16>,
+    from: u32,
+    to: u32,
+    /// Messages forwarded.
+    pub forwarded: u64,
+}
+
+impl Leg {
+    pub(crate) fn new(
+        client: &Client,
+        input: &Endpoint,
+        output: &Endpoint,
+        templates: Vec<u16>,
+        from: u32,
+        to: u32,
+    ) -> Result<Leg, xmem_aeron::Error> {
+        Ok(Leg {
+            input: client.subscription(&input.untethered(), input.stream_id)?,
+            output: client.publication(&output.channel, output.stream_id)?,
+            templates,
+            from,
+            to,
+            forwarded: 0,
+        })
+    }
+
+    /// Forwards what came; returns the work done.
+    pub(crate) fn poll(&mut self) -> Result<usize, xmem_aeron::Error> {
+        let mut got = Vec::new();
+        let n = self.input.poll(32, |m| got.push(m.bytes.to_vec()))?;
+        for bytes in got {
+            let Ok(h) = peek_header(&bytes) else { continue };
+            if h.schema_id != WIRE_SCHEMA_ID || !self.templates.contains(&h.template_id) {
+                continue;
+            }
+            // Only valid messages cross, re-encoded with the stream id rewritten.
+            let Ok(mut m) = decode_exact(&bytes) else { continue };
+            if m.int("streamId") != Some(i128::from(self.from)) {
+                continue;
+            }
+            if m.set("streamId", self.to).is_err() {
+                continue;
+            }
+            if let Ok(out) = m.encode() {
+                if self.output.offer(&out).is_sent() {
+                    self.forwarded += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The legs of a sender (local → bridge) or of a receiver (bridge → local).
+pub(crate) fn legs(
+    client: &Client,
+    f: &Forwarding,
+    local: &xmem_tp_control::Channels,
+    bridge_control: &Endpoint,
+    source: u32,
+    dest: u32,
+    outbound: bool,
+) -> Result<Vec<Leg>, xmem_aeron::Error> {
+    let mut legs = Vec::new();
+    let pair = |a: &Endpoint, b: &Endpoint| {
+        if outbound {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        }
+    };
+    if let Some((bridge_meta, meta_id)) = &f.metadata {
+        let (i, o) = pair(&local.metadata, bridge_meta);
+        let (from, to) = if outbound {
+            (source, *meta_id)
+        } else {
+            (*meta_id, dest)
+        };
+        legs.push(Leg::new(client, &i, &o, DATA_SOURCE.to_vec(), from, to)?);
+    }
+    let (from, to) = if outbound { (source, dest) } else { (dest, dest) };
+    if f.qos {
+        let (i, o) = pair(&local.qos, bridge_control);
+        legs.push(Leg::new(client, &i, &o, QOS.to_vec(), from, to)?);
+    }
+    if f.progress {
+        let (i, o) = pair(&local.control, bridge_control);
+        legs.push(Leg::new(client, &i, &o, vec![PROGRESS], from, to)?);
+    }
+    Ok(legs)
+}
