@@ -580,9 +580,10 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
         }
     }
     let s = c.stats();
+    // The frames this command took and checked (with --count, a last poll may accept one or
+    // two more that it lets go: they are not counted here).
     outln!(
-        "accepted {} frames, drops: {} gap, {} late, {} invalid; {bad} with wrong bytes",
-        s.accepted,
+        "accepted {accepted} frames, drops: {} gap, {} late, {} invalid; {bad} with wrong bytes",
         s.drops_gap,
         s.drops_late,
         s.drops_invalid
