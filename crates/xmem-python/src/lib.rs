@@ -7,6 +7,7 @@
 mod dlpack;
 mod errors;
 mod frame;
+mod join;
 mod pool;
 mod segment;
 mod stream;
@@ -30,5 +31,6 @@ fn _xmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     errors::register(m)?;
     tensorpool::register(m)?;
+    join::register(m)?;
     Ok(())
 }
