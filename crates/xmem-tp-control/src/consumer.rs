@@ -180,10 +180,7 @@ const CONSUMER_COUNTERS: [&str; 9] = [
 const HOUSEKEEPING_EVERY: u64 = 16;
 
 fn random_id() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    let id = u32::from_le_bytes(b) ^ std::process::id().rotate_left(16);
-    id.max(1)
+    (xmem_core::os::random::u64() as u32).max(1)
 }
 
 impl Consumer {

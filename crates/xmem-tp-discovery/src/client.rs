@@ -49,14 +49,11 @@ impl Discoverer {
         requests: Endpoint,
         reply_to: Endpoint,
     ) -> Result<Discoverer, xmem_aeron::Error> {
-        let mut seed = [0u8; 8];
-        let _ = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
         Ok(Discoverer {
             requests: client.publication(&requests.channel, requests.stream_id)?,
             responses: client.subscription(&reply_to.untethered(), reply_to.stream_id)?,
             reply_to,
-            next_id: u64::from_le_bytes(seed) >> 1,
+            next_id: xmem_core::os::random::u64() >> 1,
             dropped: 0,
         })
     }

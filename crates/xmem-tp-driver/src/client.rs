@@ -166,12 +166,9 @@ pub struct DriverClient {
     last_announce: Instant,
 }
 
+/// A random u64 from the OS layer (getrandom).
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    u64::from_le_bytes(b)
-        ^ xmem_core::os::time::monotonic_ns()
-        ^ u64::from(std::process::id()).rotate_left(40)
+    xmem_core::os::random::u64()
 }
 
 /// A random nonzero client id (the protocol's auto-assign: 0 is never sent).

@@ -124,12 +124,9 @@ pub struct Driver {
     pending_counters: Vec<(u64, PendingLeaseCounter)>,
 }
 
+/// A random u64 from the OS layer (getrandom).
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    u64::from_le_bytes(b)
-        ^ u64::from(std::process::id()).rotate_left(32)
-        ^ xmem_core::os::time::monotonic_ns()
+    xmem_core::os::random::u64()
 }
 
 impl Driver {
