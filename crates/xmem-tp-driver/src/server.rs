@@ -122,6 +122,10 @@ pub struct Driver {
     rng: u64,
     discovery: Option<xmem_tp_discovery::Provider>,
     pending_counters: Vec<(u64, PendingLeaseCounter)>,
+    /// The configuration's id ranges, parsed once.
+    ranges: crate::config::Ranges,
+    /// Whether the base directory is on hugetlbfs (one statfs at start, not one per attach).
+    on_hugetlbfs: bool,
 }
 
 /// A random u64 from the OS layer (getrandom).
@@ -169,6 +173,8 @@ impl Driver {
             rng: random_u64() | 1,
             discovery: None,
             pending_counters: Vec::new(),
+            ranges: config.ranges(),
+            on_hugetlbfs: is_hugetlbfs(Path::new(&config.shm.base_dir)),
             config,
         };
         if let Some(d) = driver.config.discovery.clone().filter(|d| d.enabled) {
@@ -412,7 +418,7 @@ impl Driver {
             .hugepages()
             .ok_or_else(|| invalid(format!("requireHugepages {} is no policy", r.require_hugepages)))?;
         // 6. the stream: provisioned, or dynamic
-        let ranges = self.config.ranges();
+        let ranges = &self.ranges;
         let stream_id = if r.stream_id == 0 {
             let range = ranges.streams.clone().ok_or_else(|| {
                 invalid("streamId 0 asks for a dynamic stream, but stream_id_range is empty".into())
@@ -469,7 +475,7 @@ impl Driver {
             }
         }
         // 9. hugepages
-        let on_hugetlbfs = is_hugetlbfs(Path::new(&self.config.shm.base_dir));
+        let on_hugetlbfs = self.on_hugetlbfs;
         let want_huge = match hugepages {
             Hugepages::Required => true,
             Hugepages::Standard => false,
