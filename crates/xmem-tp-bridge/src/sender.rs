@@ -66,6 +66,8 @@ pub struct Sender {
     control: Publication,
     buf: Vec<u8>,
     in_flight: Option<InFlight>,
+    /// The last frame's payload buffer, reused for the next copy (a 1080p frame is 6 MB).
+    spare: Vec<u8>,
     next_forward: Instant,
     stats: SenderStats,
     legs: Vec<crate::forward::Leg>,
@@ -106,6 +108,7 @@ impl Sender {
             consumer,
             buf: Vec::with_capacity(64 * 1024 + 512),
             in_flight: None,
+            spare: Vec::new(),
             next_forward: Instant::now(),
             stats: SenderStats::default(),
             opts,
@@ -140,18 +143,25 @@ impl Sender {
         }
         if self.in_flight.is_none() {
             let mut next = None;
+            let mut payload = std::mem::take(&mut self.spare);
             work += self.consumer.poll(1, |f| {
+                payload.clear();
+                payload.extend_from_slice(f.bytes);
                 next = Some(InFlight {
                     epoch: f.descriptor.epoch,
                     seq: f.descriptor.seq,
                     trace_id: f.descriptor.trace_id,
                     header: f.accepted.slot.encode(),
-                    payload: f.bytes.to_vec(),
+                    payload: Vec::new(),
                     next_index: 0,
                     count: 0,
                     started: Instant::now(),
                 });
             })?;
+            match &mut next {
+                Some(f) => f.payload = payload,
+                None => self.spare = payload,
+            }
             if let Some(mut f) = next {
                 match chunk_count(f.payload.len() as u32, self.opts.chunk_size) {
                     Some(count) => {
@@ -222,13 +232,20 @@ impl Sender {
                     // No receiver, a closed publication, or stuck past the timeout: the frame
                     // is abandoned (the receiver drops what it has of it when it times out).
                     self.stats.abandoned += 1;
-                    self.in_flight = None;
+                    self.finish();
                     return sent;
                 }
             }
         }
         self.stats.frames += 1;
-        self.in_flight = None;
+        self.finish();
         sent
+    }
+
+    /// Ends the frame in flight, keeping its buffer for the next.
+    fn finish(&mut self) {
+        if let Some(f) = self.in_flight.take() {
+            self.spare = f.payload;
+        }
     }
 }
