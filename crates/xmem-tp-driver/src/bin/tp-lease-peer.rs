@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use xmem_tensorpool::paths::AllowedDirs;
 use xmem_tensorpool::stream::TpProducer;
+use xmem_tensorpool::uri::ShmUri;
 use xmem_tp_control::Endpoint;
 use xmem_tp_driver::{backoff, DriverClient, DriverClientOptions, Role};
 
@@ -58,7 +59,10 @@ fn main() {
         failures = 0;
         let _regions = (role == Role::Producer).then(|| {
             let a = &attachment.grant.announce;
-            let dir = std::path::Path::new(&a.header_region_uri["shm:file?path=".len()..])
+            // <base>/tensorpool-<user>/<ns>/<stream>/<epoch>/header.ring: the base is five up.
+            let uri = ShmUri::parse(&a.header_region_uri).expect("a granted URI");
+            let dir = uri
+                .path()
                 .ancestors()
                 .nth(5)
                 .expect("canonical layout")
