@@ -153,6 +153,14 @@ pub enum Error {
         pool: String,
     },
 
+    /// Host access (`bytes`, `as_slice`) was asked of a buffer whose bytes are in device
+    /// memory.
+    #[error("pool {pool} keeps its buffers in device memory: reach them through xmem-device (DevicePool::device_ptr, read, write) or DLPack, not as host bytes")]
+    DeviceStorage {
+        /// The pool's name.
+        pool: String,
+    },
+
     /// `try_acquire` found no free buffer.
     #[error("pool {pool} has no free buffer: all {count} are in use; release some, enlarge the pool, or use acquire_timeout")]
     PoolExhausted {

@@ -32,7 +32,10 @@ mod sync;
 pub mod tensor;
 
 pub use error::{Error, Result};
-pub use pool::{Buffer, BufferMut, BufferPool, BufferRef, Peer, PoolBuilder, PoolConfig, ReclaimReport};
+pub use pool::{
+    Buffer, BufferMut, BufferPool, BufferRef, DeviceKind, DeviceRecord, Peer, PoolBuilder, PoolConfig,
+    ReclaimReport, Storage,
+};
 pub use tensor::{DType, Element, TensorDesc};
 /// The operating-system layer (the `xmem-os` crate), under the name the modules here use.
 pub use xmem_os as os;

@@ -8,6 +8,7 @@
 
 mod error;
 pub mod events;
+pub mod fdpass;
 pub mod futex;
 pub mod map;
 pub mod notify;

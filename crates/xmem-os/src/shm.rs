@@ -241,6 +241,17 @@ impl ShmFile {
         Ok((st.st_dev, st.st_ino))
     }
 
+    /// Who may open the file: what a descriptor broker admits for the object (see
+    /// [`fdpass`](crate::fdpass)).
+    pub fn admission(&self) -> Result<crate::fdpass::Admission> {
+        let st = rfs::fstat(&self.fd).map_err(|e| Error::os("stat", &self.path, e))?;
+        Ok(crate::fdpass::Admission {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o777,
+        })
+    }
+
     /// The file's last modification time in nanoseconds since the epoch.
     pub fn modified_unix_ns(&self) -> Result<u64> {
         let st = rfs::fstat(&self.fd).map_err(|e| Error::os("stat", &self.path, e))?;

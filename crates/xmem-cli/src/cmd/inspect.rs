@@ -70,6 +70,27 @@ fn status_word(s: BufferStatus) -> &'static str {
     }
 }
 
+fn device_kind_word(kind: xmem_core::DeviceKind) -> &'static str {
+    match kind {
+        xmem_core::DeviceKind::Cuda => "cuda",
+        xmem_core::DeviceKind::HostStandIn => "host-stand-in",
+        _ => "unknown",
+    }
+}
+
+/// A UUID as CUDA and nvidia-smi print it (`GPU-` aside): 8-4-4-4-12 hex digits.
+fn uuid_text(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 pub fn pool_json(s: &PoolSnapshot) -> Value {
     json!({
         "name": s.name,
@@ -82,6 +103,11 @@ pub fn pool_json(s: &PoolSnapshot) -> Value {
         "stride": s.stride,
         "total_size": s.total_size,
         "storage": format!("{:?}", s.storage).to_lowercase(),
+        "device": s.device.map(|d| json!({
+            "kind": device_kind_word(d.kind),
+            "uuid": uuid_text(&d.uuid),
+            "allocation_bytes": d.bytes,
+        })),
         "owner": {"pid": s.owner.pid, "alive": liveness_word(s.owner_liveness)},
         "created_unix_ns": s.created_unix_ns,
         "closing": s.closing,
@@ -125,6 +151,14 @@ fn print_pool(s: &PoolSnapshot) -> std::io::Result<()> {
         fmt::bytes(s.total_size),
         s.storage
     )?;
+    if let Some(d) = &s.device {
+        outln!(
+            "  device: {} {}, one allocation of {} (buffer i at i × stride)",
+            device_kind_word(d.kind),
+            uuid_text(&d.uuid),
+            fmt::bytes(d.bytes)
+        )?;
+    }
     outln!(
         "  created by pid {} (alive: {}), {} ago; id {:016x}{}",
         s.owner.pid,

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU8, Ordering::*};
 
 use super::layout::{
-    BufferMeta, MAX_CONTENT_TYPE, MAX_PRODUCER, MAX_USER_METADATA, META_CONTENT_TYPE, META_PRODUCER,
+    BufferMeta, Storage, MAX_CONTENT_TYPE, MAX_PRODUCER, MAX_USER_METADATA, META_CONTENT_TYPE, META_PRODUCER,
     META_SEQUENCE, META_TENSOR, META_TIMESTAMP, META_USER,
 };
 use super::lifetime::{self, InnerPtr};
@@ -246,8 +246,12 @@ impl BufferMut {
         Ok(token)
     }
 
-    /// All of the buffer's bytes, writable.
+    /// All of the buffer's bytes, writable; empty for a device pool (see
+    /// [`Buffer::device_offset`]).
     pub fn bytes_mut(&mut self) -> &mut [u8] {
+        if self.inner().map.storage == Storage::Device {
+            return &mut [];
+        }
         let len = self.len();
         // SAFETY: WRITER in the holder word (set when this guard was made) excludes every other
         // reference in every process, and `&mut self` excludes other uses of this guard; the
@@ -257,6 +261,7 @@ impl BufferMut {
 
     /// The tensor's elements as a mutable slice (contiguous tensors of dtype `T` only).
     pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
+        self.host_only()?;
         let desc = self.tensor()?;
         let base = self.inner().map.buffer_ptr(self.index);
         let n = desc.check_view::<T>(base as usize)?;
@@ -488,6 +493,22 @@ macro_rules! read_access {
                 BufferPool { ptr: self.ptr }
             }
 
+            /// Where the buffer starts in a device pool's allocation (`index × stride`);
+            /// `None` for host storage.
+            pub fn device_offset(&self) -> Option<u64> {
+                let map = &self.inner().map;
+                (map.storage == Storage::Device).then(|| u64::from(self.index) * map.layout.stride)
+            }
+
+            fn host_only(&self) -> Result<()> {
+                if self.inner().map.storage == Storage::Device {
+                    return Err(Error::DeviceStorage {
+                        pool: self.inner().map.label.clone(),
+                    });
+                }
+                Ok(())
+            }
+
             /// The buffer's size in bytes (the pool's buffer size).
             pub fn len(&self) -> usize {
                 self.inner().map.layout.config.size as usize
@@ -498,8 +519,12 @@ macro_rules! read_access {
                 self.len() == 0
             }
 
-            /// All of the buffer's bytes.
+            /// All of the buffer's bytes; empty for a device pool, whose bytes are not in host
+            /// memory (see [`device_offset`](Self::device_offset)).
             pub fn bytes(&self) -> &[u8] {
+                if self.inner().map.storage == Storage::Device {
+                    return &[];
+                }
                 // SAFETY: while this guard lives the buffer cannot be freed (our holder bit), and
                 // no writer exists besides, at most, this very guard (then `&self` excludes
                 // `&mut` uses); the range is this buffer's, inside the arena.
@@ -517,6 +542,7 @@ macro_rules! read_access {
 
             /// The tensor's elements as a slice (contiguous tensors of dtype `T` only).
             pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+                self.host_only()?;
                 let desc = self.tensor()?;
                 let base = self.inner().map.buffer_ptr(self.index);
                 let n = desc.check_view::<T>(base as usize)?;

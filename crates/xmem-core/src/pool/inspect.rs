@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::*;
 
 use super::guard::read_tensor;
-use super::layout::{PoolConfig, Storage};
+use super::layout::{DeviceRecord, PoolConfig, Storage};
 use super::map::PoolMap;
 use super::protocol::{HOLDERS, WRITER};
 use super::registry::{Owner, SlotState};
@@ -29,6 +29,8 @@ pub struct PoolSnapshot {
     pub pool_id: u64,
     /// Where the bytes live.
     pub storage: Storage,
+    /// A device pool's allocation.
+    pub device: Option<DeviceRecord>,
     /// The creator.
     pub owner: ProcessIdentity,
     /// Whether the creator lives.
@@ -176,6 +178,7 @@ pub(crate) fn snapshot(map: &PoolMap) -> PoolSnapshot {
         total_size: map.layout.total,
         pool_id: map.pool_id,
         storage: map.storage,
+        device: map.device,
         owner,
         owner_liveness: owner.liveness(),
         created_unix_ns: h.object.created_unix_ns.load(Relaxed),

@@ -22,7 +22,7 @@ use crate::tensor::MAX_DIMS;
 use xmem_os::assert_layout;
 
 /// Version of this layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Most processes attached to one pool at a time: one bit each in a 64-bit holder word, whose
 /// top bit is the writer flag.
@@ -52,6 +52,9 @@ pub const LAYOUT_HASH: u64 = {
         size_of::<PoolHeader>(),
         offset_of!(PoolHeader, registry),
         offset_of!(PoolHeader, layout_hash),
+        offset_of!(PoolHeader, device_kind),
+        offset_of!(PoolHeader, device_uuid),
+        offset_of!(PoolHeader, device_bytes),
         size_of::<ProcessSlot>(),
         offset_of!(ProcessSlot, owner),
         offset_of!(ProcessSlot, reclaimed_refs),
@@ -87,8 +90,49 @@ pub const LAYOUT_HASH: u64 = {
 pub enum Storage {
     /// Host memory, in the pool's own arena.
     Host,
-    /// Device memory, reached through per-buffer handles in the metadata.
+    /// One device allocation outside the pool's file (see [`DeviceRecord`]); buffer `i` is at
+    /// offset `i × stride` in it. The pool's file holds only the bookkeeping.
     Device,
+}
+
+/// What kind of memory a device pool's allocation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceKind {
+    /// A memfd standing in for device memory: the same hand-over and lifetime, testable
+    /// without a GPU.
+    HostStandIn,
+    /// A CUDA virtual-memory allocation (`cuMemCreate`), exported as a POSIX descriptor.
+    Cuda,
+}
+
+impl DeviceKind {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            DeviceKind::HostStandIn => 1,
+            DeviceKind::Cuda => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(DeviceKind::HostStandIn),
+            2 => Some(DeviceKind::Cuda),
+            _ => None,
+        }
+    }
+}
+
+/// A device pool's allocation, as its header records it: enough for an opener to find the
+/// device (by UUID, since ordinals differ between processes) and to check what it imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// What the memory is.
+    pub kind: DeviceKind,
+    /// The device's UUID (zero for the host stand-in).
+    pub uuid: [u8; 16],
+    /// Bytes of the allocation: at least count × stride, rounded up to the device's granularity.
+    pub bytes: u64,
 }
 
 impl Storage {
@@ -128,7 +172,14 @@ pub struct PoolHeader {
     pub max_processes: AtomicU32,
     /// [`LAYOUT_HASH`] of the build that created the pool.
     pub layout_hash: AtomicU64,
-    _config_reserved: [AtomicU64; 11],
+    /// [`DeviceKind`] code of a device pool's allocation; 0 for host storage.
+    pub device_kind: AtomicU32,
+    _device_reserved: AtomicU32,
+    /// The device's UUID.
+    pub device_uuid: [AtomicU8; 16],
+    /// Bytes of the device allocation.
+    pub device_bytes: AtomicU64,
+    _config_reserved: [AtomicU64; 7],
     /// Bit `s` set: process slot `s` is attached. Bit 63: the pool is closing (no new attach).
     pub registry: AtomicU64,
     _pad_registry: [AtomicU64; 15],
@@ -136,7 +187,8 @@ pub struct PoolHeader {
 
 assert_layout!(PoolHeader, size 384, align 64, {
     object: 0, buffer_count: 128, alignment: 132, buffer_size: 136, pool_id: 144, storage: 152,
-    max_processes: 156, layout_hash: 160, registry: 256,
+    max_processes: 156, layout_hash: 160, device_kind: 168, device_uuid: 176, device_bytes: 192,
+    registry: 256,
 });
 
 /// The parking words, at the start of the free set: every release that frees a buffer sets a
@@ -304,8 +356,10 @@ pub struct PoolLayout {
     pub states: usize,
     /// Offset of the buffer metadata.
     pub metas: usize,
-    /// Offset of the arena.
+    /// Offset of the arena (for device storage: where the file ends).
     pub arena: usize,
+    /// Bytes of all buffers, `count × stride`: the arena, or the least device allocation.
+    pub arena_bytes: u64,
     /// Total size of the object.
     pub total: u64,
 }
@@ -317,8 +371,15 @@ fn round_up(v: u64, to: u64) -> Option<u64> {
 }
 
 impl PoolLayout {
-    /// Computes the layout, validating the configuration.
+    /// Computes the layout of a host pool, validating the configuration.
+    #[cfg(test)]
     pub fn compute(config: PoolConfig) -> Result<PoolLayout> {
+        Self::compute_for(config, Storage::Host)
+    }
+
+    /// Computes the layout for `storage`: a device pool's file ends after the metadata, its
+    /// buffers being in the device allocation at the same offsets (`index × stride`).
+    pub fn compute_for(config: PoolConfig, storage: Storage) -> Result<PoolLayout> {
         let PoolConfig {
             count,
             size,
@@ -351,9 +412,17 @@ impl PoolLayout {
         let metas = states + n * std::mem::size_of::<BufferState>() as u64;
         let meta_end = metas + n * std::mem::size_of::<BufferMeta>() as u64;
         let arena = round_up(meta_end, PAGE.max(u64::from(alignment))).ok_or_else(too_big)?;
-        let total = stride
+        let arena_bytes = stride
             .checked_mul(n)
-            .and_then(|a| a.checked_add(arena))
+            .filter(|b| *b < 1 << 47)
+            .ok_or_else(too_big)?;
+        let in_file = if storage == Storage::Device {
+            0
+        } else {
+            arena_bytes
+        };
+        let total = in_file
+            .checked_add(arena)
             .and_then(|t| round_up(t, PAGE))
             .filter(|t| usize::try_from(*t).is_ok() && *t < (1 << 47))
             .ok_or_else(too_big)?;
@@ -367,6 +436,7 @@ impl PoolLayout {
             states: states as usize,
             metas: metas as usize,
             arena: arena as usize,
+            arena_bytes,
             total,
         })
     }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use super::layout::{
-    BufferMeta, BufferState, PoolConfig, PoolHeader, PoolLayout, ProcessSlot, Storage, WakeWords,
-    LAYOUT_HASH, LAYOUT_VERSION, MAX_PROCESSES,
+    BufferMeta, BufferState, DeviceKind, DeviceRecord, PoolConfig, PoolHeader, PoolLayout, ProcessSlot,
+    Storage, WakeWords, LAYOUT_HASH, LAYOUT_VERSION, MAX_PROCESSES,
 };
 use super::protocol::SharedCells;
 use crate::error::{Error, Result};
@@ -35,6 +35,8 @@ pub(crate) struct PoolMap {
     pub layout: PoolLayout,
     pub pool_id: u64,
     pub storage: Storage,
+    /// The device allocation, for device storage (validated: it holds every buffer).
+    pub device: Option<DeviceRecord>,
     header: *const PoolHeader,
     slots: *const [ProcessSlot],
     wake: *const WakeWords,
@@ -73,7 +75,9 @@ impl PoolMap {
             size: h.buffer_size.load(Relaxed),
             alignment: h.alignment.load(Relaxed),
         };
-        let layout = PoolLayout::compute(config)
+        let storage = Storage::from_code(h.storage.load(Relaxed))
+            .ok_or_else(|| corrupt(format!("storage code {}", h.storage.load(Relaxed))))?;
+        let layout = PoolLayout::compute_for(config, storage)
             .map_err(|e| corrupt(format!("its configuration is impossible: {e}")))?;
         if layout.total != h.object.total_size.load(Relaxed) {
             return Err(corrupt(format!(
@@ -88,8 +92,26 @@ impl PoolMap {
                 "process table of {max}, expected {MAX_PROCESSES}"
             )));
         }
-        let storage = Storage::from_code(h.storage.load(Relaxed))
-            .ok_or_else(|| corrupt(format!("storage code {}", h.storage.load(Relaxed))))?;
+        let device = match storage {
+            Storage::Host => None,
+            Storage::Device => {
+                let code = h.device_kind.load(Relaxed);
+                let kind =
+                    DeviceKind::from_code(code).ok_or_else(|| corrupt(format!("device kind code {code}")))?;
+                let bytes = h.device_bytes.load(Relaxed);
+                if bytes < layout.arena_bytes {
+                    return Err(corrupt(format!(
+                        "device allocation of {bytes} bytes, but its buffers need {}",
+                        layout.arena_bytes
+                    )));
+                }
+                let mut uuid = [0u8; 16];
+                for (d, s) in uuid.iter_mut().zip(&h.device_uuid) {
+                    *d = s.load(Relaxed);
+                }
+                Some(DeviceRecord { kind, uuid, bytes })
+            }
+        };
         let map = &object.map;
         let n = config.count as usize;
         let slots: *const [ProcessSlot] = map.slice_at::<ProcessSlot>(layout.processes, MAX_PROCESSES)?;
@@ -103,6 +125,7 @@ impl PoolMap {
             label,
             pool_id: h.pool_id.load(Relaxed),
             storage,
+            device,
             header: h,
             slots,
             wake,
@@ -172,9 +195,10 @@ impl PoolMap {
         unsafe { &*self.metas }
     }
 
-    /// The first byte of buffer `index` (which must be < count).
+    /// The first byte of buffer `index` (which must be < count) in a host pool's arena.
     pub fn buffer_ptr(&self, index: u32) -> *mut u8 {
         assert!(index < self.layout.config.count);
+        assert_eq!(self.storage, Storage::Host, "a device pool has no host arena");
         // SAFETY: index < count, so the offset lies inside the arena, inside the mapping.
         unsafe { self.arena.add((u64::from(index) * self.layout.stride) as usize) }
     }

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 pub use guard::{Buffer, BufferMut, BufferRef, Peer};
 pub use inspect::{BufferInfo, BufferStatus, PoolSnapshot, ProcessInfo};
-pub use layout::{PoolConfig, Storage, MAX_BUFFERS, MAX_PROCESSES, MAX_USER_METADATA};
+pub use layout::{
+    DeviceKind, DeviceRecord, PoolConfig, Storage, MAX_BUFFERS, MAX_PROCESSES, MAX_USER_METADATA,
+};
 pub use registry::{ReclaimReport, SlotState};
 
 use self::layout::{PoolHeader, PoolLayout, LAYOUT_VERSION};
@@ -73,6 +75,8 @@ pub struct PoolBuilder {
     manager: u64,
     /// Map the buffers read-only and refuse write access (a stream subscriber's attachment).
     read_only: bool,
+    /// For a device pool: its allocation, recorded in the header at create.
+    device: Option<DeviceRecord>,
 }
 
 impl PoolBuilder {
@@ -89,6 +93,7 @@ impl PoolBuilder {
             spin: DEFAULT_SPIN,
             manager: 0,
             read_only: false,
+            device: None,
         }
     }
 
@@ -140,6 +145,51 @@ impl PoolBuilder {
         self
     }
 
+    /// Creates a device pool: the buffers live in the allocation `device` describes, which the
+    /// caller made and hands to every process that attaches (xmem-device does both); the pool's
+    /// file holds only the bookkeeping. `device.bytes` must hold `count × stride`.
+    pub fn device_storage(mut self, device: DeviceRecord) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// Raises the buffers' alignment to at least `alignment` (a device's own minimum).
+    pub fn alignment_at_least(mut self, alignment: u32) -> Self {
+        self.alignment = self.alignment.max(alignment);
+        self
+    }
+
+    /// Bytes a device allocation needs for this configuration: `count × stride`.
+    pub fn device_bytes_needed(&self) -> Result<u64> {
+        Ok(PoolLayout::compute_for(self.config(), Storage::Device)?.arena_bytes)
+    }
+
+    /// The pool's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn storage(&self) -> Storage {
+        if self.device.is_some() {
+            Storage::Device
+        } else {
+            Storage::Host
+        }
+    }
+
+    fn layout(&self) -> Result<PoolLayout> {
+        let layout = PoolLayout::compute_for(self.config(), self.storage())?;
+        if let Some(device) = &self.device {
+            if device.bytes < layout.arena_bytes {
+                return Err(Error::InvalidConfig(format!(
+                    "a device allocation of {} bytes cannot hold {} buffers of stride {}",
+                    device.bytes, layout.config.count, layout.stride
+                )));
+            }
+        }
+        Ok(layout)
+    }
+
     fn config(&self) -> PoolConfig {
         PoolConfig {
             count: self.count,
@@ -166,9 +216,11 @@ impl PoolBuilder {
     pub fn create(&self) -> Result<BufferPool> {
         let path = self.path()?;
         object::refuse_hugetlbfs(&self.dir, "a pool")?;
-        let layout = PoolLayout::compute(self.config())?;
+        let layout = self.layout()?;
         for _ in 0..8 {
-            match object::create(&path, &self.create_spec(&layout), |map| init_pool(map, &layout))? {
+            match object::create(&path, &self.create_spec(&layout), |map| {
+                init_pool(map, &layout, self.device.as_ref())
+            })? {
                 CreateOutcome::Created(obj) => return self.finish_open(obj, Some(path)),
                 CreateOutcome::Exists => {
                     if !remove_if_orphan(&path, self.open_timeout)? {
@@ -189,8 +241,10 @@ impl PoolBuilder {
     /// Creates an anonymous pool (a memfd): no name, shared by handing [`BufferPool::fd`] to
     /// other processes, gone when the last of them closes it.
     pub fn create_anonymous(&self) -> Result<BufferPool> {
-        let layout = PoolLayout::compute(self.config())?;
-        let obj = object::create_anonymous(&self.create_spec(&layout), |map| init_pool(map, &layout))?;
+        let layout = self.layout()?;
+        let obj = object::create_anonymous(&self.create_spec(&layout), |map| {
+            init_pool(map, &layout, self.device.as_ref())
+        })?;
         self.finish_open(obj, None)
     }
 
@@ -285,7 +339,7 @@ impl PoolBuilder {
         // A stream subscriber's attachment only reads buffers: map them read-only, so that a
         // write through a view that knows no read-only flag (a torch tensor, a raw pointer)
         // faults here instead of changing what the publisher and other subscribers see.
-        if self.read_only {
+        if self.read_only && map.storage == Storage::Host {
             let arena = map.layout.arena;
             map.object
                 .map
@@ -318,13 +372,23 @@ impl PoolBuilder {
 }
 
 /// Writes a fresh pool's header and marks every buffer free.
-fn init_pool(map: &crate::os::Mapping, layout: &PoolLayout) -> Result<()> {
+fn init_pool(map: &crate::os::Mapping, layout: &PoolLayout, device: Option<&DeviceRecord>) -> Result<()> {
     let h = map.at::<PoolHeader>(0)?;
     h.buffer_count.store(layout.config.count, Relaxed);
     h.alignment.store(layout.config.alignment, Relaxed);
     h.buffer_size.store(layout.config.size, Relaxed);
     h.pool_id.store(random_id(), Relaxed);
-    h.storage.store(Storage::Host.code(), Relaxed);
+    match device {
+        None => h.storage.store(Storage::Host.code(), Relaxed),
+        Some(device) => {
+            h.storage.store(Storage::Device.code(), Relaxed);
+            h.device_kind.store(device.kind.code(), Relaxed);
+            for (d, s) in h.device_uuid.iter().zip(device.uuid) {
+                d.store(s, Relaxed);
+            }
+            h.device_bytes.store(device.bytes, Relaxed);
+        }
+    }
     h.max_processes.store(MAX_PROCESSES as u32, Relaxed);
     h.layout_hash.store(layout::LAYOUT_HASH, Relaxed);
     let hints = map.slice_at::<AtomicU64>(layout.hints, layout.hint_words)?;
@@ -658,6 +722,32 @@ impl BufferPool {
     /// Where the buffers' bytes live.
     pub fn storage(&self) -> Storage {
         self.inner().map.storage
+    }
+
+    /// A device pool's allocation, as its header records it; `None` for host storage.
+    pub fn device(&self) -> Option<DeviceRecord> {
+        self.inner().map.device
+    }
+
+    /// Distance between consecutive buffers: in the arena, or in a device allocation.
+    pub fn stride(&self) -> u64 {
+        self.inner().map.layout.stride
+    }
+
+    /// Pids of the other live processes attached now (a device pool's attacher asks them for
+    /// the allocation's descriptor).
+    pub fn attached_peers(&self) -> Vec<u32> {
+        let me = std::process::id();
+        registry::live_pids(&self.inner().map)
+            .into_iter()
+            .filter(|&pid| pid != me)
+            .collect()
+    }
+
+    /// Who may open the pool's file (owner, group, mode): whom a device pool's descriptor
+    /// broker admits.
+    pub fn admission(&self) -> Result<crate::os::fdpass::Admission> {
+        Ok(self.inner().map.object.file.admission()?)
     }
 
     /// Buffers no process holds right now (a snapshot).

@@ -1,0 +1,298 @@
+//! # xmem-device
+//!
+//! Device pools: a [`BufferPool`] whose buffers live in one device allocation instead of its
+//! own file. The pool's holder words decide buffer reuse exactly as for host pools; this crate
+//! adds the allocation and its lifetime:
+//!
+//! - the creator allocates one exportable block (CUDA's virtual-memory API, or a memfd
+//!   [standing in](HostStandIn) for it where there is no GPU) and records it in the pool;
+//! - every process that attaches receives the block's descriptor from a live holder over a Unix
+//!   socket (`SCM_RIGHTS`, credentials checked both ways: [`xmem_core::os::fdpass`]), imports
+//!   and maps it, keeps the descriptor and serves it in turn;
+//! - so the memory lives while any holder does, whoever created it: a SIGKILLed creator leaves
+//!   it to the others, and it is freed when the last one goes, the moment the pool's name does.
+//!
+//! ```no_run
+//! use xmem_device::{DevicePool, HostStandIn};
+//! # fn main() -> xmem_device::Result<()> {
+//! let builder = xmem_core::BufferPool::builder("frames").buffers(4).buffer_size(1 << 20);
+//! let pool = DevicePool::create(builder, HostStandIn::new("frames"))?;
+//! let mut frame = pool.pool().acquire()?;
+//! pool.fill(&frame, 7)?;                          // on the device
+//! pool.synchronize()?;                            // written before anyone is told
+//! let token = frame.freeze().token();
+//! // … in another process:
+//! let pool = DevicePool::open_auto(xmem_core::BufferPool::builder("frames"))?;
+//! let frame = pool.pool().get(token)?;
+//! let ptr = pool.device_ptr(&frame);              // for a kernel, or DLPack
+//! # let _ = ptr; Ok(()) }
+//! ```
+
+mod backend;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod error;
+mod stand_in;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xmem_core::os::fdpass::{self, FdBroker, FdPassError};
+use xmem_core::{Buffer, BufferMut, BufferPool, DeviceKind, DeviceRecord, PoolBuilder};
+
+pub use backend::{DeviceBackend, DeviceMapping};
+#[cfg(feature = "cuda")]
+pub use cuda::CudaDevice;
+pub use error::{DeviceError, Result};
+pub use stand_in::HostStandIn;
+
+/// How long an opener keeps asking holders for the descriptor: covers a creator between
+/// making the pool and starting its broker.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A device pool attached in this process: the pool, this process's mapping of the
+/// allocation, and the broker that hands its descriptor to the next process.
+pub struct DevicePool {
+    // Drop order: stop serving, unmap, close the descriptor, then leave the pool (whose last
+    // holder removes its name).
+    broker: FdBroker,
+    mapping: Box<dyn DeviceMapping>,
+    fd: Arc<OwnedFd>,
+    backend: Box<dyn DeviceBackend>,
+    record: DeviceRecord,
+    answered_by: Option<u32>,
+    pool: BufferPool,
+}
+
+impl std::fmt::Debug for DevicePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevicePool")
+            .field("pool", &self.pool.name())
+            .field("device", &self.backend.describe())
+            .field("bytes", &self.record.bytes)
+            .finish()
+    }
+}
+
+/// The abstract socket name at which process `pid` serves pool `pool_id`'s descriptor.
+pub fn broker_name(pool_id: u64, pid: u32) -> String {
+    format!("xmem-device/{pool_id:016x}/{pid}")
+}
+
+impl DevicePool {
+    /// Allocates the device memory for `builder`'s buffers on `backend` and creates the pool.
+    pub fn create(builder: PoolBuilder, backend: impl DeviceBackend + 'static) -> Result<DevicePool> {
+        let backend: Box<dyn DeviceBackend> = Box::new(backend);
+        let builder = builder.alignment_at_least(backend.min_alignment());
+        let need = builder.device_bytes_needed()?;
+        let g = backend.granularity().max(1);
+        let bytes = need.div_ceil(g) * g;
+        let fd = backend.allocate(bytes)?;
+        let mapping = backend.import(&fd, bytes, false)?;
+        let record = DeviceRecord {
+            kind: backend.kind(),
+            uuid: backend.uuid(),
+            bytes,
+        };
+        let pool = builder.device_storage(record).create()?;
+        Self::finish(pool, backend, fd, mapping, None)
+    }
+
+    /// Opens a device pool on `backend`, which must be the pool's kind and device.
+    pub fn open(builder: PoolBuilder, backend: impl DeviceBackend + 'static) -> Result<DevicePool> {
+        let pool = builder.open()?;
+        Self::attach(pool, Box::new(backend))
+    }
+
+    /// Opens a device pool on the backend its header names: the host stand-in, or the CUDA
+    /// device with the recorded UUID (with the `cuda` feature).
+    pub fn open_auto(builder: PoolBuilder) -> Result<DevicePool> {
+        let pool = builder.open()?;
+        let record = device_record(&pool)?;
+        let backend: Box<dyn DeviceBackend> = match record.kind {
+            DeviceKind::HostStandIn => Box::new(HostStandIn::new(pool.name())),
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => Box::new(CudaDevice::by_uuid(record.uuid)?),
+            kind => {
+                return Err(DeviceError::Unavailable {
+                    kind,
+                    reason: "this build has no support for it (build with the `cuda` feature)".into(),
+                })
+            }
+        };
+        Self::attach(pool, backend)
+    }
+
+    fn attach(pool: BufferPool, backend: Box<dyn DeviceBackend>) -> Result<DevicePool> {
+        let record = device_record(&pool)?;
+        if record.kind != backend.kind() || record.uuid != backend.uuid() {
+            return Err(DeviceError::WrongDevice {
+                pool: pool.name().to_string(),
+                want: format!("{:?} {}", record.kind, hex(&record.uuid)),
+                have: backend.describe(),
+            });
+        }
+        let (fd, answered_by) = receive_descriptor(&pool)?;
+        let mapping = backend.import(&fd, record.bytes, false)?;
+        Self::finish(pool, backend, fd, mapping, Some(answered_by))
+    }
+
+    fn finish(
+        pool: BufferPool,
+        backend: Box<dyn DeviceBackend>,
+        fd: OwnedFd,
+        mapping: Box<dyn DeviceMapping>,
+        answered_by: Option<u32>,
+    ) -> Result<DevicePool> {
+        let record = device_record(&pool)?;
+        let fd = Arc::new(fd);
+        let name = broker_name(pool.pool_id(), std::process::id());
+        let broker =
+            FdBroker::serve(&name, fd.clone(), pool.admission()?).map_err(|e| DeviceError::Backend {
+                op: "serve the device descriptor",
+                detail: e.to_string(),
+            })?;
+        Ok(DevicePool {
+            broker,
+            mapping,
+            fd,
+            backend,
+            record,
+            answered_by,
+            pool,
+        })
+    }
+
+    /// The pool: acquire, get, tokens, as for host pools.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    /// The allocation as the pool records it.
+    pub fn record(&self) -> DeviceRecord {
+        self.record
+    }
+
+    /// The pid of the holder that handed this process the descriptor (`None` for the creator).
+    pub fn received_from(&self) -> Option<u32> {
+        self.answered_by
+    }
+
+    /// The device, in words.
+    pub fn describe_device(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// The buffer's address in this process (a device pointer for CUDA).
+    pub fn device_ptr(&self, buffer: &Buffer) -> u64 {
+        self.mapping.base() + self.offset_of(buffer.index())
+    }
+
+    /// The writable buffer's address in this process.
+    pub fn device_ptr_mut(&self, buffer: &BufferMut) -> u64 {
+        self.mapping.base() + self.offset_of(buffer.index())
+    }
+
+    fn offset_of(&self, index: u32) -> u64 {
+        u64::from(index) * self.pool.stride()
+    }
+
+    fn check(&self, at: u64, len: u64) -> Result<()> {
+        let size = self.pool.buffer_size();
+        match at.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(DeviceError::OutOfRange {
+                offset: at,
+                len,
+                size,
+            }),
+        }
+    }
+
+    /// Copies `src` into the writable buffer at byte `at`.
+    pub fn write(&self, buffer: &BufferMut, at: u64, src: &[u8]) -> Result<()> {
+        self.check(at, src.len() as u64)?;
+        self.mapping
+            .copy_from_host(self.offset_of(buffer.index()) + at, src)
+    }
+
+    /// Sets every byte of the writable buffer to `byte`.
+    pub fn fill(&self, buffer: &BufferMut, byte: u8) -> Result<()> {
+        let size = self.pool.buffer_size();
+        self.mapping.fill(self.offset_of(buffer.index()), size, byte)
+    }
+
+    /// Copies the buffer's bytes from `at` into `dst`.
+    pub fn read(&self, buffer: &Buffer, at: u64, dst: &mut [u8]) -> Result<()> {
+        self.check(at, dst.len() as u64)?;
+        self.mapping
+            .copy_to_host(self.offset_of(buffer.index()) + at, dst)
+    }
+
+    /// Waits until this process's queued writes to the allocation are complete: call it before
+    /// a frame's token goes to anyone (a stream publish, a token sent by hand).
+    pub fn synchronize(&self) -> Result<()> {
+        self.mapping.synchronize()
+    }
+
+    /// The descriptor this process holds and serves (a borrowed view: it stays open).
+    pub fn descriptor(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// The name this process serves the descriptor at.
+    pub fn broker(&self) -> &str {
+        self.broker.name()
+    }
+}
+
+fn device_record(pool: &BufferPool) -> Result<DeviceRecord> {
+    pool.device().ok_or_else(|| DeviceError::NotADevicePool {
+        pool: pool.name().to_string(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asks the pool's other live holders, in turn, for the allocation's descriptor, until one
+/// answers or [`HAND_OVER_TIMEOUT`] passes (a holder may be between creating the pool and
+/// serving; holders may die while asked).
+fn receive_descriptor(pool: &BufferPool) -> Result<(OwnedFd, u32)> {
+    let deadline = Instant::now() + HAND_OVER_TIMEOUT;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let mut tried = Vec::new();
+        let peers = pool.attached_peers();
+        if peers.is_empty() {
+            return Err(DeviceError::MemoryGone {
+                pool: pool.name().to_string(),
+            });
+        }
+        for pid in peers {
+            let name = broker_name(pool.pool_id(), pid);
+            match fdpass::request_fd(&name, pid, Duration::from_secs(1)) {
+                Ok(fd) => return Ok((fd, pid)),
+                // Refusals and impostors will not change by asking again.
+                Err(e @ (FdPassError::Refused { .. } | FdPassError::Impostor { .. })) => {
+                    return Err(DeviceError::Backend {
+                        op: "receive the device descriptor",
+                        detail: e.to_string(),
+                    })
+                }
+                Err(e) => tried.push(format!("pid {pid}: {e}")),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(DeviceError::NoHolderAnswered {
+                pool: pool.name().to_string(),
+                tried: tried.join("; "),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
