@@ -24,7 +24,7 @@
 //! // … in another process:
 //! let pool = DevicePool::open_auto(xmem_core::BufferPool::builder("frames"))?;
 //! let frame = pool.pool().get(token)?;
-//! let ptr = pool.device_ptr(&frame);              // for a kernel, or DLPack
+//! let ptr = pool.device_ptr(&frame)?;             // for a kernel, or DLPack
 //! # let _ = ptr; Ok(()) }
 //! ```
 
@@ -33,6 +33,7 @@ mod backend;
 mod cuda;
 mod error;
 mod stand_in;
+mod stream;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub use backend::{DeviceBackend, DeviceMapping};
 pub use cuda::CudaDevice;
 pub use error::{DeviceError, Result};
 pub use stand_in::HostStandIn;
+pub use stream::{DevicePublishError, DevicePublisher, DeviceSubscriber};
 
 /// How long an opener keeps asking holders for the descriptor: covers a creator between
 /// making the pool and starting its broker.
@@ -184,14 +186,28 @@ impl DevicePool {
         self.backend.describe()
     }
 
-    /// The buffer's address in this process (a device pointer for CUDA).
-    pub fn device_ptr(&self, buffer: &Buffer) -> u64 {
-        self.mapping.base() + self.offset_of(buffer.index())
+    /// The buffer's address in this process (a device pointer for CUDA). The buffer must be
+    /// of this pool: from its handle, or from a stream subscriber's attachment to it.
+    pub fn device_ptr(&self, buffer: &Buffer) -> Result<u64> {
+        self.same_pool(buffer.token().pool_tag())?;
+        Ok(self.mapping.base() + self.offset_of(buffer.index()))
     }
 
     /// The writable buffer's address in this process.
-    pub fn device_ptr_mut(&self, buffer: &BufferMut) -> u64 {
-        self.mapping.base() + self.offset_of(buffer.index())
+    pub fn device_ptr_mut(&self, buffer: &BufferMut) -> Result<u64> {
+        self.same_pool(buffer.token().pool_tag())?;
+        Ok(self.mapping.base() + self.offset_of(buffer.index()))
+    }
+
+    /// Checks a buffer's pool tag (the low half of its pool's id, which its token carries).
+    fn same_pool(&self, tag: u32) -> Result<()> {
+        if tag != self.pool.pool_id() as u32 {
+            return Err(DeviceError::Pool(xmem_core::Error::WrongPool {
+                reference: format!("a buffer of the pool tagged {tag:08x}"),
+                pool: self.pool.name().to_string(),
+            }));
+        }
+        Ok(())
     }
 
     fn offset_of(&self, index: u32) -> u64 {
@@ -212,6 +228,7 @@ impl DevicePool {
 
     /// Copies `src` into the writable buffer at byte `at`.
     pub fn write(&self, buffer: &BufferMut, at: u64, src: &[u8]) -> Result<()> {
+        self.same_pool(buffer.token().pool_tag())?;
         self.check(at, src.len() as u64)?;
         self.mapping
             .copy_from_host(self.offset_of(buffer.index()) + at, src)
@@ -219,12 +236,14 @@ impl DevicePool {
 
     /// Sets every byte of the writable buffer to `byte`.
     pub fn fill(&self, buffer: &BufferMut, byte: u8) -> Result<()> {
+        self.same_pool(buffer.token().pool_tag())?;
         let size = self.pool.buffer_size();
         self.mapping.fill(self.offset_of(buffer.index()), size, byte)
     }
 
     /// Copies the buffer's bytes from `at` into `dst`.
     pub fn read(&self, buffer: &Buffer, at: u64, dst: &mut [u8]) -> Result<()> {
+        self.same_pool(buffer.token().pool_tag())?;
         self.check(at, dst.len() as u64)?;
         self.mapping
             .copy_to_host(self.offset_of(buffer.index()) + at, dst)

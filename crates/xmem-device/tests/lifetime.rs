@@ -310,3 +310,40 @@ fn a_device_pool_refuses_host_access_and_a_host_pool_is_not_a_device_pool() {
     assert_eq!(dir.entries(), Vec::<String>::new());
     assert!(Path::new(dir.path()).exists());
 }
+
+#[test]
+fn a_stream_over_a_device_pool_delivers_every_frame_with_its_bytes() {
+    let dir = ShmDir::new("stream");
+    let name = unique("devstream");
+    let mut publisher = Peer::start(&["publish", dir.path(), &name, "4", "65536"]);
+    let mut subscribers: Vec<Peer> = (0..2)
+        .map(|_| Peer::start(&["subscribe", dir.path(), &name, "200"]))
+        .collect();
+    for s in &subscribers {
+        assert_eq!(
+            s.from,
+            publisher.pid.to_string(),
+            "the descriptor came from the publisher"
+        );
+    }
+    writeln!(publisher.stdin, "go 200").unwrap();
+    for s in &mut subscribers {
+        let mut line = String::new();
+        s.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "received 200");
+    }
+    let mut line = String::new();
+    publisher.stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "published");
+    for s in subscribers {
+        let mut s = s;
+        assert!(s.child.wait().unwrap().success());
+    }
+    publisher.quit();
+    assert_eq!(
+        dir.entries(),
+        Vec::<String>::new(),
+        "the stream or its pool outlived their users"
+    );
+    assert_eq!(holders_of(&name), Vec::<String>::new());
+}

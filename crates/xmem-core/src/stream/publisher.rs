@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::object::{self, CreateOutcome, CreateSpec, ObjectKind};
 use crate::os::process::pidfd_exited;
 use crate::os::{futex, time, Liveness, ProcessIdentity, ShmDir};
-use crate::pool::{Buffer, BufferMut, BufferPool, HintBatching, SlotState};
+use crate::pool::{Buffer, BufferMut, BufferPool, HintBatching, PoolBuilder, SlotState};
 use crate::segment::seqlock;
 
 /// How often the publisher looks for subscribers that died (one `poll` of their pidfds).
@@ -123,34 +123,73 @@ impl PublisherBuilder {
     /// in use and has the same configuration) and becomes its only publisher. A stream whose
     /// publisher died is replaced; one whose publisher lives gives [`Error::PublisherExists`].
     pub fn create(&self) -> Result<Publisher> {
-        let path = object::path_of(&self.dir, &self.name)?;
-        object::refuse_hugetlbfs(&self.dir, "a stream")?;
-        let depth = match self.policy {
-            Policy::Latest => 1,
-            _ => self.depth.unwrap_or(4),
-        };
-        let layout = StreamLayout::compute(depth, self.max_subscribers, self.history)?;
-        if self.buffer_size == 0 {
-            return Err(Error::InvalidConfig(
-                "a stream needs a frame size (PublisherBuilder::buffer_size)".into(),
-            ));
-        }
+        self.check()?;
         // A live publisher first: its pool would otherwise answer with a configuration mismatch.
-        if let Some(pid) = object::live_owner(&path, ObjectKind::Stream) {
-            return Err(Error::PublisherExists {
-                name: self.name.clone(),
-                pid,
-            });
-        }
-        let pool_name = pool_name_of(&self.name)?;
-        let pool = BufferPool::builder(&pool_name)
+        self.refuse_live_publisher()?;
+        let pool = self.pool_builder()?.open_or_create()?;
+        self.create_on(pool)
+    }
+
+    /// The builder of the pool [`create`](Self::create) would make (`NAME.pool`, this
+    /// directory, mode and buffer configuration): for a caller that makes the pool itself, a
+    /// device pool for instance, and then calls [`create_with_pool`](Self::create_with_pool).
+    pub fn pool_builder(&self) -> Result<PoolBuilder> {
+        Ok(BufferPool::builder(&pool_name_of(&self.name)?)
             .directory(self.dir.path())
             .buffers(self.buffers)
             .buffer_size(self.buffer_size)
             .alignment(self.alignment)
             .mode(self.mode)
-            .spin(self.spin)
-            .open_or_create()?;
+            .spin(self.spin))
+    }
+
+    /// Creates the stream over `pool`, which must be the one [`pool_builder`](Self::pool_builder)
+    /// names (subscribers find it by that name).
+    pub fn create_with_pool(&self, pool: BufferPool) -> Result<Publisher> {
+        self.check()?;
+        let want = object::path_of(&self.dir, &pool_name_of(&self.name)?)?;
+        if pool.path() != want {
+            return Err(Error::InvalidConfig(format!(
+                "stream {}'s pool must be {}, not {}",
+                self.name,
+                want.display(),
+                pool.path().display()
+            )));
+        }
+        self.refuse_live_publisher()?;
+        self.create_on(pool)
+    }
+
+    fn check(&self) -> Result<()> {
+        object::path_of(&self.dir, &self.name)?;
+        object::refuse_hugetlbfs(&self.dir, "a stream")?;
+        if self.buffer_size == 0 {
+            return Err(Error::InvalidConfig(
+                "a stream needs a frame size (PublisherBuilder::buffer_size)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn refuse_live_publisher(&self) -> Result<()> {
+        let path = object::path_of(&self.dir, &self.name)?;
+        match object::live_owner(&path, ObjectKind::Stream) {
+            Some(pid) => Err(Error::PublisherExists {
+                name: self.name.clone(),
+                pid,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn create_on(&self, pool: BufferPool) -> Result<Publisher> {
+        let path = object::path_of(&self.dir, &self.name)?;
+        let pool_name = pool.name().to_string();
+        let depth = match self.policy {
+            Policy::Latest => 1,
+            _ => self.depth.unwrap_or(4),
+        };
+        let layout = StreamLayout::compute(depth, self.max_subscribers, self.history)?;
         // Small frames: loans claim several free hints at a time (see `HintBatching`, and the
         // subscriber's side for why large frames do not).
         if self.buffer_size <= super::BATCH_HINTS_UP_TO {

@@ -53,6 +53,12 @@ impl SubscriberBuilder {
         self
     }
 
+    /// The builder that opens the stream's pool (`NAME.pool` in the stream's directory): for
+    /// a caller that must attach to the pool itself first, a device pool's for instance.
+    pub fn pool_builder(&self) -> Result<crate::PoolBuilder> {
+        Ok(BufferPool::builder(&super::layout::pool_name_of(&self.name)?).directory(self.dir.path()))
+    }
+
     /// How long a blocking receive spins before it sleeps (default 20 µs: waking a sleeping
     /// thread costs tens of µs on a VM).
     pub fn spin(mut self, spin: Duration) -> Self {

@@ -6,6 +6,10 @@
 //! device-peer create DIR NAME COUNT SIZE [MODE] [--cuda]  → ready pid=P from=none …
 //! device-peer open DIR NAME                                → ready pid=P from=Q …
 //! device-peer ask BROKER PID                               → granted | refused: … | error: …
+//! device-peer publish DIR STREAM COUNT SIZE               → ready …; then `go N`: N frames,
+//!                                                            frame k filled with k as u8
+//! device-peer subscribe DIR STREAM N                       → ready …; then `received N` once
+//!                                                            N frames were checked
 //! commands: fill SEED N | hold TOKEN SEED | check TOKEN SEED | free | drop | quit
 //! ```
 
@@ -45,6 +49,8 @@ fn main() {
             }
         }
         "open" => DevicePool::open_auto(BufferPool::builder(&arg(2)).directory(arg(1))),
+        "publish" => return publish(&arg(1), &arg(2), &arg(3), &arg(4)),
+        "subscribe" => return subscribe(&arg(1), &arg(2), &arg(3)),
         _ => usage(),
     };
     let pool = match pool {
@@ -155,4 +161,72 @@ fn check(pool: &DevicePool, token: &str, seed: u8) -> Result<Buffer, String> {
         None => Ok(frame),
         Some(at) => Err(format!("byte {at} is {} not {seed}", bytes[at])),
     }
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    println!("error: {e}");
+    std::process::exit(1);
+}
+
+fn publish(dir: &str, stream: &str, count: &str, size: &str) {
+    let builder = xmem_core::stream::Publisher::builder(stream)
+        .directory(dir)
+        .buffers(count.parse().unwrap_or_else(|_| usage()))
+        .buffer_size(size.parse().unwrap_or_else(|_| usage()))
+        // Every frame reaches every subscriber: the test checks them all.
+        .policy(xmem_core::stream::Policy::Block {
+            timeout: Duration::from_secs(10),
+        });
+    let mut publisher =
+        xmem_device::DevicePublisher::create(builder, HostStandIn::new(stream)).unwrap_or_else(|e| fail(e));
+    say(&format!("ready pid={} from=none", std::process::id()));
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["go", n] => {
+                for k in 0..n.parse::<u64>().unwrap_or(0) {
+                    let mut frame = publisher.loan().unwrap_or_else(|e| fail(e));
+                    frame.set_sequence(k);
+                    publisher
+                        .device()
+                        .fill(&frame, k as u8)
+                        .unwrap_or_else(|e| fail(e));
+                    publisher.publish(frame).unwrap_or_else(|e| fail(e));
+                }
+                say("published");
+            }
+            _ => break,
+        }
+    }
+}
+
+fn subscribe(dir: &str, stream: &str, n: &str) {
+    let n: u64 = n.parse().unwrap_or_else(|_| usage());
+    let builder = xmem_core::stream::Subscriber::builder(stream).directory(dir);
+    let mut subscriber = xmem_device::DeviceSubscriber::open(builder).unwrap_or_else(|e| fail(e));
+    let from = subscriber.device().received_from().unwrap_or(0);
+    say(&format!("ready pid={} from={from}", std::process::id()));
+    let mut bytes = Vec::new();
+    for _ in 0..n {
+        let frame = match subscriber.receive_timeout(Duration::from_secs(10)) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => fail("no frame within 10 s"),
+            Err(e) => fail(e),
+        };
+        bytes.resize(frame.len(), 0);
+        subscriber
+            .device()
+            .read(&frame, 0, &mut bytes)
+            .unwrap_or_else(|e| fail(e));
+        let k = frame.sequence() as u8;
+        if let Some(at) = bytes.iter().position(|&b| b != k) {
+            fail(format!(
+                "frame {}: byte {at} is {} not {k}",
+                frame.sequence(),
+                bytes[at]
+            ));
+        }
+    }
+    say(&format!("received {n}"));
 }
