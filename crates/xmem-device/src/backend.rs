@@ -25,6 +25,9 @@ pub trait DeviceBackend: Send + Sync {
     fn import(&self, fd: &OwnedFd, bytes: u64, read_only: bool) -> Result<Box<dyn DeviceMapping>>;
     /// How to name the device in messages ("cuda GPU-…", "host stand-in").
     fn describe(&self) -> String;
+    /// DLPack's `(device_type, device_id)` of this memory in this process: `(2, ordinal)` for
+    /// CUDA, `(1, 0)` (kDLCPU) for the host stand-in.
+    fn dlpack_device(&self) -> (i32, i32);
 }
 
 /// One process's mapping of an allocation, unmapped on drop. Offsets are from its start.
@@ -46,4 +49,11 @@ pub trait DeviceMapping: Send + Sync {
     /// Waits until every write this process queued on the allocation is complete: what a
     /// publisher does before its frame becomes visible.
     fn synchronize(&self) -> Result<()>;
+    /// Waits until the work queued on a consumer's `stream` is complete (a `CUstream` as an
+    /// integer; 1 and 2 are CUDA's legacy and per-thread default streams, as DLPack passes
+    /// them): what a consumer does before its reference to a frame goes back.
+    fn wait_stream(&self, stream: usize) -> Result<()> {
+        let _ = stream;
+        self.synchronize()
+    }
 }

@@ -78,6 +78,10 @@ impl DeviceBackend for CudaDevice {
         }))
     }
 
+    fn dlpack_device(&self) -> (i32, i32) {
+        (2, self.device.ordinal())
+    }
+
     fn describe(&self) -> String {
         format!(
             "cuda:{} (GPU-{})",
@@ -115,5 +119,9 @@ impl DeviceMapping for CudaMapping {
 
     fn synchronize(&self) -> Result<()> {
         self.device.synchronize().map_err(cuda)
+    }
+
+    fn wait_stream(&self, stream: usize) -> Result<()> {
+        self.device.synchronize_stream(stream).map_err(cuda)
     }
 }

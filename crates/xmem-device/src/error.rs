@@ -31,7 +31,7 @@ pub enum DeviceError {
     },
     /// No device memory of this kind can be used here (no driver, no device, a build without
     /// the feature).
-    #[error("{kind:?} device memory is unavailable: {reason}")]
+    #[error("{kind} device memory is unavailable: {reason}")]
     Unavailable {
         /// The kind asked for.
         kind: DeviceKind,

@@ -131,7 +131,7 @@ impl DevicePool {
         if record.kind != backend.kind() || record.uuid != backend.uuid() {
             return Err(DeviceError::WrongDevice {
                 pool: pool.name().to_string(),
-                want: format!("{:?} {}", record.kind, hex(&record.uuid)),
+                want: format!("{} {}", record.kind, hex(&record.uuid)),
                 have: backend.describe(),
             });
         }
@@ -249,10 +249,29 @@ impl DevicePool {
             .copy_to_host(self.offset_of(buffer.index()) + at, dst)
     }
 
+    /// Copies the writable buffer's bytes from `at` into `dst` (a writer checking its work).
+    pub fn read_own(&self, buffer: &BufferMut, at: u64, dst: &mut [u8]) -> Result<()> {
+        self.same_pool(buffer.token().pool_tag())?;
+        self.check(at, dst.len() as u64)?;
+        self.mapping
+            .copy_to_host(self.offset_of(buffer.index()) + at, dst)
+    }
+
     /// Waits until this process's queued writes to the allocation are complete: call it before
     /// a frame's token goes to anyone (a stream publish, a token sent by hand).
     pub fn synchronize(&self) -> Result<()> {
         self.mapping.synchronize()
+    }
+
+    /// DLPack's `(device_type, device_id)` of the buffers in this process.
+    pub fn dlpack_device(&self) -> (i32, i32) {
+        self.backend.dlpack_device()
+    }
+
+    /// Waits until the work queued on a consumer's CUDA `stream` is complete (see
+    /// [`DeviceMapping::wait_stream`]).
+    pub fn wait_stream(&self, stream: usize) -> Result<()> {
+        self.mapping.wait_stream(stream)
     }
 
     /// The descriptor this process holds and serves (a borrowed view: it stays open).

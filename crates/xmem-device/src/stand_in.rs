@@ -93,6 +93,10 @@ impl DeviceBackend for HostStandIn {
     fn describe(&self) -> String {
         "the host stand-in".into()
     }
+
+    fn dlpack_device(&self) -> (i32, i32) {
+        (1, 0)
+    }
 }
 
 struct StandInMapping {

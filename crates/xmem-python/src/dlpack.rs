@@ -114,6 +114,8 @@ pub struct Export {
     /// In elements, as DLPack wants them.
     pub strides: Vec<i64>,
     pub read_only: bool,
+    /// Where `data` is: [`CPU`], or a CUDA device.
+    pub device: DLDevice,
     /// Kept alive until the consumer is done; `on_release` is called with it then.
     pub owner: Py<PyAny>,
     pub on_release: fn(&Bound<'_, PyAny>),
@@ -130,7 +132,7 @@ pub fn capsule(py: Python<'_>, e: Export, versioned: bool) -> PyResult<Py<PyAny>
     });
     let tensor = DLTensor {
         data: e.data,
-        device: CPU,
+        device: e.device,
         ndim: ctx.shape.len() as i32,
         dtype: data_type(e.dtype),
         shape: ctx.shape.as_mut_ptr(),

@@ -45,6 +45,7 @@ kinds! {
     QueueFull: "A subscriber's queue stayed full past the timeout (Block policy).",
     TooManySubscribers: "The stream has no free subscriber record.",
     OsError: "A system call failed.",
+    DeviceError: "Device memory is unavailable here (no driver, no device, a build without CUDA), or a device pool's memory could not be reached.",
 }
 
 /// The Python exception for `e`.
@@ -90,6 +91,7 @@ pub fn to_py(e: Error) -> PyErr {
         Error::PublisherGone { .. } => PublisherGone::new_err(msg),
         Error::QueueFull { .. } => QueueFull::new_err(msg),
         Error::TooManySubscribers { .. } => TooManySubscribers::new_err(msg),
+        Error::DeviceStorage { .. } => DeviceError::new_err(msg),
         _ => OsError::new_err(msg),
     }
 }

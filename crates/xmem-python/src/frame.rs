@@ -37,6 +37,19 @@ macro_rules! read_guard {
     };
 }
 
+/// Where a device pool's frame is in this process, and the pool that keeps it mapped.
+pub struct DeviceView {
+    /// The buffer's first byte, in this process's mapping of the allocation.
+    pub base: u64,
+    /// DLPack's device of it.
+    pub dl: dlpack::DLDevice,
+    /// Keeps the mapping alive while the frame (and its views) live.
+    pub pool: std::sync::Arc<xmem_device::DevicePool>,
+    /// CUDA streams given to `__dlpack__`: the work they queued on the frame must be done
+    /// before its reference goes back to the pool (DLPack's deleter gets no stream).
+    pub consumer_streams: Vec<usize>,
+}
+
 /// A reference to one buffer of a pool: dtype, shape, strides and metadata, usable as
 /// `np.asarray(frame)` (buffer protocol) and `np.from_dlpack(frame)` / `torch.from_dlpack(frame)`
 /// without copying. Read-only frames give read-only arrays.
@@ -48,6 +61,8 @@ pub struct Frame {
     exports: usize,
     /// `release()` (or leaving a `with` block) while views were alive: let go with the last.
     release_when_unviewed: bool,
+    /// For a device pool's frame: where it is.
+    pub(crate) device: Option<DeviceView>,
 }
 
 impl Frame {
@@ -58,6 +73,7 @@ impl Frame {
             desc,
             exports: 0,
             release_when_unviewed: false,
+            device: None,
         })
     }
 
@@ -68,6 +84,7 @@ impl Frame {
             desc,
             exports: 0,
             release_when_unviewed: false,
+            device: None,
         })
     }
 
@@ -78,6 +95,7 @@ impl Frame {
             desc: TensorDesc::bytes(0),
             exports: 0,
             release_when_unviewed: false,
+            device: None,
         }
     }
 
@@ -122,6 +140,14 @@ impl Frame {
     /// The data's first element and whether it is read-only.
     fn data(&mut self) -> PyResult<(*mut u8, bool)> {
         let offset = self.desc.byte_offset() as usize;
+        if let Some(device) = &self.device {
+            let read_only = match &self.guard {
+                Guard::Read(_) => true,
+                Guard::Write(_) => false,
+                Guard::Released => return Err(Self::released()),
+            };
+            return Ok(((device.base as usize + offset) as *mut u8, read_only));
+        }
         let (base, read_only) = match &mut self.guard {
             Guard::Read(b) => (b.bytes().as_ptr().cast_mut(), true),
             Guard::Write(b) => (b.bytes_mut().as_mut_ptr(), false),
@@ -136,10 +162,63 @@ impl Frame {
     }
 
     fn unviewed(&mut self) {
+        if let Some(device) = &mut self.device {
+            // The consumer's queued work on the frame ends before the frame can let go.
+            for stream in device.consumer_streams.drain(..) {
+                let waited = if stream == WHOLE_DEVICE {
+                    device.pool.synchronize()
+                } else {
+                    device.pool.wait_stream(stream)
+                };
+                if let Err(e) = waited {
+                    eprintln!("xmem: waiting for a consumer's CUDA stream before releasing a frame: {e}");
+                }
+            }
+        }
         self.exports = self.exports.saturating_sub(1);
         if self.exports == 0 && self.release_when_unviewed {
             self.guard = Guard::Released;
         }
+    }
+}
+
+impl Frame {
+    fn dl_device(&self) -> dlpack::DLDevice {
+        self.device.as_ref().map_or(dlpack::CPU, |d| d.dl)
+    }
+}
+
+/// A consumer stream that stands for "every stream of the device".
+const WHOLE_DEVICE: usize = usize::MAX;
+
+/// The consumer's stream as DLPack's `__dlpack__(stream=…)` gives it, checked: host memory
+/// takes only `None`; on CUDA `None` means the legacy default stream (1), `-1` asks for no
+/// synchronisation (the frame's release then waits for the whole device), `0` is refused as
+/// ambiguous, anything else is a `cudaStream_t`.
+fn dlpack_stream(device: dlpack::DLDevice, stream: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    if device.device_type == dlpack::CPU.device_type {
+        return match stream {
+            None => Ok(None),
+            Some(s) if s.is_none() => Ok(None),
+            Some(_) => Err(PyBufferError::new_err(
+                "a host frame takes no stream (stream=None)",
+            )),
+        };
+    }
+    let value: Option<i64> = match stream {
+        None => None,
+        Some(s) if s.is_none() => None,
+        Some(s) => Some(s.extract()?),
+    };
+    match value {
+        None => Ok(Some(1)),
+        Some(0) => Err(PyBufferError::new_err(
+            "stream=0 is ambiguous in DLPack; pass 1 (legacy default), 2 (per-thread default) or a cudaStream_t",
+        )),
+        // Unknown stream: the release waits for the whole device.
+        Some(-1) => Ok(Some(WHOLE_DEVICE)),
+        Some(s) if s > 0 => Ok(Some(s as usize)),
+        Some(s) => Err(PyBufferError::new_err(format!("stream={s} is not a CUDA stream"))),
     }
 }
 
@@ -438,6 +517,15 @@ impl Frame {
             return Err(PyBufferError::new_err("no view to fill"));
         }
         let mut this = slf.borrow_mut();
+        if this
+            .device
+            .as_ref()
+            .is_some_and(|d| d.dl.device_type != dlpack::CPU.device_type)
+        {
+            return Err(PyBufferError::new_err(
+                "this frame is in GPU memory: use torch.from_dlpack(frame) or cupy.from_dlpack(frame), not numpy",
+            ));
+        }
         let (data, read_only) = this.data()?;
         if read_only && flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
             return Err(PyBufferError::new_err(
@@ -524,14 +612,16 @@ impl Frame {
         dl_device: Option<(i32, i32)>,
         copy: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
-        let _ = stream; // host memory: no stream to order work on
+        let here = slf.borrow().dl_device();
         if let Some((t, id)) = dl_device {
-            if (t, id) != (dlpack::CPU.device_type, dlpack::CPU.device_id) {
+            if (t, id) != (here.device_type, here.device_id) {
                 return Err(PyBufferError::new_err(format!(
-                    "this frame is in host memory (kDLCPU); it cannot be exported to device ({t}, {id})"
+                    "this frame is on device ({}, {}); it cannot be exported to device ({t}, {id})",
+                    here.device_type, here.device_id
                 )));
             }
         }
+        let consumer_stream = dlpack_stream(here, stream)?;
         if copy == Some(true) {
             return Err(PyBufferError::new_err(
                 "xmem exports views, never copies; copy the array you get instead",
@@ -548,6 +638,7 @@ impl Frame {
                 shape: desc.shape().iter().map(|&d| d as i64).collect(),
                 strides: desc.strides().to_vec(),
                 read_only,
+                device: this.dl_device(),
                 owner: slf.clone().into_any().unbind(),
                 on_release: |owner| {
                     if let Ok(f) = owner.cast::<Frame>() {
@@ -558,6 +649,9 @@ impl Frame {
                 },
             };
             this.exports += 1;
+            if let (Some(device), Some(stream)) = (&mut this.device, consumer_stream) {
+                device.consumer_streams.push(stream);
+            }
             e
         };
         let versioned = max_version.is_some_and(|(major, _)| major >= 1);
@@ -565,6 +659,14 @@ impl Frame {
     }
 
     fn __dlpack_device__(&self) -> (i32, i32) {
-        (dlpack::CPU.device_type, dlpack::CPU.device_id)
+        let d = self.dl_device();
+        (d.device_type, d.device_id)
+    }
+
+    /// The frame's first element's address in this process (a CUDA device pointer for a CUDA
+    /// pool's frame).
+    #[getter]
+    fn data_ptr(&mut self) -> PyResult<u64> {
+        Ok(self.data()?.0 as u64)
     }
 }

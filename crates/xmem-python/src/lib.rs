@@ -4,6 +4,7 @@
 //! Every Python class wraps the Rust type of the same name in `xmem-core`; blocking calls
 //! release the GIL (`wait.rs`), errors map to one exception class per kind (`errors.rs`).
 
+mod device;
 mod dlpack;
 mod errors;
 mod frame;
@@ -21,6 +22,8 @@ fn _xmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<frame::Frame>()?;
     m.add_class::<pool::Pool>()?;
+    m.add_class::<device::DevicePool>()?;
+    m.add("CUDA_BUILT", cfg!(feature = "cuda"))?;
     m.add_class::<stream::Publisher>()?;
     m.add_class::<stream::Subscriber>()?;
     m.add_class::<segment::SegmentWriter>()?;

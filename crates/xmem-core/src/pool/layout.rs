@@ -123,6 +123,15 @@ impl DeviceKind {
     }
 }
 
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceKind::HostStandIn => "host stand-in",
+            DeviceKind::Cuda => "CUDA",
+        })
+    }
+}
+
 /// A device pool's allocation, as its header records it: enough for an opener to find the
 /// device (by UUID, since ordinals differ between processes) and to check what it imports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

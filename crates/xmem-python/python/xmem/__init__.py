@@ -26,6 +26,8 @@ from ._xmem import __version__, DTYPES  # noqa: F401
 __all__ = [
     "Frame",
     "Pool",
+    "DevicePool",
+    "CUDA_BUILT",
     "Publisher",
     "Subscriber",
     "SegmentWriter",
@@ -61,4 +63,5 @@ __all__ = [
     "QueueFull",
     "TooManySubscribers",
     "OsError",
+    "DeviceError",
 ]
