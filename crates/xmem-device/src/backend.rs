@@ -57,3 +57,31 @@ pub trait DeviceMapping: Send + Sync {
         self.synchronize()
     }
 }
+
+/// A backend chosen at run time (`Box<dyn DeviceBackend>`) is a backend.
+impl<B: DeviceBackend + ?Sized> DeviceBackend for Box<B> {
+    fn kind(&self) -> DeviceKind {
+        (**self).kind()
+    }
+    fn uuid(&self) -> [u8; 16] {
+        (**self).uuid()
+    }
+    fn granularity(&self) -> u64 {
+        (**self).granularity()
+    }
+    fn min_alignment(&self) -> u32 {
+        (**self).min_alignment()
+    }
+    fn allocate(&self, bytes: u64) -> Result<OwnedFd> {
+        (**self).allocate(bytes)
+    }
+    fn import(&self, fd: &OwnedFd, bytes: u64, read_only: bool) -> Result<Box<dyn DeviceMapping>> {
+        (**self).import(fd, bytes, read_only)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn dlpack_device(&self) -> (i32, i32) {
+        (**self).dlpack_device()
+    }
+}

@@ -191,6 +191,65 @@ fn bad_names_missing_and_damaged_objects_fail_with_one_line() {
 }
 
 #[test]
+fn the_device_demo_hands_device_frames_to_every_consumer_and_inspect_shows_the_allocation() {
+    let scope = ShmScope::new("clidevice");
+    let dir = Dir::new(&scope);
+    let out = dir.ok(&[
+        "demo",
+        "--device",
+        "host",
+        "--duration",
+        "300ms",
+        "--consumers",
+        "2",
+        "--width",
+        "320",
+        "--height",
+        "240",
+    ]);
+    assert!(out.contains("xmem demo on the host stand-in"), "{out}");
+    let produced = out
+        .lines()
+        .find(|l| l.starts_with("publisher"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap();
+    assert!(produced > 0, "{out}");
+    let subscribers: Vec<&str> = out.lines().filter(|l| l.starts_with("subscriber")).collect();
+    assert_eq!(subscribers.len(), 2, "{out}");
+    for l in subscribers {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(
+            words[2].parse::<u64>().unwrap(),
+            produced,
+            "every frame reached: {l}"
+        );
+        assert_eq!(*words.last().unwrap(), "0", "no damaged frame: {l}");
+    }
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+
+    let builder = BufferPool::builder("gpu")
+        .directory(&dir.path)
+        .buffers(3)
+        .buffer_size(5000);
+    let pool = xmem_device::DevicePool::create(builder, xmem_device::HostStandIn::new("gpu")).unwrap();
+    let text = dir.ok(&["inspect", "gpu"]);
+    assert!(text.contains("Device storage"), "{text}");
+    assert!(
+        text.contains("device: host-stand-in 00000000-0000-0000-0000-000000000000, one allocation of"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&dir.ok(&["inspect", "gpu", "--format", "json"])).unwrap();
+    assert_eq!(json["storage"], "device");
+    assert_eq!(json["device"]["kind"], "host-stand-in");
+    assert_eq!(json["device"]["allocation_bytes"], pool.record().bytes);
+    assert!(pool.record().bytes >= 3 * 5120, "{:?}", pool.record());
+    drop(pool);
+    assert!(dir.files().is_empty(), "{:?}", dir.files());
+}
+
+#[test]
 fn the_demo_runs_hands_frames_to_every_consumer_and_leaves_nothing() {
     let scope = ShmScope::new("clidemo");
     let dir = Dir::new(&scope);

@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// Leave out the second part: the same frames as an SHM Tensor Pool over Aeron.
     #[arg(long)]
     no_tensor_pool: bool,
+    /// Put the stream's buffers in device memory instead: `cuda`, `cuda:N`, or `host` (a
+    /// stand-in with the same hand-over between processes, for machines without a GPU).
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,6 +53,9 @@ pub struct ConsumerArgs {
     /// Expected frame shape, `HxWxC`.
     #[arg(long)]
     shape: String,
+    /// The stream is a device stream (`xmem demo --device`).
+    #[arg(long)]
+    device: bool,
 }
 
 /// Parses `3s`, `250ms`, `2m`, `1h`, `1.5s`.
@@ -96,6 +103,16 @@ struct Consumer {
 pub fn run(args: DemoArgs) -> Result<()> {
     if args.consumers == 0 || args.consumers > 32 {
         bail!("--consumers must be 1 to 32");
+    }
+    if let Some(device) = &args.device {
+        return super::demo_device::run(
+            device,
+            args.consumers,
+            args.duration,
+            args.width,
+            args.height,
+            args.buffers,
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
@@ -302,6 +319,9 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 pub fn consumer(args: ConsumerArgs) -> Result<()> {
     // The publisher ends us by closing the stream, also on Ctrl-C; don't die before it does.
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::new(AtomicBool::new(false)))?;
+    if args.device {
+        return super::demo_device::consumer(&args.stream);
+    }
     let shape: Vec<u64> = args
         .shape
         .split('x')

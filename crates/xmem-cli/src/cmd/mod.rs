@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod clean;
 pub mod demo;
+pub mod demo_device;
 pub mod inspect;
 pub mod ls;
 pub mod produce;
