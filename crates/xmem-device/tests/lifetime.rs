@@ -10,7 +10,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use xmem_core::BufferPool;
 use xmem_device::{broker_name, DeviceError, DevicePool, HostStandIn};
 
-const PEER: &str = env!("CARGO_BIN_EXE_device-peer");
+/// The peer: built beside this test, or `XMEM_DEVICE_PEER` (a machine the binaries were
+/// carried to, scripts/device-cuda).
+fn peer() -> String {
+    std::env::var("XMEM_DEVICE_PEER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_device-peer").to_string())
+}
 
 /// A directory of its own under /dev/shm, checked empty and removed at the end.
 struct ShmDir(PathBuf);
@@ -51,7 +55,7 @@ struct Peer {
 
 impl Peer {
     fn start(args: &[&str]) -> Peer {
-        Self::start_with(Command::new(PEER).args(args))
+        Self::start_with(Command::new(peer()).args(args))
     }
 
     fn start_with(cmd: &mut Command) -> Peer {
@@ -244,7 +248,7 @@ fn a_process_the_pools_mode_does_not_admit_is_refused_the_descriptor() {
     let pool = BufferPool::builder(&name).directory(dir.path()).open().unwrap();
     let broker = broker_name(pool.pool_id(), a.pid);
     let ask = |uid: u32| {
-        let out = Command::new(PEER)
+        let out = Command::new(peer())
             .args(["ask", &broker, &a.pid.to_string()])
             .uid(uid)
             .gid(uid)
