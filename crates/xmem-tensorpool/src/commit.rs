@@ -10,7 +10,7 @@
 //! a consumer racing the producer's next lap copies garbage it then discards, never undefined
 //! behaviour.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 
 use xmem_core::segment::seqlock;
 
@@ -94,7 +94,7 @@ impl Producer {
         let index = (seq & u64::from(nslots - 1)) as u32;
         let word = self.ring.commit_word(index);
         // 1. In progress.
-        word.store(commit_word(seq, false), Ordering::Release);
+        steps::begin(word, seq);
         // 2. The payload, in place.
         let payload = pool.slot_ptr(index);
         // SAFETY: payload slot `index` is `stride ≥ values_len` bytes of our writable mapping.
@@ -117,10 +117,8 @@ impl Producer {
         let image = slot.encode();
         // SAFETY: bytes 8..256 of header slot `index` of our mapping (the commit word is apart).
         unsafe { seqlock::store_bytes(self.ring.slot_ptr(index).add(8), &image[8..SLOT_SIZE]) };
-        // 4. Payload and header visible before the commit (coherent memory: a release fence).
-        fence(Ordering::Release);
-        // 5. Committed.
-        word.store(commit_word(seq, true), Ordering::Release);
+        // 4–5. Payload and header visible before the commit, then committed.
+        steps::commit(word, seq);
         self.next_seq += 1;
         Ok(Some(seq))
     }
@@ -283,14 +281,7 @@ impl Consumer {
         let index = (seq & u64::from(nslots - 1)) as u32;
         let word = self.ring.commit_word(index);
         // 2. Committed?
-        let first = word.load(Ordering::Acquire);
-        // Older, or this very frame still being written (a descriptor never announces that).
-        if first >> 1 < seq || first == commit_word(seq, false) {
-            return Err(Drop::NotYet);
-        }
-        if first & 1 == 0 || first >> 1 != seq {
-            return Err(Drop::Late);
-        }
+        let first = steps::committed(word, seq)?;
         // 3. The slot, copied and validated.
         let mut image = [0u8; SLOT_SIZE];
         // SAFETY: header slot `index` lies in the ring's mapping (checked when mapped).
@@ -308,8 +299,7 @@ impl Consumer {
         // 4. The payload: copied out, or looked at in place.
         let r = payload(pool, index, slot.values_len_bytes as usize);
         // 5. Unchanged since step 2?
-        fence(Ordering::Acquire);
-        if word.load(Ordering::Acquire) != first {
+        if !steps::unchanged(word, first) {
             return Err(Drop::Late);
         }
         Ok((Accepted { seq, slot, tensor }, r))
@@ -317,11 +307,10 @@ impl Consumer {
 
     /// A slot that failed to decode or validate while being rewritten is late, not invalid.
     fn late_or(&self, word: &std::sync::atomic::AtomicU64, first: u64, e: crate::Error) -> Drop {
-        fence(Ordering::Acquire);
-        if word.load(Ordering::Acquire) != first {
-            Drop::Late
-        } else {
+        if steps::unchanged(word, first) {
             Drop::Invalid(e)
+        } else {
+            Drop::Late
         }
     }
 
@@ -345,5 +334,104 @@ impl Consumer {
             want = newest.saturating_sub(nslots - 1).max(want);
         }
         self.read(want, out)
+    }
+}
+
+/// The commit word's steps (§3) and their memory orderings, generic over the word so that the
+/// loom model (`model.rs`) checks these very functions.
+///
+/// This is the seqlock of Boehm ("Can seqlocks get along with programming language memory
+/// models?", MSPC 2012), as xmem's segments use it:
+///
+/// ```text
+/// producer                                 consumer
+///   word.store(seq<<1, Release)              first = word.load(Acquire)  — not seq<<1|1: drop
+///   fence(Release)                           copy out (relaxed atomic loads)
+///   write payload and header                 fence(Acquire)
+///   fence(Release)                           word.load(Acquire) == first — else drop (late)
+///   word.store(seq<<1|1, Release)
+/// ```
+///
+/// If the consumer's copy saw any byte of a later lap, its acquire fence synchronises with the
+/// release fence after that lap's in-progress store, so the re-read sees that store (or later)
+/// and differs from `first`. The fence after the in-progress store is what the protocol text
+/// leaves implicit: a release *store* orders what comes before it, not the payload writes after.
+pub(crate) mod steps {
+    use std::sync::atomic::Ordering::{self, Acquire, Release};
+
+    use super::Drop;
+    use crate::layout::commit_word;
+
+    /// A 64-bit commit word: the real one in a mapping, or loom's in the model.
+    pub trait Word {
+        /// `AtomicU64::load`.
+        fn load(&self, order: Ordering) -> u64;
+        /// `AtomicU64::store`.
+        fn store(&self, value: u64, order: Ordering);
+    }
+
+    impl Word for std::sync::atomic::AtomicU64 {
+        #[inline(always)]
+        fn load(&self, order: Ordering) -> u64 {
+            std::sync::atomic::AtomicU64::load(self, order)
+        }
+        #[inline(always)]
+        fn store(&self, value: u64, order: Ordering) {
+            std::sync::atomic::AtomicU64::store(self, value, order)
+        }
+    }
+
+    #[cfg(loom)]
+    impl Word for loom::sync::atomic::AtomicU64 {
+        fn load(&self, order: Ordering) -> u64 {
+            loom::sync::atomic::AtomicU64::load(self, order)
+        }
+        fn store(&self, value: u64, order: Ordering) {
+            loom::sync::atomic::AtomicU64::store(self, value, order)
+        }
+    }
+
+    /// A fence (loom's in the model, so that it sees it).
+    #[inline(always)]
+    pub fn fence(order: Ordering) {
+        #[cfg(loom)]
+        loom::sync::atomic::fence(order);
+        #[cfg(not(loom))]
+        std::sync::atomic::fence(order);
+    }
+
+    /// Producer, step 1: the slot is being rewritten for frame `seq`.
+    #[inline(always)]
+    pub fn begin<W: Word>(word: &W, seq: u64) {
+        word.store(commit_word(seq, false), Release);
+        fence(Release);
+    }
+
+    /// Producer, steps 4–5: what was written is visible, then frame `seq` is committed.
+    #[inline(always)]
+    pub fn commit<W: Word>(word: &W, seq: u64) {
+        fence(Release);
+        word.store(commit_word(seq, true), Release);
+    }
+
+    /// Consumer, step 2: the word to validate against if frame `seq` is committed in it.
+    #[inline(always)]
+    pub fn committed<W: Word>(word: &W, seq: u64) -> Result<u64, Drop> {
+        let first = word.load(Acquire);
+        // Older, or this very frame still being written (a descriptor never announces that).
+        if first >> 1 < seq || first == commit_word(seq, false) {
+            return Err(Drop::NotYet);
+        }
+        if first & 1 == 0 || first >> 1 != seq {
+            return Err(Drop::Late);
+        }
+        Ok(first)
+    }
+
+    /// Consumer, step 5: whether nothing was rewritten since `first` was read.
+    #[inline(always)]
+    pub fn unchanged<W: Word>(word: &W, first: u64) -> bool {
+        fence(Acquire);
+        word.load(Acquire) == first
     }
 }

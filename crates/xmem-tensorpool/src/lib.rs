@@ -19,6 +19,8 @@ pub mod codec;
 pub mod commit;
 pub mod error;
 pub mod layout;
+#[cfg(all(test, loom))]
+mod model;
 pub mod paths;
 pub mod region;
 pub mod stream;
