@@ -246,6 +246,7 @@ fn bridge(
                 assembly_timeout: Duration::from_millis(250),
                 integrity: false,
                 forward: Default::default(),
+                xmem_stream: None,
             },
         )
         .expect("receiver");
@@ -304,6 +305,7 @@ fn bridge(
             integrity: false,
             send_timeout: Duration::from_millis(250),
             forward: Default::default(),
+            xmem_stream: None,
         },
     )
     .expect("sender");

@@ -11,6 +11,7 @@ use xmem_tensorpool::paths::AllowedDirs;
 use xmem_tp_control::{Channels, Endpoint};
 
 use crate::chunk::chunk_size;
+use crate::xmem_stream::XmemStream;
 use crate::{ReceiverOptions, SenderOptions};
 
 const IPC: &str = "aeron:ipc?term-length=4m";
@@ -156,6 +157,14 @@ pub struct Mapping {
     pub source_control_stream_id: Option<u32>,
     #[serde(default)]
     pub dest_control_stream_id: Option<u32>,
+    /// Sender: read this xmem stream (`Publisher`/`Subscriber`) instead of tensor-pool stream
+    /// `source_stream_id` (an xmem key).
+    #[serde(default)]
+    pub source_xmem_stream: Option<String>,
+    /// Receiver: republish into this xmem stream instead of tensor-pool regions; `profile`
+    /// then only gives its buffer count (`header_nslots`, default 8) (an xmem key).
+    #[serde(default)]
+    pub dest_xmem_stream: Option<String>,
 }
 
 /// The whole configuration.
@@ -190,7 +199,7 @@ impl BridgeConfig {
             return Err("mappings: at least one [[mappings]] is needed".into());
         }
         for (i, m) in c.mappings.iter().enumerate() {
-            if m.role == Role::Receiver {
+            if m.role == Role::Receiver && m.dest_xmem_stream.is_none() {
                 let p = c
                     .profiles
                     .get(&m.profile)
@@ -252,13 +261,21 @@ impl BridgeConfig {
             integrity: b.integrity,
             send_timeout: Duration::from_millis(b.assembly_timeout_ms),
             forward: self.forwarding(m),
+            xmem_stream: m.source_xmem_stream.as_ref().map(|name| XmemStream {
+                name: name.clone(),
+                directory: None,
+            }),
         })
     }
 
     /// The receiver of mapping `m`.
     pub fn receiver(&self, m: &Mapping) -> ReceiverOptions {
         let (payload, control) = self.endpoints();
-        let p = &self.profiles[&m.profile];
+        let none = Profile {
+            header_nslots: 8,
+            payload_pools: Vec::new(),
+        };
+        let p = self.profiles.get(&m.profile).unwrap_or(&none);
         ReceiverOptions {
             dest_stream_id: m.dest_stream_id,
             payload,
@@ -277,6 +294,10 @@ impl BridgeConfig {
             assembly_timeout: Duration::from_millis(self.bridge.assembly_timeout_ms),
             integrity: self.bridge.integrity,
             forward: self.forwarding(m),
+            xmem_stream: m.dest_xmem_stream.as_ref().map(|name| XmemStream {
+                name: name.clone(),
+                directory: None,
+            }),
         }
     }
 
@@ -296,5 +317,56 @@ impl BridgeConfig {
             qos: b.forward_qos,
             progress: b.forward_progress,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BRIDGE: &str = r#"
+[bridge]
+payload_channel = "aeron:udp?endpoint=10.0.0.2:40123"
+control_channel = "aeron:udp?endpoint=10.0.0.2:40124"
+"#;
+
+    #[test]
+    fn xmem_streams_at_either_end_need_no_profile() {
+        let text = format!(
+            "{BRIDGE}
+[[mappings]]
+role = \"sender\"
+source_stream_id = 0
+dest_stream_id = 20000
+source_xmem_stream = \"camera\"
+
+[[mappings]]
+role = \"receiver\"
+source_stream_id = 0
+dest_stream_id = 20001
+dest_xmem_stream = \"camera-from-a\"
+"
+        );
+        let c = BridgeConfig::parse(&text).unwrap();
+        let s = c.sender(&c.mappings[0]).unwrap();
+        assert_eq!(s.xmem_stream.unwrap().name, "camera");
+        let r = c.receiver(&c.mappings[1]);
+        assert_eq!(r.xmem_stream.unwrap().name, "camera-from-a");
+        assert_eq!(r.nslots, 8);
+    }
+
+    #[test]
+    fn a_tensor_pool_receiver_still_needs_its_profile() {
+        let text = format!(
+            "{BRIDGE}
+[[mappings]]
+role = \"receiver\"
+source_stream_id = 10000
+dest_stream_id = 20000
+profile = \"camera\"
+"
+        );
+        let err = BridgeConfig::parse(&text).unwrap_err();
+        assert!(err.contains("mappings[0].profile"), "{err}");
     }
 }

@@ -9,6 +9,7 @@
 //! * [`chunk`]: the chunk message at fixed offsets, and chunk sizes.
 //! * [`assembly`]: reassembly by offset with its drop rules and caps.
 //! * [`Sender`], [`Receiver`]: the two ends of a mapping.
+//! * [`xmem_stream`]: either end on an xmem stream instead of a tensor-pool one.
 
 pub mod assembly;
 pub mod chunk;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod forward;
 pub mod receiver;
 pub mod sender;
+pub mod xmem_stream;
 
 pub use receiver::{Receiver, ReceiverOptions, ReceiverStats};
 pub use sender::{Sender, SenderOptions, SenderStats};
@@ -33,4 +35,7 @@ pub enum Error {
     /// The local control plane.
     #[error(transparent)]
     Control(#[from] xmem_tp_control::Error),
+    /// An xmem stream at one end.
+    #[error(transparent)]
+    Stream(xmem_core::Error),
 }

@@ -45,6 +45,9 @@ pub struct ReceiverOptions {
     pub integrity: bool,
     /// Metadata, QoS and progress taken from the bridge onto the local streams.
     pub forward: crate::forward::Forwarding,
+    /// Republish into this xmem stream (with `nslots` buffers) instead of tensor-pool regions
+    /// (`base_dir`, `namespace`, `pools` and forwarding are then unused).
+    pub xmem_stream: Option<crate::xmem_stream::XmemStream>,
 }
 
 /// The receiver is its local stream's exclusive producer: epochs of the stream whose creator
@@ -102,6 +105,15 @@ pub struct ReceiverStats {
     pub forwarded: u64,
 }
 
+/// Where a receiver republishes.
+#[allow(clippy::large_enum_variant)] // one per receiver, made once and never moved
+enum Sink {
+    /// Tensor-pool regions of its own, with their control plane.
+    TensorPool(Producer),
+    /// An xmem stream.
+    Stream(crate::xmem_stream::StreamSink),
+}
+
 /// The receiving end of one mapping.
 pub struct Receiver {
     opts: ReceiverOptions,
@@ -109,7 +121,7 @@ pub struct Receiver {
     control: Subscription,
     assembly: Assembly,
     source: Option<ShmPoolAnnounce>,
-    producer: Producer,
+    sink: Sink,
     stats: ReceiverStats,
     legs: Vec<crate::forward::Leg>,
     /// Chunks of one poll, back to back, and where each is: reused, so that taking a chunk
@@ -122,7 +134,40 @@ impl Receiver {
     /// A receiver over `client` (its host's media driver): subscribes to the bridge channels and
     /// creates the local stream's regions.
     pub fn new(client: &Client, opts: ReceiverOptions) -> Result<Receiver, crate::Error> {
-        let removed = remove_dead_epochs(&opts)?;
+        let (sink, legs) = match &opts.xmem_stream {
+            Some(stream) => (
+                Sink::Stream(crate::xmem_stream::StreamSink::new(stream.clone(), opts.nslots)),
+                Vec::new(),
+            ),
+            None => (Sink::TensorPool(Self::local_stream(client, &opts)?), {
+                crate::forward::legs(
+                    client,
+                    &opts.forward,
+                    &opts.local,
+                    &opts.control,
+                    opts.dest_stream_id,
+                    opts.dest_stream_id,
+                    false,
+                )?
+            }),
+        };
+        Ok(Receiver {
+            legs,
+            inbox: Vec::new(),
+            bounds: Vec::new(),
+            payload: client.subscription(&opts.payload.channel, opts.payload.stream_id)?,
+            control: client.subscription(&opts.control.channel, opts.control.stream_id)?,
+            assembly: Assembly::new(opts.max_payload_bytes, opts.assembly_timeout, opts.integrity),
+            source: None,
+            sink,
+            stats: ReceiverStats::default(),
+            opts,
+        })
+    }
+
+    /// The local tensor-pool stream: its regions (after removing a dead receiver's) and producer.
+    fn local_stream(client: &Client, opts: &ReceiverOptions) -> Result<Producer, crate::Error> {
+        let removed = remove_dead_epochs(opts)?;
         if removed > 0 {
             tracing::info!(
                 stream = opts.dest_stream_id,
@@ -137,7 +182,7 @@ impl Receiver {
         for &(id, stride) in &opts.pools {
             b = b.pool(id, stride);
         }
-        let producer = Producer::new(
+        Ok(Producer::new(
             client,
             b.create()?,
             ProducerOptions {
@@ -145,28 +190,7 @@ impl Receiver {
                 announce_period: opts.announce_period,
                 ..ProducerOptions::default()
             },
-        )?;
-        let legs = crate::forward::legs(
-            client,
-            &opts.forward,
-            &opts.local,
-            &opts.control,
-            opts.dest_stream_id,
-            opts.dest_stream_id,
-            false,
-        )?;
-        Ok(Receiver {
-            legs,
-            inbox: Vec::new(),
-            bounds: Vec::new(),
-            payload: client.subscription(&opts.payload.channel, opts.payload.stream_id)?,
-            control: client.subscription(&opts.control.channel, opts.control.stream_id)?,
-            assembly: Assembly::new(opts.max_payload_bytes, opts.assembly_timeout, opts.integrity),
-            source: None,
-            producer,
-            stats: ReceiverStats::default(),
-            opts,
-        })
+        )?)
     }
 
     /// Counters so far.
@@ -178,9 +202,13 @@ impl Receiver {
         }
     }
 
-    /// The local producer (its announce, epoch and counters).
-    pub fn producer(&self) -> &Producer {
-        &self.producer
+    /// The local producer (its announce, epoch and counters), when republishing into
+    /// tensor-pool regions.
+    pub fn producer(&self) -> Option<&Producer> {
+        match &self.sink {
+            Sink::TensorPool(p) => Some(p),
+            Sink::Stream(_) => None,
+        }
     }
 
     /// The forwarded announce of the source, once one came.
@@ -190,7 +218,10 @@ impl Receiver {
 
     /// One duty cycle: forwarded announces, then chunks; completed frames republished.
     pub fn poll(&mut self) -> Result<usize, crate::Error> {
-        let mut work = self.producer.poll()?;
+        let mut work = match &mut self.sink {
+            Sink::TensorPool(p) => p.poll()?,
+            Sink::Stream(_) => 0,
+        };
         for l in &mut self.legs {
             work += l.poll()?;
         }
@@ -210,6 +241,10 @@ impl Receiver {
             // An older epoch than the one followed is dropped; a newer one is followed.
             if self.source.as_ref().is_none_or(|s| a.epoch >= s.epoch) {
                 self.stats.announces += 1;
+                if let Sink::Stream(sink) = &mut self.sink {
+                    let largest = a.pools.iter().map(|p| p.stride_bytes).max().unwrap_or(0);
+                    sink.ensure(largest).map_err(crate::Error::Stream)?;
+                }
                 self.source = Some(a);
             }
         }
@@ -298,21 +333,31 @@ impl Receiver {
             self.stats.invalid += 1;
             return Ok(());
         }
-        let spec = FrameSpec {
-            tensor: slot.tensor,
-            values_len: slot.values_len_bytes,
-            timestamp_ns: slot.timestamp_ns,
-            meta_version: slot.meta_version,
+        let published = match &mut self.sink {
+            Sink::TensorPool(producer) => {
+                let spec = FrameSpec {
+                    tensor: slot.tensor,
+                    values_len: slot.values_len_bytes,
+                    timestamp_ns: slot.timestamp_ns,
+                    meta_version: slot.meta_version,
+                };
+                // The source's sequence number is kept (a restarted source's lower numbers
+                // cannot be; they follow on from the last).
+                producer.skip_to(frame.seq);
+                producer
+                    .publish(&spec, frame.trace_id, |b| b.copy_from_slice(&frame.payload))?
+                    .is_some()
+            }
+            Sink::Stream(sink) => {
+                let tensor = slot.tensor.validate().expect("validated above");
+                sink.publish(largest_source, frame.seq, &slot, &tensor, &frame.payload)
+                    .map_err(crate::Error::Stream)?
+            }
         };
-        // The source's sequence number is kept (a restarted source's lower numbers cannot be;
-        // they follow on from the last).
-        self.producer.skip_to(frame.seq);
-        match self
-            .producer
-            .publish(&spec, frame.trace_id, |b| b.copy_from_slice(&frame.payload))?
-        {
-            Some(_) => self.stats.frames += 1,
-            None => self.stats.too_large += 1,
+        if published {
+            self.stats.frames += 1;
+        } else {
+            self.stats.too_large += 1;
         }
         Ok(())
     }

@@ -39,6 +39,9 @@ pub struct SenderOptions {
     pub send_timeout: Duration,
     /// Metadata, QoS and progress forwarded besides frames.
     pub forward: crate::forward::Forwarding,
+    /// Read this xmem stream instead of tensor-pool stream `source_stream_id` (whose control
+    /// plane, regions and forwarding options are then unused).
+    pub xmem_stream: Option<crate::xmem_stream::XmemStream>,
 }
 
 /// What a sender did.
@@ -61,7 +64,7 @@ pub struct SenderStats {
 /// The sending end of one mapping.
 pub struct Sender {
     opts: SenderOptions,
-    consumer: Consumer,
+    source: Source,
     payload: Publication,
     control: Publication,
     buf: Vec<u8>,
@@ -69,8 +72,19 @@ pub struct Sender {
     /// The last frame's payload buffer, reused for the next copy (a 1080p frame is 6 MB).
     spare: Vec<u8>,
     next_forward: Instant,
+    /// The epoch of the last announce forwarded: a new one goes out at once.
+    forwarded_epoch: Option<u64>,
     stats: SenderStats,
     legs: Vec<crate::forward::Leg>,
+}
+
+/// Where a sender's frames come from.
+#[allow(clippy::large_enum_variant)] // one per sender, made once and never moved
+enum Source {
+    /// A tensor-pool stream on this host.
+    TensorPool(Consumer),
+    /// An xmem stream on this host.
+    Stream(crate::xmem_stream::StreamSource),
 }
 
 /// A frame being sent: its copy (validated after the copy), and how far it got.
@@ -88,28 +102,41 @@ struct InFlight {
 impl Sender {
     /// A sender over `client` (the local media driver's; UDP channels included).
     pub fn new(client: &Client, opts: SenderOptions) -> Result<Sender, crate::Error> {
-        let mut c = ConsumerOptions::new(opts.source_stream_id, opts.allowed.clone());
-        c.channels = opts.local.clone();
-        c.announce_period = opts.announce_period;
-        let consumer = Consumer::new(client, c)?;
-        let legs = crate::forward::legs(
-            client,
-            &opts.forward,
-            &opts.local,
-            &opts.control,
-            opts.source_stream_id,
-            opts.dest_stream_id,
-            true,
-        )?;
+        let (source, legs) = match &opts.xmem_stream {
+            Some(stream) => (
+                Source::Stream(crate::xmem_stream::StreamSource::new(
+                    stream.clone(),
+                    opts.dest_stream_id,
+                )),
+                Vec::new(),
+            ),
+            None => {
+                let mut c = ConsumerOptions::new(opts.source_stream_id, opts.allowed.clone());
+                c.channels = opts.local.clone();
+                c.announce_period = opts.announce_period;
+                let consumer = Consumer::new(client, c)?;
+                let legs = crate::forward::legs(
+                    client,
+                    &opts.forward,
+                    &opts.local,
+                    &opts.control,
+                    opts.source_stream_id,
+                    opts.dest_stream_id,
+                    true,
+                )?;
+                (Source::TensorPool(consumer), legs)
+            }
+        };
         Ok(Sender {
             legs,
             payload: client.publication(&opts.payload.channel, opts.payload.stream_id)?,
             control: client.publication(&opts.control.channel, opts.control.stream_id)?,
-            consumer,
+            source,
             buf: Vec::with_capacity(64 * 1024 + 512),
             in_flight: None,
             spare: Vec::new(),
             next_forward: Instant::now(),
+            forwarded_epoch: None,
             stats: SenderStats::default(),
             opts,
         })
@@ -123,9 +150,12 @@ impl Sender {
         }
     }
 
-    /// The local consumer (its state and drops).
-    pub fn consumer(&self) -> &Consumer {
-        &self.consumer
+    /// The local consumer (its state and drops), when the source is a tensor-pool stream.
+    pub fn consumer(&self) -> Option<&Consumer> {
+        match &self.source {
+            Source::TensorPool(c) => Some(c),
+            Source::Stream(_) => None,
+        }
     }
 
     /// Whether the other end's receiver is connected to the payload channel.
@@ -142,40 +172,53 @@ impl Sender {
             work += l.poll()?;
         }
         if self.in_flight.is_none() {
-            let mut next = None;
             let mut payload = std::mem::take(&mut self.spare);
-            work += self.consumer.poll(1, |f| {
-                payload.clear();
-                payload.extend_from_slice(f.bytes);
-                next = Some(InFlight {
-                    epoch: f.descriptor.epoch,
-                    seq: f.descriptor.seq,
-                    trace_id: f.descriptor.trace_id,
-                    header: f.accepted.slot.encode(),
-                    payload: Vec::new(),
-                    next_index: 0,
-                    count: 0,
-                    started: Instant::now(),
-                });
-            })?;
-            match &mut next {
-                Some(f) => f.payload = payload,
+            let next = match &mut self.source {
+                Source::TensorPool(consumer) => {
+                    let mut next = None;
+                    work += consumer.poll(1, |f| {
+                        payload.clear();
+                        payload.extend_from_slice(f.bytes);
+                        next = Some((
+                            f.descriptor.epoch,
+                            f.descriptor.seq,
+                            f.descriptor.trace_id,
+                            f.accepted.slot.encode(),
+                        ));
+                    })?;
+                    next
+                }
+                Source::Stream(source) => source
+                    .next(&mut payload)
+                    .map(|(epoch, f)| (epoch, f.seq, 0, f.header)),
+            };
+            match next {
+                Some((epoch, seq, trace_id, header)) => {
+                    work += 1;
+                    let f = InFlight {
+                        epoch,
+                        seq,
+                        trace_id,
+                        header,
+                        payload,
+                        next_index: 0,
+                        count: 0,
+                        started: Instant::now(),
+                    };
+                    self.start(f);
+                    work += self.continue_frame();
+                }
                 None => self.spare = payload,
             }
-            if let Some(mut f) = next {
-                match chunk_count(f.payload.len() as u32, self.opts.chunk_size) {
-                    Some(count) => {
-                        f.count = count;
-                        self.in_flight = Some(f);
-                        work += self.continue_frame();
-                    }
-                    None => self.stats.too_large += 1,
-                }
-            }
         }
-        if Instant::now() >= self.next_forward {
+        let announce = match &self.source {
+            Source::TensorPool(c) => c.announce(),
+            Source::Stream(s) => s.announce(),
+        };
+        let fresh = announce.is_some_and(|a| self.forwarded_epoch != Some(a.epoch));
+        if fresh || Instant::now() >= self.next_forward {
             self.next_forward = Instant::now() + self.opts.announce_period;
-            if let Some(a) = self.consumer.announce() {
+            if let Some(a) = announce {
                 let a = ShmPoolAnnounce {
                     stream_id: self.opts.dest_stream_id,
                     ..a.clone()
@@ -183,11 +226,26 @@ impl Sender {
                 if let Ok(bytes) = a.encode() {
                     if self.control.offer(&bytes).is_sent() {
                         self.stats.announces += 1;
+                        self.forwarded_epoch = Some(a.epoch);
                     }
                 }
             }
         }
         Ok(work)
+    }
+
+    /// Takes a frame to send, if it fits in 65535 chunks.
+    fn start(&mut self, mut f: InFlight) {
+        match chunk_count(f.payload.len() as u32, self.opts.chunk_size) {
+            Some(count) => {
+                f.count = count;
+                self.in_flight = Some(f);
+            }
+            None => {
+                self.stats.too_large += 1;
+                self.spare = f.payload;
+            }
+        }
     }
 
     /// Offers the frame in flight's next chunks; returns how many went.

@@ -134,6 +134,7 @@ fn run(dims: &[i32], stride: u32, frames: u64) -> (u64, Vec<u64>) {
             integrity: true,
             send_timeout: Duration::from_secs(1),
             forward: Default::default(),
+            xmem_stream: None,
         },
     )
     .unwrap();
@@ -155,6 +156,7 @@ fn run(dims: &[i32], stride: u32, frames: u64) -> (u64, Vec<u64>) {
             assembly_timeout: Duration::from_secs(2),
             integrity: true,
             forward: Default::default(),
+            xmem_stream: None,
         },
     )
     .unwrap();
@@ -289,6 +291,7 @@ fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
             integrity: false,
             send_timeout: Duration::from_secs(1),
             forward: forward.clone(),
+            xmem_stream: None,
         },
     )
     .unwrap();
@@ -308,6 +311,7 @@ fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
             assembly_timeout: Duration::from_secs(2),
             integrity: false,
             forward,
+            xmem_stream: None,
         },
     )
     .unwrap();
@@ -347,4 +351,153 @@ fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
     }
     assert_eq!(named.as_deref(), Some("cam-a"));
     assert!(sender.stats().forwarded >= 2 && receiver.stats().forwarded >= 2);
+}
+
+/// A directory of its own for xmem streams, checked empty and removed at the end.
+struct XmemDir(PathBuf);
+
+impl XmemDir {
+    fn new(tag: &str) -> XmemDir {
+        let p = PathBuf::from(format!("/dev/shm/xmem-tpb-x{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        XmemDir(p)
+    }
+}
+
+impl Drop for XmemDir {
+    fn drop(&mut self) {
+        let left = walk(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "left in {}: {left:?}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn an_xmem_stream_crosses_the_bridge_into_an_xmem_stream_with_every_frame_intact() {
+    use xmem_core::stream::{Policy, Publisher, Subscriber};
+    use xmem_core::{DType, TensorDesc};
+    use xmem_tp_bridge::xmem_stream::XmemStream;
+
+    let a = Host::new("xa");
+    let b = Host::new("xb");
+    let (xa, xb) = (XmemDir::new("a"), XmemDir::new("b"));
+    let p = port();
+    let shape = [48u64, 64, 3];
+    let mut publisher = Publisher::builder("camera")
+        .directory(&xa.0)
+        .buffers(4)
+        .buffer_size(48 * 64 * 3 * 4)
+        .policy(Policy::Block {
+            timeout: Duration::from_secs(5),
+        })
+        .create()
+        .unwrap();
+    let mut sender = Sender::new(
+        &a.client,
+        SenderOptions {
+            source_stream_id: 0,
+            dest_stream_id: 20_000,
+            local: Channels::default(),
+            allowed: AllowedDirs::new([&a.base]).unwrap(),
+            announce_period: PERIOD,
+            payload: udp(p, 3000),
+            control: udp(p + 1, 3001),
+            chunk_size: chunk_size(1200, 1408, 65_535),
+            integrity: true,
+            send_timeout: Duration::from_secs(1),
+            forward: Default::default(),
+            xmem_stream: Some(XmemStream {
+                name: "camera".into(),
+                directory: Some(xa.0.clone()),
+            }),
+        },
+    )
+    .unwrap();
+    let mut receiver = Receiver::new(
+        &b.client,
+        ReceiverOptions {
+            dest_stream_id: 20_000,
+            payload: udp(p, 3000),
+            control: udp(p + 1, 3001),
+            local: Channels::default(),
+            announce_period: PERIOD,
+            base_dir: b.base.clone(),
+            namespace: "b".into(),
+            nslots: 8,
+            pools: Vec::new(),
+            max_payload_bytes: 1 << 30,
+            assembly_timeout: Duration::from_secs(2),
+            integrity: true,
+            forward: Default::default(),
+            xmem_stream: Some(XmemStream {
+                name: "camera-from-a".into(),
+                directory: Some(xb.0.clone()),
+            }),
+        },
+    )
+    .unwrap();
+    assert!(receiver.producer().is_none() && sender.consumer().is_none());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Ready: the sender subscribed on A, its announce reached B, B's stream exists.
+    let mut subscriber = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge never came up: {:?}",
+            receiver.stats()
+        );
+        sender.poll().unwrap();
+        receiver.poll().unwrap();
+        if sender.is_connected() && receiver.source().is_some() {
+            if let Ok(s) = Subscriber::builder("camera-from-a").directory(&xb.0).open() {
+                break s;
+            }
+        }
+    };
+    let (u8_desc, f32_desc) = (
+        TensorDesc::contiguous(DType::U8, &shape).unwrap(),
+        TensorDesc::contiguous(DType::F32, &shape).unwrap(),
+    );
+    for k in 0..60u64 {
+        let mut frame = publisher.loan().unwrap();
+        // Every third frame is float32, the others bytes: each keeps its type and shape.
+        let desc = if k % 3 == 2 { &f32_desc } else { &u8_desc };
+        frame.set_tensor(desc).unwrap();
+        frame.bytes_mut().fill(k as u8);
+        frame.set_timestamp_ns(1_000 + k);
+        let seq = publisher.publish(frame).unwrap();
+        let got = loop {
+            assert!(
+                Instant::now() < deadline,
+                "frame {k}: {:?} {:?}",
+                sender.stats(),
+                receiver.stats()
+            );
+            sender.poll().unwrap();
+            receiver.poll().unwrap();
+            if let Some(f) = subscriber.try_receive().unwrap() {
+                break f;
+            }
+        };
+        assert_eq!(got.sequence(), seq, "the source's sequence number is kept");
+        assert_eq!(got.timestamp_ns(), 1_000 + k);
+        let t = got.tensor().unwrap();
+        assert_eq!((t.dtype(), t.shape()), (desc.dtype(), desc.shape()), "frame {k}");
+        let n = desc.num_elements() as usize * desc.dtype().size();
+        assert!(
+            got.bytes()[..n].iter().all(|&x| x == k as u8),
+            "frame {k} arrived damaged"
+        );
+    }
+    let s = receiver.stats();
+    assert_eq!(
+        (s.frames, s.crc, s.conflicts, s.invalid, s.malformed, s.too_large),
+        (60, 0, 0, 0, 0, 0),
+        "{s:?}"
+    );
+    drop(subscriber);
+    drop(receiver);
+    drop(sender);
+    drop(publisher);
 }
