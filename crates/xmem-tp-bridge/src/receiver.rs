@@ -105,6 +105,44 @@ pub struct ReceiverStats {
     pub forwarded: u64,
 }
 
+impl ReceiverStats {
+    /// The counters' names, in the order of [`ReceiverStats::values`].
+    pub const NAMES: [&'static str; 13] = [
+        "frames",
+        "chunks",
+        "before_announce",
+        "wrong_stream_or_epoch",
+        "malformed",
+        "crc",
+        "conflicts",
+        "incomplete",
+        "too_large",
+        "invalid",
+        "stale",
+        "announces",
+        "forwarded",
+    ];
+
+    /// The values, in the order of [`ReceiverStats::NAMES`].
+    pub fn values(&self) -> [u64; 13] {
+        [
+            self.frames,
+            self.chunks,
+            self.before_announce,
+            self.wrong_stream_or_epoch,
+            self.malformed,
+            self.crc,
+            self.conflicts,
+            self.incomplete,
+            self.too_large,
+            self.invalid,
+            self.stale,
+            self.announces,
+            self.forwarded,
+        ]
+    }
+}
+
 /// Where a receiver republishes.
 #[allow(clippy::large_enum_variant)] // one per receiver, made once and never moved
 enum Sink {
@@ -128,6 +166,10 @@ pub struct Receiver {
     /// allocates nothing once warm.
     inbox: Vec<u8>,
     bounds: Vec<(usize, usize)>,
+    /// [`ReceiverStats`] in the media driver's counters file (`xmem tp stat`), refreshed every
+    /// announce period.
+    counters: Option<xmem_tp_control::counters::Counters>,
+    next_counters: Instant,
 }
 
 impl Receiver {
@@ -161,6 +203,17 @@ impl Receiver {
             source: None,
             sink,
             stats: ReceiverStats::default(),
+            counters: xmem_tp_control::counters::Counters::add(
+                client,
+                &xmem_tp_control::counters::Owner {
+                    role: "bridge-receiver",
+                    stream_id: opts.dest_stream_id,
+                    id: opts.payload.stream_id as u32,
+                    pid: std::process::id(),
+                },
+                &ReceiverStats::NAMES,
+            ),
+            next_counters: Instant::now(),
             opts,
         })
     }
@@ -222,6 +275,12 @@ impl Receiver {
             Sink::TensorPool(p) => p.poll()?,
             Sink::Stream(_) => 0,
         };
+        if Instant::now() >= self.next_counters {
+            self.next_counters = Instant::now() + self.opts.announce_period;
+            if let Some(c) = &self.counters {
+                c.set(&self.stats().values());
+            }
+        }
         for l in &mut self.legs {
             work += l.poll()?;
         }

@@ -61,6 +61,30 @@ pub struct SenderStats {
     pub forwarded: u64,
 }
 
+impl SenderStats {
+    /// The counters' names, in the order of [`SenderStats::values`].
+    pub const NAMES: [&'static str; 6] = [
+        "frames",
+        "chunks",
+        "abandoned",
+        "too_large",
+        "announces",
+        "forwarded",
+    ];
+
+    /// The values, in the order of [`SenderStats::NAMES`].
+    pub fn values(&self) -> [u64; 6] {
+        [
+            self.frames,
+            self.chunks,
+            self.abandoned,
+            self.too_large,
+            self.announces,
+            self.forwarded,
+        ]
+    }
+}
+
 /// The sending end of one mapping.
 pub struct Sender {
     opts: SenderOptions,
@@ -75,6 +99,9 @@ pub struct Sender {
     /// The epoch of the last announce forwarded: a new one goes out at once.
     forwarded_epoch: Option<u64>,
     stats: SenderStats,
+    /// [`SenderStats`] in the media driver's counters file (`xmem tp stat`), refreshed with
+    /// each announce forwarded.
+    counters: Option<xmem_tp_control::counters::Counters>,
     legs: Vec<crate::forward::Leg>,
 }
 
@@ -138,6 +165,16 @@ impl Sender {
             next_forward: Instant::now(),
             forwarded_epoch: None,
             stats: SenderStats::default(),
+            counters: xmem_tp_control::counters::Counters::add(
+                client,
+                &xmem_tp_control::counters::Owner {
+                    role: "bridge-sender",
+                    stream_id: opts.dest_stream_id,
+                    id: opts.source_stream_id,
+                    pid: std::process::id(),
+                },
+                &SenderStats::NAMES,
+            ),
             opts,
         })
     }
@@ -218,6 +255,9 @@ impl Sender {
         let fresh = announce.is_some_and(|a| self.forwarded_epoch != Some(a.epoch));
         if fresh || Instant::now() >= self.next_forward {
             self.next_forward = Instant::now() + self.opts.announce_period;
+            if let Some(c) = &self.counters {
+                c.set(&self.stats().values());
+            }
             if let Some(a) = announce {
                 let a = ShmPoolAnnounce {
                     stream_id: self.opts.dest_stream_id,

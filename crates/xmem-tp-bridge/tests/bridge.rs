@@ -224,6 +224,26 @@ fn run(dims: &[i32], stride: u32, frames: u64) -> (u64, Vec<u64>) {
         (0, 0, 0, 0),
         "{s:?}"
     );
+    // Both ends' counters reach their media driver's counters file (`xmem tp stat`).
+    let counter = |host: &Host, role: &str, name: &str| {
+        xmem_aeron::read_counters(&host.aeron)
+            .unwrap()
+            .iter()
+            .filter_map(xmem_tp_control::counters::parse)
+            .find(|(o, n, _)| o.role == role && o.stream_id == 20_000 && n == name)
+            .map(|(_, _, v)| v)
+    };
+    let (sent, taken) = (sender.stats().frames as i64, receiver.stats().frames as i64);
+    while counter(&a, "bridge-sender", "frames") < Some(sent)
+        || counter(&b, "bridge-receiver", "frames") < Some(taken)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge's counters never showed its frames"
+        );
+        step(&mut producer, &mut sender, &mut receiver);
+    }
+    assert_eq!(counter(&b, "bridge-receiver", "crc"), Some(0));
     drop(consumer);
     drop(receiver);
     drop(sender);

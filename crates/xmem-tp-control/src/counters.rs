@@ -1,6 +1,7 @@
-//! A producer's and a consumer's counters in the media driver's counters file, where any
-//! process can read them (`xmem tp stat`, Aeron's own AeronStat), refreshed every announce
-//! period. Observability only: a counter that cannot be added is warned about and left out.
+//! A producer's, a consumer's and a bridge end's counters in the media driver's counters file,
+//! where any process can read them (`xmem tp stat`, Aeron's own AeronStat), refreshed every
+//! announce period. Observability only: a counter that cannot be added is warned about and
+//! left out.
 
 use xmem_aeron::{Client, Counter, CounterValue};
 
@@ -12,7 +13,7 @@ const MAGIC: &[u8; 8] = b"xmem-tp\0";
 /// Whose counter it is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Owner {
-    /// `producer` or `consumer`.
+    /// `producer`, `consumer`, `bridge-sender` or `bridge-receiver`.
     pub role: &'static str,
     /// The stream.
     pub stream_id: u32,
@@ -22,17 +23,21 @@ pub struct Owner {
     pub pid: u32,
 }
 
-/// The counters of one producer or consumer.
-pub(crate) struct Counters(Vec<Counter>);
+/// The roles, by their code in a counter's key.
+const ROLES: [&str; 4] = ["producer", "consumer", "bridge-sender", "bridge-receiver"];
+
+/// The counters of one producer, consumer or bridge end.
+pub struct Counters(Vec<Counter>);
 
 impl Counters {
     /// Adds one counter per name; `None` (with a warning) if the driver refuses one.
-    pub(crate) fn add(client: &Client, owner: &Owner, names: &[&str]) -> Option<Counters> {
+    pub fn add(client: &Client, owner: &Owner, names: &[&str]) -> Option<Counters> {
+        let role = ROLES.iter().position(|r| *r == owner.role).unwrap_or(0) as u8;
         let specs: Vec<(Vec<u8>, String)> = names
             .iter()
             .map(|name| {
                 let mut key = MAGIC.to_vec();
-                key.push(u8::from(owner.role == "consumer"));
+                key.push(role);
                 key.extend_from_slice(&owner.stream_id.to_le_bytes());
                 key.extend_from_slice(&owner.id.to_le_bytes());
                 key.extend_from_slice(&owner.pid.to_le_bytes());
@@ -54,7 +59,7 @@ impl Counters {
     }
 
     /// Sets them, in the order of their names.
-    pub(crate) fn set(&self, values: &[u64]) {
+    pub fn set(&self, values: &[u64]) {
         for (c, v) in self.0.iter().zip(values) {
             c.set(*v);
         }
@@ -68,11 +73,7 @@ pub fn parse(c: &CounterValue) -> Option<(Owner, String, i64)> {
         return None;
     }
     let u32_at = |i: usize| u32::from_le_bytes(c.key[i..i + 4].try_into().expect("4 bytes"));
-    let role = match c.key[8] {
-        0 => "producer",
-        1 => "consumer",
-        _ => return None,
-    };
+    let role = *ROLES.get(usize::from(c.key[8]))?;
     // The key buffer is fixed-length in the counters file: the name is followed by zeros.
     let name = std::str::from_utf8(&c.key[21..])
         .ok()?

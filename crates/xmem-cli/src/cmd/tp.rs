@@ -44,7 +44,7 @@ pub enum TpCommand {
     Listen(super::tp_live::ListenArgs),
     /// Run an Aeron media driver as a process of its own (until SIGINT or SIGTERM).
     MediaDriver(super::tp_live::MediaDriverArgs),
-    /// Every tensor-pool producer's and consumer's counters (sent, dropped by reason,
+    /// Every tensor-pool producer's, consumer's and bridge end's counters (sent, dropped by reason,
     /// back-pressure, consumers seen), read from the media driver's counters file.
     Stat(super::tp_live::StatArgs),
     /// A producer here and consumer processes over an embedded media driver, every frame checked.

@@ -891,13 +891,18 @@ pub fn stat(args: StatArgs) -> Result<()> {
         Format::Text => {
             if groups.is_empty() {
                 outln!(
-                    "no tensor-pool producer or consumer uses the driver in {}",
+                    "no tensor-pool producer, consumer or bridge uses the driver in {}",
                     dir.display()
                 )?;
             }
             for (o, cs) in &groups {
+                let id = match o.role {
+                    "bridge-sender" => "from local stream",
+                    "bridge-receiver" => "payload stream",
+                    _ => "id",
+                };
                 outln!(
-                    "{} of stream {} (id {}, pid {})",
+                    "{} of stream {} ({id} {}, pid {})",
                     o.role,
                     o.stream_id,
                     o.id,
