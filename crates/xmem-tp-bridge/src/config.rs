@@ -301,21 +301,26 @@ impl BridgeConfig {
         }
     }
 
-    /// What mapping `m` forwards besides frames (`forward_metadata` needs a metadata channel).
+    /// What mapping `m` forwards besides frames (`forward_metadata` and `forward_tracelink`
+    /// need a metadata channel).
     pub fn forwarding(&self, m: &Mapping) -> crate::forward::Forwarding {
         let b = &self.bridge;
         crate::forward::Forwarding {
-            metadata: (b.forward_metadata && !b.metadata_channel.is_empty()).then(|| {
-                (
-                    Endpoint {
-                        channel: b.metadata_channel.clone(),
-                        stream_id: b.metadata_stream_id,
-                    },
-                    m.metadata_stream_id.unwrap_or(m.dest_stream_id),
-                )
-            }),
+            metadata: ((b.forward_metadata || b.forward_tracelink) && !b.metadata_channel.is_empty()).then(
+                || {
+                    (
+                        Endpoint {
+                            channel: b.metadata_channel.clone(),
+                            stream_id: b.metadata_stream_id,
+                        },
+                        m.metadata_stream_id.unwrap_or(m.dest_stream_id),
+                    )
+                },
+            ),
+            data_source: b.forward_metadata,
             qos: b.forward_qos,
             progress: b.forward_progress,
+            tracelink: b.forward_tracelink,
         }
     }
 }

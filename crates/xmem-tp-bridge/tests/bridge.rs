@@ -269,9 +269,10 @@ fn frames_of_1080p_cross_the_bridge_intact() {
 }
 
 #[test]
-fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
+fn metadata_qos_and_trace_links_are_forwarded_with_the_destination_stream_id() {
     use xmem_tp_bridge::forward::Forwarding;
     use xmem_tp_control::messages::{decode, Incoming};
+    use xmem_tp_control::trace::TraceLinkSet;
     let a = Host::new("a");
     let b = Host::new("b");
     let p = port();
@@ -294,8 +295,10 @@ fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
     .unwrap();
     let forward = Forwarding {
         metadata: Some((udp(p + 2, 3002), 20_000)),
+        data_source: true,
         qos: true,
         progress: true,
+        tracelink: true,
     };
     let mut sender = Sender::new(
         &a.client,
@@ -339,9 +342,17 @@ fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
     let ch = "aeron:ipc?term-length=4m|tether=false";
     let mut meta = b.client.subscription(ch, 1300).unwrap();
     let mut qos = b.client.subscription(ch, 1200).unwrap();
-    let (mut named, mut qos_seen) = (None, false);
+    let mut control = b.client.subscription(ch, 1000).unwrap();
+    let (mut named, mut qos_seen, mut linked) = (None, false, None);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while named.is_none() || !qos_seen {
+    let link = |epoch| TraceLinkSet {
+        stream_id: 10_000,
+        epoch,
+        seq: 5,
+        trace_id: 77,
+        parents: vec![3, 4],
+    };
+    while named.is_none() || !qos_seen || linked.is_none() {
         assert!(
             Instant::now() < deadline,
             "named {named:?}, qos {qos_seen}: {:?} {:?}",
@@ -349,8 +360,20 @@ fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
             receiver.stats()
         );
         producer.poll().unwrap();
+        // An N→1 stage on A says frame 5 was made from traces 3 and 4.
+        let epoch = producer.regions().announce().epoch;
+        producer.link(&link(epoch)).unwrap();
         sender.poll().unwrap();
         receiver.poll().unwrap();
+        control
+            .poll(16, |m| {
+                if let Ok(Some(set)) = TraceLinkSet::decode(m.bytes) {
+                    if set.stream_id == 20_000 {
+                        linked = Some(set);
+                    }
+                }
+            })
+            .unwrap();
         meta.poll(16, |m| {
             if let Ok(Incoming::DataSource(d)) = decode(m.bytes) {
                 if d.stream_id == 20_000 {
@@ -370,7 +393,16 @@ fn metadata_and_qos_are_forwarded_with_the_destination_stream_id() {
         std::thread::sleep(Duration::from_micros(200));
     }
     assert_eq!(named.as_deref(), Some("cam-a"));
-    assert!(sender.stats().forwarded >= 2 && receiver.stats().forwarded >= 2);
+    let epoch = producer.regions().announce().epoch;
+    assert_eq!(
+        linked,
+        Some(TraceLinkSet {
+            stream_id: 20_000,
+            ..link(epoch)
+        }),
+        "the set crosses with only its stream id rewritten"
+    );
+    assert!(sender.stats().forwarded >= 3 && receiver.stats().forwarded >= 3);
 }
 
 /// A directory of its own for xmem streams, checked empty and removed at the end.

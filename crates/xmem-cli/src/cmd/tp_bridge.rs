@@ -33,11 +33,8 @@ pub struct BridgeArgs {
 pub fn bridge(args: BridgeArgs) -> Result<()> {
     let config = BridgeConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let b = &config.bridge;
-    if b.forward_tracelink {
-        eprintln!("  bridge.forward_tracelink = true: TraceLinkSet is not forwarded by this bridge yet");
-    }
-    if b.forward_metadata && b.metadata_channel.is_empty() {
-        eprintln!("  bridge.forward_metadata = true without a metadata_channel: metadata stays local");
+    if (b.forward_metadata || b.forward_tracelink) && b.metadata_channel.is_empty() {
+        eprintln!("  bridge.forward_metadata / forward_tracelink without a metadata_channel: metadata and TraceLinkSets stay local");
     }
     let dir = args
         .aeron_dir
