@@ -35,8 +35,9 @@ mod error;
 mod stand_in;
 mod stream;
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use xmem_core::os::fdpass::{self, FdBroker, FdPassError};
@@ -56,11 +57,10 @@ const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 /// A device pool attached in this process: the pool, this process's mapping of the
 /// allocation, and the broker that hands its descriptor to the next process.
 pub struct DevicePool {
-    // Drop order: stop serving, unmap, close the descriptor, then leave the pool (whose last
-    // holder removes its name).
-    broker: FdBroker,
+    // Drop order: unmap, stop serving and close the descriptor (with this process's last
+    // attachment), then leave the pool (whose last holder removes its name).
     mapping: Box<dyn DeviceMapping>,
-    fd: Arc<OwnedFd>,
+    served: Arc<Served>,
     backend: Box<dyn DeviceBackend>,
     record: DeviceRecord,
     answered_by: Option<u32>,
@@ -75,6 +75,43 @@ impl std::fmt::Debug for DevicePool {
             .field("bytes", &self.record.bytes)
             .finish()
     }
+}
+
+/// What one process holds of a pool's allocation, shared by its attachments: the descriptor,
+/// and the broker that serves it (one per process and pool: brokers are named by both).
+struct Served {
+    // The broker first: it stops serving before the descriptor closes.
+    broker: FdBroker,
+    fd: Arc<OwnedFd>,
+}
+
+/// What this process serves, by pool id: a second attachment in the same process (a subscriber
+/// beside its publisher) shares it instead of asking a broker (the others may all be gone, and
+/// this process's own broker is not asked).
+static SERVED: Mutex<Option<HashMap<u64, Weak<Served>>>> = Mutex::new(None);
+
+fn served(pool_id: u64) -> Option<Arc<Served>> {
+    let held = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+    held.as_ref()?.get(&pool_id)?.upgrade()
+}
+
+/// Serves `fd` for `pool`, or shares what this process serves for it already.
+fn serve(pool: &BufferPool, fd: OwnedFd) -> Result<Arc<Served>> {
+    let mut held = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = held.get_or_insert_with(HashMap::new);
+    map.retain(|_, w| w.strong_count() > 0);
+    if let Some(s) = map.get(&pool.pool_id()).and_then(Weak::upgrade) {
+        return Ok(s);
+    }
+    let fd = Arc::new(fd);
+    let name = broker_name(pool.pool_id(), std::process::id());
+    let broker = FdBroker::serve(&name, fd.clone(), pool.admission()?).map_err(|e| DeviceError::Backend {
+        op: "serve the device descriptor",
+        detail: e.to_string(),
+    })?;
+    let s = Arc::new(Served { broker, fd });
+    map.insert(pool.pool_id(), Arc::downgrade(&s));
+    Ok(s)
 }
 
 /// The abstract socket name at which process `pid` serves pool `pool_id`'s descriptor.
@@ -135,7 +172,16 @@ impl DevicePool {
                 have: backend.describe(),
             });
         }
-        let (fd, answered_by) = receive_descriptor(&pool)?;
+        let (fd, answered_by) = match served(pool.pool_id()) {
+            Some(s) => (
+                s.fd.try_clone().map_err(|e| DeviceError::Backend {
+                    op: "dup",
+                    detail: e.to_string(),
+                })?,
+                std::process::id(),
+            ),
+            None => receive_descriptor(&pool)?,
+        };
         let mapping = backend.import(&fd, record.bytes, false)?;
         Self::finish(pool, backend, fd, mapping, Some(answered_by))
     }
@@ -148,17 +194,10 @@ impl DevicePool {
         answered_by: Option<u32>,
     ) -> Result<DevicePool> {
         let record = device_record(&pool)?;
-        let fd = Arc::new(fd);
-        let name = broker_name(pool.pool_id(), std::process::id());
-        let broker =
-            FdBroker::serve(&name, fd.clone(), pool.admission()?).map_err(|e| DeviceError::Backend {
-                op: "serve the device descriptor",
-                detail: e.to_string(),
-            })?;
+        let served = serve(&pool, fd)?;
         Ok(DevicePool {
-            broker,
             mapping,
-            fd,
+            served,
             backend,
             record,
             answered_by,
@@ -277,12 +316,12 @@ impl DevicePool {
     /// The descriptor this process holds and serves (a borrowed view: it stays open).
     pub fn descriptor(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.fd.as_fd()
+        self.served.fd.as_fd()
     }
 
     /// The name this process serves the descriptor at.
     pub fn broker(&self) -> &str {
-        self.broker.name()
+        self.served.broker.name()
     }
 }
 

@@ -2,6 +2,7 @@
 //! live in one device allocation. The publisher synchronises the device before a frame becomes
 //! visible, so a subscriber never reads a frame whose writes are still queued.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use xmem_core::stream::{Publisher, PublisherBuilder, Subscriber, SubscriberBuilder};
@@ -16,7 +17,7 @@ use crate::DevicePool;
 pub struct DevicePublisher {
     // The stream first: it leaves before the allocation does.
     publisher: Publisher,
-    pool: DevicePool,
+    pool: Arc<DevicePool>,
 }
 
 /// A publish that failed, with the frame it took back.
@@ -37,11 +38,15 @@ impl DevicePublisher {
     ) -> Result<DevicePublisher> {
         let pool = DevicePool::create(builder.pool_builder()?, backend)?;
         let publisher = builder.create_with_pool(pool.pool().clone())?;
-        Ok(DevicePublisher { publisher, pool })
+        Ok(DevicePublisher {
+            publisher,
+            pool: Arc::new(pool),
+        })
     }
 
-    /// The device pool: addresses, copies, synchronisation.
-    pub fn device(&self) -> &DevicePool {
+    /// The device pool: addresses, copies, synchronisation (shared: frames handed out may keep
+    /// it, and so the mapping, alive).
+    pub fn device(&self) -> &Arc<DevicePool> {
         &self.pool
     }
 
@@ -76,7 +81,7 @@ impl DevicePublisher {
 #[derive(Debug)]
 pub struct DeviceSubscriber {
     subscriber: Subscriber,
-    pool: DevicePool,
+    pool: Arc<DevicePool>,
 }
 
 impl DeviceSubscriber {
@@ -91,11 +96,15 @@ impl DeviceSubscriber {
                 detail: "its pool was replaced while subscribing; subscribe again".into(),
             }));
         }
-        Ok(DeviceSubscriber { subscriber, pool })
+        Ok(DeviceSubscriber {
+            subscriber,
+            pool: Arc::new(pool),
+        })
     }
 
-    /// The device pool: addresses and copies of the frames received.
-    pub fn device(&self) -> &DevicePool {
+    /// The device pool: addresses and copies of the frames received (shared, as the
+    /// publisher's).
+    pub fn device(&self) -> &Arc<DevicePool> {
         &self.pool
     }
 

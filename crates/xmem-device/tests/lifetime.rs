@@ -351,3 +351,32 @@ fn a_stream_over_a_device_pool_delivers_every_frame_with_its_bytes() {
     );
     assert_eq!(holders_of(&name), Vec::<String>::new());
 }
+
+#[test]
+fn a_second_attachment_in_this_process_shares_the_descriptor_and_outlives_the_first() {
+    let dir = ShmDir::new("twice");
+    let name = unique("twice");
+    let builder = || BufferPool::builder(&name).directory(dir.path());
+    let first = DevicePool::create(builder().buffers(2).buffer_size(4096), HostStandIn::new(&name)).unwrap();
+    let second = DevicePool::open_auto(builder()).unwrap();
+    assert_eq!(second.received_from(), Some(std::process::id()));
+    let frame = first.pool().try_acquire().unwrap();
+    first.fill(&frame, 9).unwrap();
+    let frozen = frame.freeze();
+    let token = frozen.token();
+    let held = second.pool().get(token).unwrap();
+    drop(frozen);
+    drop(first);
+    let mut bytes = [0u8; 4096];
+    second.read(&held, 0, &mut bytes).unwrap();
+    assert!(bytes.iter().all(|&b| b == 9));
+    // This process still serves the allocation: another process gets it from here.
+    let mut other = Peer::start(&["open", dir.path(), &name]);
+    assert_eq!(other.from, std::process::id().to_string());
+    let hex: String = token.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(other.ask(&format!("check {hex} 9")), "ok");
+    other.quit();
+    drop(held);
+    drop(second);
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}

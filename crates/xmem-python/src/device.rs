@@ -38,32 +38,36 @@ impl DevicePool {
     }
 
     fn frame(&self, frame: Frame) -> PyResult<Frame> {
-        let pool = self.pool()?.clone();
-        let base = match &frame.guard {
-            Guard::Read(b) => pool.device_ptr(b),
-            Guard::Write(b) => pool.device_ptr_mut(b),
-            Guard::Released => unreachable!("a fresh frame"),
-        }
-        .map_err(device_err)?;
-        let (device_type, device_id) = pool.dlpack_device();
-        let mut frame = frame;
-        frame.device = Some(DeviceView {
-            base,
-            dl: dlpack::DLDevice {
-                device_type,
-                device_id,
-            },
-            pool,
-            consumer_streams: Vec::new(),
-        });
-        Ok(frame)
+        device_frame(self.pool()?, frame)
     }
 }
 
-fn parse_device(device: &str, name: &str, builder: xmem_core::PoolBuilder) -> PyResult<Inner> {
+/// A frame of device pool `pool`, made a DLPack producer on its device.
+fn device_frame(pool: &Arc<Inner>, frame: Frame) -> PyResult<Frame> {
+    let base = match &frame.guard {
+        Guard::Read(b) => pool.device_ptr(b),
+        Guard::Write(b) => pool.device_ptr_mut(b),
+        Guard::Released => unreachable!("a fresh frame"),
+    }
+    .map_err(device_err)?;
+    let (device_type, device_id) = pool.dlpack_device();
+    let mut frame = frame;
+    frame.device = Some(DeviceView {
+        base,
+        dl: dlpack::DLDevice {
+            device_type,
+            device_id,
+        },
+        pool: pool.clone(),
+        consumer_streams: Vec::new(),
+    });
+    Ok(frame)
+}
+
+fn parse_device(device: &str, name: &str) -> PyResult<Box<dyn xmem_device::DeviceBackend>> {
     match device {
-        "host" => Inner::create(builder, HostStandIn::new(name)).map_err(device_err),
-        d if d == "cuda" || d.starts_with("cuda:") => create_cuda(d, builder),
+        "host" => Ok(Box::new(HostStandIn::new(name))),
+        d if d == "cuda" || d.starts_with("cuda:") => cuda_backend(d),
         other => Err(PyValueError::new_err(format!(
             "device {other:?}: use \"cuda\", \"cuda:N\" or \"host\""
         ))),
@@ -71,19 +75,20 @@ fn parse_device(device: &str, name: &str, builder: xmem_core::PoolBuilder) -> Py
 }
 
 #[cfg(feature = "cuda")]
-fn create_cuda(device: &str, builder: xmem_core::PoolBuilder) -> PyResult<Inner> {
+fn cuda_backend(device: &str) -> PyResult<Box<dyn xmem_device::DeviceBackend>> {
     let ordinal = match device.strip_prefix("cuda:") {
         Some(n) => n
             .parse()
             .map_err(|_| PyValueError::new_err(format!("device {device:?}: cuda:N takes a number")))?,
         None => 0,
     };
-    let backend = xmem_device::CudaDevice::new(ordinal).map_err(device_err)?;
-    Inner::create(builder, backend).map_err(device_err)
+    Ok(Box::new(
+        xmem_device::CudaDevice::new(ordinal).map_err(device_err)?,
+    ))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn create_cuda(_device: &str, _builder: xmem_core::PoolBuilder) -> PyResult<Inner> {
+fn cuda_backend(_device: &str) -> PyResult<Box<dyn xmem_device::DeviceBackend>> {
     Err(crate::errors::DeviceError::new_err(
         "this xmem module was built without CUDA support (build it with the `cuda` feature)",
     ))
@@ -113,7 +118,9 @@ impl DevicePool {
             b = b.directory(d);
         }
         Ok(DevicePool {
-            inner: Some(Arc::new(parse_device(device, name, b)?)),
+            inner: Some(Arc::new(
+                Inner::create(b, parse_device(device, name)?).map_err(device_err)?,
+            )),
         })
     }
 
@@ -258,5 +265,160 @@ impl DevicePool {
             ),
             None => "<xmem.DevicePool closed>".into(),
         }
+    }
+}
+
+/// Publishes frames in device memory to every subscriber of stream `name`: `loan()` a frame
+/// (a DLPack producer on the device: write it with torch), `publish(frame)`. The device is
+/// synchronised before each frame goes out. Policies as `Publisher`'s.
+#[pyclass(module = "xmem", name = "DevicePublisher", unsendable)]
+pub struct DevicePublisher {
+    inner: Option<xmem_device::DevicePublisher>,
+}
+
+impl DevicePublisher {
+    fn publisher(&mut self) -> PyResult<&mut xmem_device::DevicePublisher> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("the device publisher was closed"))
+    }
+}
+
+#[pymethods]
+impl DevicePublisher {
+    /// Allocates the device memory, creates the pool `name.pool` on it and stream `name`.
+    #[new]
+    #[pyo3(signature = (name, *, buffer_size, device = "cuda", buffers = 8, depth = 4, policy = "drop_oldest", timeout = 5.0, max_subscribers = 8, mode = 0o600, directory = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: &str,
+        buffer_size: u64,
+        device: &str,
+        buffers: u32,
+        depth: u32,
+        policy: &str,
+        timeout: f64,
+        max_subscribers: u32,
+        mode: u32,
+        directory: Option<PathBuf>,
+    ) -> PyResult<DevicePublisher> {
+        let mut b = xmem_core::stream::Publisher::builder(name)
+            .buffer_size(buffer_size)
+            .buffers(buffers)
+            .policy(crate::stream::parse_policy(policy, timeout)?)
+            .max_subscribers(max_subscribers)
+            .mode(mode);
+        if policy != "latest" {
+            b = b.depth(depth);
+        }
+        if let Some(d) = directory {
+            b = b.directory(d);
+        }
+        let backend = parse_device(device, name)?;
+        Ok(DevicePublisher {
+            inner: Some(xmem_device::DevicePublisher::create(b, backend).map_err(device_err)?),
+        })
+    }
+
+    /// A writable frame for the next publish, described as `shape` of `dtype` (default uint8).
+    #[pyo3(signature = (shape, dtype = None))]
+    fn loan(&mut self, py: Python<'_>, shape: Vec<u64>, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<Frame> {
+        let desc = crate::stream::tensor(shape, dtype)?;
+        let publisher = self.publisher()?;
+        let mut b = py.detach(|| publisher.loan()).map_err(device_err)?;
+        b.set_tensor(&desc).py_err()?;
+        device_frame(publisher.device(), Frame::write(b)?)
+    }
+
+    /// Synchronises the device and publishes the frame; returns its sequence number. The frame
+    /// is let go (subscribers hold it now). Refused while tensors still view it; on another
+    /// failure it stays writable, to publish again.
+    fn publish(&mut self, py: Python<'_>, frame: &Bound<'_, Frame>) -> PyResult<u64> {
+        if frame.borrow().exports() > 0 {
+            return Err(pyo3::exceptions::PyBufferError::new_err(
+                "tensors or arrays still view this frame; delete them before publish()",
+            ));
+        }
+        let b = frame.borrow_mut().take_writable()?;
+        let publisher = self.publisher()?;
+        match py.detach(|| publisher.publish(b)) {
+            Ok(seq) => {
+                frame.borrow_mut().device = None;
+                Ok(seq)
+            }
+            Err(e) => {
+                frame.borrow_mut().restore_writable(e.frame);
+                Err(device_err(e.error))
+            }
+        }
+    }
+
+    /// The device, in words.
+    #[getter]
+    fn device(&mut self) -> PyResult<String> {
+        Ok(self.publisher()?.device().describe_device())
+    }
+
+    /// Closes the stream: subscribers receive what was published, then `PublisherGone`.
+    fn close(&mut self) {
+        self.inner = None;
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &mut self,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        self.close();
+        false
+    }
+}
+
+/// Receives the frames of device stream `name`: each a read-only DLPack producer on the
+/// device (`torch.from_dlpack(frame)`), its writes complete.
+#[pyclass(module = "xmem", name = "DeviceSubscriber", unsendable)]
+pub struct DeviceSubscriber {
+    inner: Option<xmem_device::DeviceSubscriber>,
+}
+
+#[pymethods]
+impl DeviceSubscriber {
+    /// Attaches to the stream's device memory (from a process that holds it) and subscribes.
+    #[new]
+    #[pyo3(signature = (name, *, directory = None))]
+    fn new(name: &str, directory: Option<PathBuf>) -> PyResult<DeviceSubscriber> {
+        let mut b = xmem_core::stream::Subscriber::builder(name);
+        if let Some(d) = directory {
+            b = b.directory(d);
+        }
+        Ok(DeviceSubscriber {
+            inner: Some(xmem_device::DeviceSubscriber::open(b).map_err(device_err)?),
+        })
+    }
+
+    /// The next frame, waiting at most `timeout` seconds (`None`: as long as it takes); `None`
+    /// if none came. `PublisherGone` once the publisher left and every frame was received.
+    #[pyo3(signature = (timeout = None))]
+    fn receive(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Frame>> {
+        let sub = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("the device subscriber was closed"))?;
+        let total = wait::timeout(timeout)?;
+        let got = wait::sliced(py, total, |slice| sub.receive_timeout(slice).map_err(device_err))?;
+        match got {
+            Some(b) => Ok(Some(device_frame(sub.device(), Frame::read(b)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Leaves the stream.
+    fn close(&mut self) {
+        self.inner = None;
     }
 }

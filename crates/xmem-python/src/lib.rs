@@ -23,6 +23,8 @@ fn _xmem(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<frame::Frame>()?;
     m.add_class::<pool::Pool>()?;
     m.add_class::<device::DevicePool>()?;
+    m.add_class::<device::DevicePublisher>()?;
+    m.add_class::<device::DeviceSubscriber>()?;
     m.add("CUDA_BUILT", cfg!(feature = "cuda"))?;
     m.add_class::<stream::Publisher>()?;
     m.add_class::<stream::Subscriber>()?;

@@ -57,7 +57,7 @@ impl Publisher {
     }
 }
 
-fn parse_policy(word: &str, timeout: f64) -> PyResult<Policy> {
+pub(crate) fn parse_policy(word: &str, timeout: f64) -> PyResult<Policy> {
     match word {
         "drop_oldest" | "drop-oldest" => Ok(Policy::DropOldest),
         "latest" => Ok(Policy::Latest),
@@ -70,7 +70,7 @@ fn parse_policy(word: &str, timeout: f64) -> PyResult<Policy> {
     }
 }
 
-fn tensor(shape: Vec<u64>, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<TensorDesc> {
+pub(crate) fn tensor(shape: Vec<u64>, dtype: Option<&Bound<'_, PyAny>>) -> PyResult<TensorDesc> {
     let dtype = match dtype {
         Some(d) => parse_dtype(d)?,
         None => DType::U8,

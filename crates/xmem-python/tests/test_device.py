@@ -134,3 +134,26 @@ def test_torch_reads_a_cuda_frame_without_a_copy(name):
         del r
         f.release()
 
+
+
+def test_a_device_stream_reaches_a_subscriber_here_and_one_in_another_process(name, device_peer):
+    pub = xmem.DevicePublisher(name, buffer_size=4096, device="host", buffers=4, policy="block")
+    sub = xmem.DeviceSubscriber(name)
+    other = Peer(device_peer, "subscribe", str(SHM), name, "20")
+    for k in range(20):
+        f = pub.loan((64, 64))
+        a = np.from_dlpack(f)
+        a[:] = k
+        with pytest.raises(BufferError, match="delete them"):
+            pub.publish(f)
+        del a
+        assert pub.publish(f) == k
+        r = sub.receive(timeout=5)
+        assert r.__dlpack_device__() == (1, 0)
+        v = np.from_dlpack(r)
+        assert v.shape == (64, 64) and v.min() == v.max() == k
+        del v, r
+    assert other.proc.stdout.readline().strip() == "received 20"
+    assert other.proc.wait() == 0
+    pub.close()
+    sub.close()

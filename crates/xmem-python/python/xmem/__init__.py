@@ -27,6 +27,8 @@ __all__ = [
     "Frame",
     "Pool",
     "DevicePool",
+    "DevicePublisher",
+    "DeviceSubscriber",
     "CUDA_BUILT",
     "Publisher",
     "Subscriber",
