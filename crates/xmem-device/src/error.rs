@@ -38,6 +38,12 @@ pub enum DeviceError {
         /// Why.
         reason: String,
     },
+    /// A device name that is none of `cuda`, `cuda:N`, `host`.
+    #[error("device {given:?}: use \"cuda\", \"cuda:N\" (N = 0, 1, …) or \"host\"")]
+    UnknownDevice {
+        /// What was given.
+        given: String,
+    },
     /// No attached process handed over the allocation's descriptor.
     #[error("pool {pool}: no attached process handed over its device memory ({tried}); if its holders are being killed, open again")]
     NoHolderAnswered {

@@ -50,6 +50,39 @@ pub use error::{DeviceError, Result};
 pub use stand_in::HostStandIn;
 pub use stream::{DevicePublishError, DevicePublisher, DeviceSubscriber};
 
+/// The backend a user names: `"cuda"` (device 0), `"cuda:N"`, or `"host"` (the stand-in,
+/// its memfd labelled `label`), so that the CLI, Python and Rust programs take the same words.
+///
+/// A build without the `cuda` feature answers `cuda` with [`DeviceError::Unavailable`].
+pub fn backend_named(device: &str, label: &str) -> Result<Box<dyn DeviceBackend>> {
+    let ordinal = match device {
+        "host" => return Ok(Box::new(HostStandIn::new(label))),
+        "cuda" => 0,
+        d => match d.strip_prefix("cuda:").map(str::parse::<i32>) {
+            Some(Ok(n)) if n >= 0 => n,
+            _ => {
+                return Err(DeviceError::UnknownDevice {
+                    given: device.to_string(),
+                })
+            }
+        },
+    };
+    cuda_backend(ordinal)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_backend(ordinal: i32) -> Result<Box<dyn DeviceBackend>> {
+    Ok(Box::new(CudaDevice::new(ordinal)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend(_ordinal: i32) -> Result<Box<dyn DeviceBackend>> {
+    Err(DeviceError::Unavailable {
+        kind: DeviceKind::Cuda,
+        reason: "this build of xmem has no CUDA support: build it with the `cuda` feature".into(),
+    })
+}
+
 /// How long an opener keeps asking holders for the descriptor: covers a creator between
 /// making the pool and starting its broker.
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -168,7 +201,7 @@ impl DevicePool {
         if record.kind != backend.kind() || record.uuid != backend.uuid() {
             return Err(DeviceError::WrongDevice {
                 pool: pool.name().to_string(),
-                want: format!("{} {}", record.kind, hex(&record.uuid)),
+                want: format!("{} {}", record.kind, record.uuid_text()),
                 have: backend.describe(),
             });
         }
@@ -331,10 +364,6 @@ fn device_record(pool: &BufferPool) -> Result<DeviceRecord> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Asks the pool's other live holders, in turn, for the allocation's descriptor, until one
 /// answers or [`HAND_OVER_TIMEOUT`] passes (a holder may be between creating the pool and
 /// serving; holders may die while asked).
@@ -371,5 +400,39 @@ fn receive_descriptor(pool: &BufferPool) -> Result<(OwnedFd, u32)> {
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_are_read_alike_everywhere() {
+        assert_eq!(
+            backend_named("host", "t").unwrap().kind(),
+            DeviceKind::HostStandIn
+        );
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA", ""] {
+            let e = backend_named(bad, "t").err().unwrap();
+            assert!(matches!(e, DeviceError::UnknownDevice { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("cuda:N"), "{e}");
+        }
+        // Without the feature, or without a driver or device, `cuda` says why it cannot.
+        for name in ["cuda", "cuda:0"] {
+            match backend_named(name, "t") {
+                Ok(b) => assert_eq!(b.kind(), DeviceKind::Cuda),
+                Err(e) => assert!(
+                    matches!(
+                        e,
+                        DeviceError::Unavailable {
+                            kind: DeviceKind::Cuda,
+                            ..
+                        }
+                    ),
+                    "{name}: {e}"
+                ),
+            }
+        }
     }
 }

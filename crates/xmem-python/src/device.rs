@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use xmem_core::{BufferPool, BufferRef, Error};
-use xmem_device::{DeviceError as Failure, DevicePool as Inner, HostStandIn};
+use xmem_device::{DeviceError as Failure, DevicePool as Inner};
 
 use crate::dlpack;
 use crate::errors::{to_py, IntoPy};
@@ -18,6 +18,7 @@ use crate::wait;
 fn device_err(e: Failure) -> PyErr {
     match e {
         Failure::Pool(e) => to_py(e),
+        e @ Failure::UnknownDevice { .. } => PyValueError::new_err(e.to_string()),
         other => crate::errors::DeviceError::new_err(other.to_string()),
     }
 }
@@ -65,33 +66,7 @@ fn device_frame(pool: &Arc<Inner>, frame: Frame) -> PyResult<Frame> {
 }
 
 fn parse_device(device: &str, name: &str) -> PyResult<Box<dyn xmem_device::DeviceBackend>> {
-    match device {
-        "host" => Ok(Box::new(HostStandIn::new(name))),
-        d if d == "cuda" || d.starts_with("cuda:") => cuda_backend(d),
-        other => Err(PyValueError::new_err(format!(
-            "device {other:?}: use \"cuda\", \"cuda:N\" or \"host\""
-        ))),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_backend(device: &str) -> PyResult<Box<dyn xmem_device::DeviceBackend>> {
-    let ordinal = match device.strip_prefix("cuda:") {
-        Some(n) => n
-            .parse()
-            .map_err(|_| PyValueError::new_err(format!("device {device:?}: cuda:N takes a number")))?,
-        None => 0,
-    };
-    Ok(Box::new(
-        xmem_device::CudaDevice::new(ordinal).map_err(device_err)?,
-    ))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_backend(_device: &str) -> PyResult<Box<dyn xmem_device::DeviceBackend>> {
-    Err(crate::errors::DeviceError::new_err(
-        "this xmem module was built without CUDA support (build it with the `cuda` feature)",
-    ))
+    xmem_device::backend_named(device, name).map_err(device_err)
 }
 
 #[pymethods]

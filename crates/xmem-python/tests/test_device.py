@@ -106,6 +106,12 @@ def test_cuda_is_refused_with_a_reason_where_there_is_none(name):
     pytest.skip("CUDA is available here; tested by test_torch_reads_a_cuda_frame_without_a_copy")
 
 
+def test_a_device_name_it_does_not_know_is_a_value_error(name):
+    for bad in ("gpu", "cuda:x", "cuda:-1"):
+        with pytest.raises(ValueError, match="cuda:N"):
+            xmem.DevicePool.create(name, buffers=1, buffer_size=64, device=bad)
+
+
 def _torch_cuda():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

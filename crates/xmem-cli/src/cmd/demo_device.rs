@@ -11,26 +11,12 @@ use anyhow::{bail, Context, Result};
 use xmem_core::os::time::monotonic_ns;
 use xmem_core::stream::{Policy, Publisher, Subscriber};
 use xmem_core::{DType, Error, TensorDesc};
-use xmem_device::{DeviceBackend, DevicePublisher, DeviceSubscriber, HostStandIn};
+use xmem_device::{DevicePublisher, DeviceSubscriber};
 
 use crate::fmt;
 
 /// Bytes of each end of a frame a subscriber copies back and checks.
 const SAMPLE: usize = 4096;
-
-fn backend(device: &str, name: &str) -> Result<Box<dyn DeviceBackend>> {
-    match device {
-        "host" => Ok(Box::new(HostStandIn::new(name))),
-        #[cfg(feature = "cuda")]
-        d if d == "cuda" || d.starts_with("cuda:") => {
-            let ordinal = d.strip_prefix("cuda:").map_or(Ok(0), str::parse)?;
-            Ok(Box::new(xmem_device::CudaDevice::new(ordinal)?))
-        }
-        other => {
-            bail!("--device {other}: use cuda, cuda:N or host (cuda needs a build with the cuda feature)")
-        }
-    }
-}
 
 /// Runs the device demo; `device` is `cuda`, `cuda:N` or `host`.
 pub fn run(
@@ -51,7 +37,7 @@ pub fn run(
         .policy(Policy::Block {
             timeout: Duration::from_secs(5),
         });
-    let mut publisher = DevicePublisher::create(builder, backend(device, &name)?)
+    let mut publisher = DevicePublisher::create(builder, xmem_device::backend_named(device, &name)?)
         .context("creating the demo's device stream")?;
     outln!(
         "xmem demo on {}: 1 publisher → {consumers} subscribers, {width}×{height}×3 u8 frames ({}) in one device allocation of {}",

@@ -78,19 +78,6 @@ fn device_kind_word(kind: xmem_core::DeviceKind) -> &'static str {
     }
 }
 
-/// A UUID as CUDA and nvidia-smi print it (`GPU-` aside): 8-4-4-4-12 hex digits.
-fn uuid_text(u: &[u8; 16]) -> String {
-    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
 pub fn pool_json(s: &PoolSnapshot) -> Value {
     json!({
         "name": s.name,
@@ -105,7 +92,7 @@ pub fn pool_json(s: &PoolSnapshot) -> Value {
         "storage": format!("{:?}", s.storage).to_lowercase(),
         "device": s.device.map(|d| json!({
             "kind": device_kind_word(d.kind),
-            "uuid": uuid_text(&d.uuid),
+            "uuid": d.uuid_text(),
             "allocation_bytes": d.bytes,
         })),
         "owner": {"pid": s.owner.pid, "alive": liveness_word(s.owner_liveness)},
@@ -155,7 +142,7 @@ fn print_pool(s: &PoolSnapshot) -> std::io::Result<()> {
         outln!(
             "  device: {} {}, one allocation of {} (buffer i at i × stride)",
             device_kind_word(d.kind),
-            uuid_text(&d.uuid),
+            d.uuid_text(),
             fmt::bytes(d.bytes)
         )?;
     }

@@ -144,6 +144,22 @@ pub struct DeviceRecord {
     pub bytes: u64,
 }
 
+impl DeviceRecord {
+    /// The device's UUID as CUDA and nvidia-smi print it (without nvidia-smi's `GPU-`):
+    /// 8-4-4-4-12 hex digits.
+    pub fn uuid_text(&self) -> String {
+        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
 impl Storage {
     pub(crate) fn code(self) -> u32 {
         match self {
@@ -460,6 +476,18 @@ impl PoolLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_uuid_reads_as_nvidia_smi_prints_it() {
+        let mut uuid = [0u8; 16];
+        uuid.iter_mut().enumerate().for_each(|(i, b)| *b = 0x10 + i as u8);
+        let r = DeviceRecord {
+            kind: DeviceKind::Cuda,
+            uuid,
+            bytes: 0,
+        };
+        assert_eq!(r.uuid_text(), "10111213-1415-1617-1819-1a1b1c1d1e1f");
+    }
 
     #[test]
     fn layout_is_aligned_and_fits() {
