@@ -269,7 +269,7 @@ impl TpConsumer {
                 .map_err(tp_err)?;
             if let Some((d, a, bytes)) = got {
                 let np = py.import("numpy")?;
-                let dims: Vec<usize> = a.tensor.dims.iter().map(|&d| d as usize).collect();
+                let dims: Vec<usize> = a.tensor.dims().iter().map(|&d| d as usize).collect();
                 let array = match out {
                     Some(out) => {
                         let view = np.call_method1("asarray", (out.bind(py),))?;

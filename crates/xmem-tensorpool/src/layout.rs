@@ -342,17 +342,30 @@ pub struct TensorHeader {
     pub strides: [i32; MAX_DIMS],
 }
 
-/// A tensor that passed validation, its strides filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A tensor that passed validation, its strides filled in. Fixed arrays rather than vectors:
+/// producers and consumers validate one per frame, and nothing per frame allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tensor {
     pub dtype: Dtype,
     pub major_order: MajorOrder,
     pub progress_unit: ProgressUnit,
-    pub dims: Vec<u32>,
-    /// In bytes, every one filled.
-    pub strides: Vec<u32>,
+    ndims: u8,
+    dims: [u32; MAX_DIMS],
+    strides: [u32; MAX_DIMS],
     /// Bytes from the first element to one past the last.
     pub extent: u64,
+}
+
+impl Tensor {
+    /// The dimensions (1 to 8 of them).
+    pub fn dims(&self) -> &[u32] {
+        &self.dims[..usize::from(self.ndims)]
+    }
+
+    /// The strides in bytes, one per dimension, every one filled.
+    pub fn strides(&self) -> &[u32] {
+        &self.strides[..usize::from(self.ndims)]
+    }
 }
 
 impl TensorHeader {
@@ -452,8 +465,8 @@ impl TensorHeader {
         if !(1..=MAX_DIMS).contains(&n) {
             return Err(invalid("ndims", self.ndims, "a tensor has 1 to 8 dimensions"));
         }
-        let mut dims = Vec::with_capacity(n);
-        let mut strides = Vec::with_capacity(n);
+        let mut dims = [0u32; MAX_DIMS];
+        let mut strides = [0u32; MAX_DIMS];
         for i in 0..n {
             if self.dims[i] < 0 {
                 return Err(invalid("dims", self.dims[i], "dimensions are ≥ 0"));
@@ -465,16 +478,16 @@ impl TensorHeader {
                     "negative strides are not supported",
                 ));
             }
-            dims.push(self.dims[i] as u32);
-            strides.push(self.strides[i] as u32);
+            dims[i] = self.dims[i] as u32;
+            strides[i] = self.strides[i] as u32;
         }
         // Fill and check from the fastest index outward.
-        let order: Vec<usize> = match major_order {
-            MajorOrder::Row => (0..n).rev().collect(),
-            MajorOrder::Column => (0..n).collect(),
-        };
         let mut min = u64::from(dtype.size());
-        for &i in &order {
+        for k in 0..n {
+            let i = match major_order {
+                MajorOrder::Row => n - 1 - k,
+                MajorOrder::Column => k,
+            };
             let s = u64::from(strides[i]);
             let s = if s == 0 { min } else { s };
             if s < min {
@@ -490,10 +503,11 @@ impl TensorHeader {
                 .checked_mul(u64::from(dims[i].max(1)))
                 .ok_or_else(|| invalid("dims", dims[i], "the tensor is too large"))?;
         }
-        let extent = if dims.contains(&0) {
+        let extent = if dims[..n].contains(&0) {
             0
         } else {
-            dims.iter()
+            dims[..n]
+                .iter()
                 .zip(&strides)
                 .map(|(&d, &s)| u64::from(d - 1) * u64::from(s))
                 .sum::<u64>()
@@ -524,6 +538,7 @@ impl TensorHeader {
             dtype,
             major_order,
             progress_unit,
+            ndims: n as u8,
             dims,
             strides,
             extent,

@@ -147,10 +147,14 @@ fn w_8_2_3_ndims_in_1_to_8_and_nothing_negative() {
 #[test]
 fn w_8_2_4_strides_follow_the_major_order_without_overlap() {
     let t = TensorHeader::row_major(Dtype::Int16, &[3, 4]).validate().unwrap();
-    assert_eq!(t.strides, [8, 2], "zeros are filled with the minimum, row major");
+    assert_eq!(
+        t.strides(),
+        [8, 2],
+        "zeros are filled with the minimum, row major"
+    );
     let mut col = TensorHeader::row_major(Dtype::Int16, &[3, 4]);
     col.major_order = MajorOrder::Column as i16;
-    assert_eq!(col.validate().unwrap().strides, [2, 6]);
+    assert_eq!(col.validate().unwrap().strides(), [2, 6]);
     let mut overlap = TensorHeader::row_major(Dtype::Int16, &[3, 4]);
     overlap.strides[..2].copy_from_slice(&[4, 2]); // rows overlap: 4 < 2 × 4
     assert_eq!(field_of(overlap.validate().unwrap_err()), "strides");

@@ -147,7 +147,7 @@ fn c_slot_header_holds_a_committed_float32_vector() {
     );
     let t = slot.validate(0, &[(1, 256)]).unwrap();
     assert_eq!(
-        (t.dtype, t.dims.as_slice(), t.strides.as_slice()),
+        (t.dtype, t.dims(), t.strides()),
         (Dtype::Float32, &[1u32][..], &[4u32][..])
     );
 }

@@ -68,7 +68,7 @@ proptest! {
     #[test]
     fn any_tensor_is_judged_without_panic(t in tensor()) {
         if let Ok(v) = t.validate() {
-            prop_assert!(v.dims.len() == t.ndims as usize);
+            prop_assert!(v.dims().len() == t.ndims as usize);
         }
     }
 

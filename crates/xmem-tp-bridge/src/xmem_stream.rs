@@ -82,9 +82,9 @@ pub fn describe(desc: &TensorDesc, buffer_len: usize) -> (TensorHeader, std::ops
 pub fn to_desc(t: &Tensor) -> Option<TensorDesc> {
     let dtype = from_wire(t.dtype);
     let size = dtype.size() as u32;
-    let shape: Vec<u64> = t.dims.iter().map(|&d| u64::from(d)).collect();
+    let shape: Vec<u64> = t.dims().iter().map(|&d| u64::from(d)).collect();
     let strides: Option<Vec<i64>> = t
-        .strides
+        .strides()
         .iter()
         .map(|&s| (s % size == 0).then_some(i64::from(s / size)))
         .collect();

@@ -162,7 +162,11 @@ fn inspect(arg: &str, frames: usize, format: Format) -> Result<()> {
             Ok(t) => format!(
                 "{:?} {}",
                 t.dtype,
-                t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+                t.dims()
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x")
             ),
             Err(e) => format!("invalid: {e}"),
         }

@@ -113,7 +113,7 @@ fn consume(dir: &Path, epoch: u64) {
     let mut bad = 0u64;
     let mut check = |c: &mut Consumer| match c.next(0, &mut buf) {
         Ok(a) => {
-            if a.tensor.dims != [1080, 1920, 3] || !intact(a.seq, &buf) {
+            if a.tensor.dims() != [1080, 1920, 3] || !intact(a.seq, &buf) {
                 bad += 1;
             }
             true
