@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// `6291456` → `6.0 MiB`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -19,7 +19,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// Time since `unix_ns`, like `3m12s`.
-pub fn age(unix_ns: u64) -> String {
+pub(crate) fn age(unix_ns: u64) -> String {
     if unix_ns == 0 {
         return "?".into();
     }
@@ -28,7 +28,7 @@ pub fn age(unix_ns: u64) -> String {
 }
 
 /// A duration, coarsely.
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => format!("{}ms", d.as_millis()),
@@ -39,7 +39,7 @@ pub fn duration(d: Duration) -> String {
 }
 
 /// The wall-clock time of day, `HH:MM:SS.mmm` (UTC), for event lines.
-pub fn clock() -> String {
+pub(crate) fn clock() -> String {
     let ns = xmem_core::os::time::unix_now_ns();
     let s = ns / 1_000_000_000;
     format!(
@@ -52,7 +52,7 @@ pub fn clock() -> String {
 }
 
 /// Nanoseconds as `812ns`, `12.3µs`, `4.1ms`.
-pub fn nanos(ns: u64) -> String {
+pub(crate) fn nanos(ns: u64) -> String {
     match ns {
         0..=9_999 => format!("{ns}ns"),
         10_000..=9_999_999 => format!("{:.1}µs", ns as f64 / 1e3),
@@ -61,7 +61,7 @@ pub fn nanos(ns: u64) -> String {
 }
 
 /// Prints rows as left-aligned columns under a header.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in width.iter_mut().zip(row) {

@@ -23,7 +23,7 @@ pub trait Word64: Sync {
 }
 
 /// A 32-bit atomic word.
-pub trait Word32: Sync {
+pub(crate) trait Word32: Sync {
     /// `load`.
     fn load(&self, order: Ordering) -> u32;
     /// `store`.
@@ -110,7 +110,7 @@ word32!(loom::sync::atomic::AtomicU32, swap);
 
 /// A memory fence (loom's under `cfg(loom)`, so models see it).
 #[inline(always)]
-pub fn fence(order: Ordering) {
+pub(crate) fn fence(order: Ordering) {
     #[cfg(loom)]
     loom::sync::atomic::fence(order);
     #[cfg(not(loom))]
@@ -125,7 +125,7 @@ pub fn fence(order: Ordering) {
 /// however, treats `SeqCst` accesses as `AcqRel` (tokio-rs/loom#180) and would report lost
 /// wake-ups that cannot happen; under `cfg(loom)` this is the fence that models the real order.
 #[inline(always)]
-pub fn seqcst_store_load() {
+pub(crate) fn seqcst_store_load() {
     #[cfg(loom)]
     loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
@@ -133,7 +133,7 @@ pub fn seqcst_store_load() {
 /// A small non-zero number naming the calling thread, unique among live threads (for ownership
 /// tags in process-local words).
 #[inline]
-pub fn thread_token() -> u32 {
+pub(crate) fn thread_token() -> u32 {
     use std::cell::Cell;
     use std::sync::atomic::AtomicU32;
     static NEXT: AtomicU32 = AtomicU32::new(1);
@@ -155,7 +155,7 @@ pub fn thread_token() -> u32 {
 
 /// Backs off inside a short spin-wait (another thread is mid-transition).
 #[inline]
-pub fn backoff(spins: &mut u32) {
+pub(crate) fn backoff(spins: &mut u32) {
     #[cfg(loom)]
     {
         *spins += 1;

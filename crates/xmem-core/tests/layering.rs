@@ -150,3 +150,52 @@ fn the_top_level_modules_import_each_other_without_a_cycle() {
         "the imports were read: {edges:#?}"
     );
 }
+
+/// Every crate takes the workspace's lints (unsafe without a SAFETY comment, unreachable `pub`,
+/// missing docs), and the test workspace, which cannot inherit them, repeats the unsafe ones.
+#[test]
+fn every_crate_takes_the_workspace_lints() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = std::fs::read_to_string(crates.parent().unwrap().join("Cargo.toml")).unwrap();
+    for lint in [
+        "unsafe_op_in_unsafe_fn",
+        "missing_docs",
+        "unreachable_pub",
+        "undocumented_unsafe_blocks",
+    ] {
+        assert!(
+            root.contains(&format!("\n{lint} = ")),
+            "workspace lints lack {lint}"
+        );
+    }
+    let mut checked = 0;
+    for e in std::fs::read_dir(crates).unwrap() {
+        let manifest = e.unwrap().path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let inherits = text.contains("\n[lints]\nworkspace = true");
+        let own_workspace = text.contains("\n[workspace]");
+        if own_workspace {
+            for lint in ["unsafe_op_in_unsafe_fn", "undocumented_unsafe_blocks"] {
+                assert!(
+                    text.contains(&format!("\n{lint} = \"deny\"")),
+                    "{}: {lint}",
+                    manifest.display()
+                );
+            }
+        } else {
+            assert!(
+                inherits,
+                "{} lacks `[lints] workspace = true`",
+                manifest.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 10,
+        "found only {checked} crates under {}",
+        crates.display()
+    );
+}

@@ -13,27 +13,27 @@ use xmem_core::DType;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct DLDevice {
+pub(crate) struct DLDevice {
     pub device_type: i32,
     pub device_id: i32,
 }
 
 /// `kDLCPU`.
-pub const CPU: DLDevice = DLDevice {
+pub(crate) const CPU: DLDevice = DLDevice {
     device_type: 1,
     device_id: 0,
 };
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct DLDataType {
+pub(crate) struct DLDataType {
     pub code: u8,
     pub bits: u8,
     pub lanes: u16,
 }
 
 #[repr(C)]
-pub struct DLTensor {
+pub(crate) struct DLTensor {
     pub data: *mut c_void,
     pub device: DLDevice,
     pub ndim: i32,
@@ -77,7 +77,7 @@ const LEGACY: &CStr = c"dltensor";
 const VERSIONED: &CStr = c"dltensor_versioned";
 
 /// The DLPack type of `dtype`.
-pub fn data_type(dtype: DType) -> DLDataType {
+pub(crate) fn data_type(dtype: DType) -> DLDataType {
     let (code, bits) = match dtype {
         DType::I8 => (0, 8),
         DType::I16 => (0, 16),
@@ -107,7 +107,7 @@ struct Context {
 }
 
 /// What to export.
-pub struct Export {
+pub(crate) struct Export {
     pub data: *mut c_void,
     pub dtype: DType,
     pub shape: Vec<i64>,
@@ -123,7 +123,7 @@ pub struct Export {
 
 /// Makes the capsule: versioned (with the read-only flag) when the consumer accepts DLPack 1.x,
 /// the legacy one otherwise.
-pub fn capsule(py: Python<'_>, e: Export, versioned: bool) -> PyResult<Py<PyAny>> {
+pub(crate) fn capsule(py: Python<'_>, e: Export, versioned: bool) -> PyResult<Py<PyAny>> {
     let mut ctx = Box::new(Context {
         shape: e.shape,
         strides: e.strides,

@@ -49,7 +49,7 @@ kinds! {
 }
 
 /// The Python exception for `e`.
-pub fn to_py(e: Error) -> PyErr {
+pub(crate) fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
         Error::InvalidName { .. } => InvalidName::new_err(msg),
@@ -97,7 +97,7 @@ pub fn to_py(e: Error) -> PyErr {
 }
 
 /// `?` for xmem results inside Python methods.
-pub trait IntoPy<T> {
+pub(crate) trait IntoPy<T> {
     fn py_err(self) -> PyResult<T>;
 }
 

@@ -17,7 +17,7 @@ use crate::dlpack;
 use crate::errors::IntoPy;
 
 /// The Rust guard a frame holds.
-pub enum Guard {
+pub(crate) enum Guard {
     /// Shared, read-only.
     Read(Buffer),
     /// Exclusive, writable.
@@ -38,7 +38,7 @@ macro_rules! read_guard {
 }
 
 /// Where a device pool's frame is in this process, and the pool that keeps it mapped.
-pub struct DeviceView {
+pub(crate) struct DeviceView {
     /// The buffer's first byte, in this process's mapping of the allocation.
     pub base: u64,
     /// DLPack's device of it.
@@ -256,7 +256,7 @@ fn format_of(dtype: DType) -> PyResult<&'static str> {
 
 /// Parses a dtype: xmem's names (`"uint8"`, `"bfloat16"`…), or anything `numpy.dtype` takes
 /// (`"f4"`, `numpy.uint8`, `numpy.dtype("float32")`).
-pub fn parse_dtype(obj: &Bound<'_, PyAny>) -> PyResult<DType> {
+pub(crate) fn parse_dtype(obj: &Bound<'_, PyAny>) -> PyResult<DType> {
     if let Ok(s) = obj.extract::<String>() {
         if let Ok(d) = s.parse::<DType>() {
             return Ok(d);

@@ -197,7 +197,7 @@ impl LatestValue {
     }
 }
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SequenceBarrier>()?;
     m.add_class::<TimestampBarrier>()?;
     m.add_class::<LatestValue>()?;

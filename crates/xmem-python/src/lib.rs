@@ -6,6 +6,8 @@
 
 mod device;
 mod dlpack;
+// create_exception! declares its classes `pub`; they are reached through `register`.
+#[allow(unreachable_pub)]
 mod errors;
 mod frame;
 mod join;

@@ -33,7 +33,7 @@ pyo3::create_exception!(
 );
 
 /// Adds the classes to the module.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TpConsumer>()?;
     m.add_class::<TpProducer>()?;
     m.add_class::<TpFrame>()?;

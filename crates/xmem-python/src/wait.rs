@@ -15,7 +15,7 @@ use crate::frame::Frame;
 const SLICE: Duration = Duration::from_millis(50);
 
 /// Converts a Python timeout in seconds (`None`: forever).
-pub fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
+pub(crate) fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     match seconds {
         None => Ok(None),
         Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
@@ -27,7 +27,7 @@ pub fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
 
 /// Calls `attempt(slice)` with the GIL released until it returns `Some`, the timeout passes
 /// (then `Ok(None)`), or a signal handler raises.
-pub fn sliced<T, F>(py: Python<'_>, total: Option<Duration>, mut attempt: F) -> PyResult<Option<T>>
+pub(crate) fn sliced<T, F>(py: Python<'_>, total: Option<Duration>, mut attempt: F) -> PyResult<Option<T>>
 where
     F: FnMut(Duration) -> PyResult<Option<T>> + Send,
     T: Send,
@@ -61,13 +61,13 @@ const GIL_CONTENDED: Duration = Duration::from_micros(50);
 /// Stops rehearsing (for the rest of this receive) once taking the GIL had to wait: another
 /// thread runs Python, and the frame will wait for the GIL anyway.
 #[derive(Default)]
-pub struct Rehearsal {
+pub(crate) struct Rehearsal {
     interrupted: Option<PyErr>,
     contended: bool,
 }
 
 impl Rehearsal {
-    pub fn run(&mut self) -> ControlFlow<()> {
+    pub(crate) fn run(&mut self) -> ControlFlow<()> {
         if self.contended {
             return ControlFlow::Continue(());
         }
@@ -84,7 +84,7 @@ impl Rehearsal {
     }
 
     /// The receive's result, or the exception a signal handler raised during it.
-    pub fn outcome<T>(self, got: xmem_core::Result<T>) -> PyResult<T> {
+    pub(crate) fn outcome<T>(self, got: xmem_core::Result<T>) -> PyResult<T> {
         match self.interrupted {
             Some(e) => Err(e),
             None => got.map_err(to_py),

@@ -363,7 +363,7 @@ pub(crate) mod steps {
     use crate::layout::commit_word;
 
     /// A 64-bit commit word: the real one in a mapping, or loom's in the model.
-    pub trait Word {
+    pub(crate) trait Word {
         /// `AtomicU64::load`.
         fn load(&self, order: Ordering) -> u64;
         /// `AtomicU64::store`.
@@ -393,7 +393,7 @@ pub(crate) mod steps {
 
     /// A fence (loom's in the model, so that it sees it).
     #[inline(always)]
-    pub fn fence(order: Ordering) {
+    pub(crate) fn fence(order: Ordering) {
         #[cfg(loom)]
         loom::sync::atomic::fence(order);
         #[cfg(not(loom))]
@@ -402,21 +402,21 @@ pub(crate) mod steps {
 
     /// Producer, step 1: the slot is being rewritten for frame `seq`.
     #[inline(always)]
-    pub fn begin<W: Word>(word: &W, seq: u64) {
+    pub(crate) fn begin<W: Word>(word: &W, seq: u64) {
         word.store(commit_word(seq, false), Release);
         fence(Release);
     }
 
     /// Producer, steps 4–5: what was written is visible, then frame `seq` is committed.
     #[inline(always)]
-    pub fn commit<W: Word>(word: &W, seq: u64) {
+    pub(crate) fn commit<W: Word>(word: &W, seq: u64) {
         fence(Release);
         word.store(commit_word(seq, true), Release);
     }
 
     /// Consumer, step 2: the word to validate against if frame `seq` is committed in it.
     #[inline(always)]
-    pub fn committed<W: Word>(word: &W, seq: u64) -> Result<u64, Drop> {
+    pub(crate) fn committed<W: Word>(word: &W, seq: u64) -> Result<u64, Drop> {
         let first = word.load(Acquire);
         // Older, or this very frame still being written (a descriptor never announces that).
         if first >> 1 < seq || first == commit_word(seq, false) {
@@ -430,7 +430,7 @@ pub(crate) mod steps {
 
     /// Consumer, step 5: whether nothing was rewritten since `first` was read.
     #[inline(always)]
-    pub fn unchanged<W: Word>(word: &W, first: u64) -> bool {
+    pub(crate) fn unchanged<W: Word>(word: &W, first: u64) -> bool {
         fence(Acquire);
         word.load(Acquire) == first
     }

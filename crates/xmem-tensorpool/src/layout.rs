@@ -81,17 +81,29 @@ pub enum RegionType {
 /// The 64-byte superblock at the start of every region file (§2.2), as its bytes hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Superblock {
+    /// `TPOLSHM1` as a little-endian u64.
     pub magic: u64,
+    /// The region layout's version (1).
     pub layout_version: u32,
+    /// The producer's epoch: a new one for every set of files it makes.
     pub epoch: u64,
+    /// The stream this region belongs to.
     pub stream_id: u32,
+    /// A [`RegionType`] as its wire value.
     pub region_type: i16,
+    /// The pool's id (0 in the header ring).
     pub pool_id: u16,
+    /// Slots in the region (a power of two in the ring; equal to the ring's in each pool).
     pub nslots: u32,
+    /// Bytes of one header slot (256) in the ring; 0 in pools.
     pub slot_bytes: u32,
+    /// Bytes between payload slots in a pool; 0 in the ring.
     pub stride_bytes: u32,
+    /// The producer's process id.
     pub pid: u64,
+    /// When the producer made the region.
     pub start_timestamp_ns: u64,
+    /// Refreshed by a live producer; stale means it is gone.
     pub activity_timestamp_ns: u64,
 }
 
@@ -260,6 +272,7 @@ pub fn check_stride(stride: u32) -> Result<()> {
 
 /// Element types (§2.3; 12 is unused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // the names say it; the values are the wire's
 pub enum Dtype {
     Uint8 = 1,
     Int8 = 2,
@@ -322,8 +335,11 @@ pub enum MajorOrder {
 /// The unit of `FrameProgress` for a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressUnit {
+    /// The tensor's progress is not reported.
     None = 0,
+    /// Progress counts rows (row-major tensors filled top to bottom).
     Rows = 1,
+    /// Progress counts columns.
     Columns = 2,
 }
 
@@ -331,12 +347,19 @@ pub enum ProgressUnit {
 /// given for all 8 entries; those past `ndims` are zero when a producer wrote them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TensorHeader {
+    /// A [`Dtype`] as its wire value.
     pub dtype: i16,
+    /// A [`MajorOrder`] as its wire value.
     pub major_order: i16,
+    /// Dimensions in use, 1 to 8.
     pub ndims: u8,
+    /// Alignment padding hint; carried, not interpreted.
     pub pad_align: u8,
+    /// A [`ProgressUnit`] as its wire value.
     pub progress_unit: u8,
+    /// Bytes per progress unit: the row (or column) stride.
     pub progress_stride_bytes: u32,
+    /// The dimensions (entries past `ndims` zero).
     pub dims: [i32; MAX_DIMS],
     /// In bytes; 0 means "contiguous, infer".
     pub strides: [i32; MAX_DIMS],
@@ -346,8 +369,11 @@ pub struct TensorHeader {
 /// producers and consumers validate one per frame, and nothing per frame allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tensor {
+    /// Element type.
     pub dtype: Dtype,
+    /// Which index is fastest.
     pub major_order: MajorOrder,
+    /// What its FrameProgress counts.
     pub progress_unit: ProgressUnit,
     ndims: u8,
     dims: [u32; MAX_DIMS],
@@ -552,15 +578,21 @@ impl TensorHeader {
 pub struct SlotHeader {
     /// `seq << 1 | committed`.
     pub seq_commit: u64,
+    /// Bytes of payload in the frame.
     pub values_len_bytes: u32,
+    /// The payload's slot in its pool.
     pub payload_slot: u32,
+    /// The pool holding the payload.
     pub pool_id: u16,
+    /// Byte offset of the tensor's first element in its payload slot.
     pub payload_offset: u32,
     /// Capture (source) time.
     pub timestamp_ns: u64,
+    /// The version of the stream's metadata the frame was made under.
     pub meta_version: u32,
     /// The `headerBytes` length prefix; 192 in every valid slot.
     pub header_bytes_len: u32,
+    /// The tensor the payload holds.
     pub tensor: TensorHeader,
 }
 

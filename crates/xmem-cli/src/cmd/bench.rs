@@ -10,7 +10,7 @@ use xmem_bench::streams::{report, Plan, Transport};
 use xmem_bench::PeerProgram;
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Run only `latency` or `throughput`.
     #[arg(long)]
     only: Option<String>,
@@ -22,7 +22,7 @@ pub struct BenchArgs {
     scale: f64,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let mut plan = Plan::from_env();
     match args.only.as_deref() {
         None => {}
@@ -60,7 +60,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// `xmem bench-peer ROLE …`: the benchmark's second process.
-pub fn peer(args: Vec<String>) -> Result<()> {
+pub(crate) fn peer(args: Vec<String>) -> Result<()> {
     let code = xmem_bench::peer_main(&args);
     if code != 0 {
         std::process::exit(code);

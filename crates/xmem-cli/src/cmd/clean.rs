@@ -9,7 +9,7 @@ use xmem_core::os::{placement, ShmDir};
 
 use crate::fmt;
 
-pub fn run(dry_run: bool, damaged: bool, grace: Duration) -> Result<()> {
+pub(crate) fn run(dry_run: bool, damaged: bool, grace: Duration) -> Result<()> {
     let options = CleanupOptions {
         grace,
         dry_run,

@@ -20,7 +20,7 @@ use xmem_core::{DType, Error, TensorDesc};
 use crate::fmt;
 
 #[derive(clap::Args, Debug)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Consumer processes.
     #[arg(long, default_value_t = 2)]
     consumers: usize,
@@ -46,7 +46,7 @@ pub struct DemoArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ConsumerArgs {
+pub(crate) struct ConsumerArgs {
     /// The stream to subscribe to.
     #[arg(long)]
     stream: String,
@@ -59,7 +59,7 @@ pub struct ConsumerArgs {
 }
 
 /// Parses `3s`, `250ms`, `2m`, `1h`, `1.5s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .map(|i| s.split_at(i))
@@ -100,7 +100,7 @@ struct Consumer {
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
-pub fn run(args: DemoArgs) -> Result<()> {
+pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if args.consumers == 0 || args.consumers > 32 {
         bail!("--consumers must be 1 to 32");
     }
@@ -316,7 +316,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// The subscriber process: takes each frame published, checks it, measures, lets go.
-pub fn consumer(args: ConsumerArgs) -> Result<()> {
+pub(crate) fn consumer(args: ConsumerArgs) -> Result<()> {
     // The publisher ends us by closing the stream, also on Ctrl-C; don't die before it does.
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::new(AtomicBool::new(false)))?;
     if args.device {

@@ -19,7 +19,7 @@ use crate::fmt;
 const SAMPLE: usize = 4096;
 
 /// Runs the device demo; `device` is `cuda`, `cuda:N` or `host`.
-pub fn run(
+pub(crate) fn run(
     device: &str,
     consumers: usize,
     duration: Duration,
@@ -135,7 +135,7 @@ pub fn run(
 }
 
 /// The subscriber side: receives every frame, copies back its ends, checks them.
-pub fn consumer(stream: &str) -> Result<()> {
+pub(crate) fn consumer(stream: &str) -> Result<()> {
     let mut subscriber = DeviceSubscriber::open(Subscriber::builder(stream))?;
     let mut out = std::io::stdout();
     writeln!(out, "ready")?;

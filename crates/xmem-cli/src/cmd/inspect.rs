@@ -10,7 +10,7 @@ use xmem_core::Error;
 use super::ls::liveness_word;
 use crate::{fmt, Format};
 
-pub fn run(name: &str, format: Format) -> Result<()> {
+pub(crate) fn run(name: &str, format: Format) -> Result<()> {
     let path = object::path_of(&ShmDir::default(), name)?;
     let Some(info) = object::probe(&path)? else {
         return Err(Error::NotFound {
@@ -78,7 +78,7 @@ fn device_kind_word(kind: xmem_core::DeviceKind) -> &'static str {
     }
 }
 
-pub fn pool_json(s: &PoolSnapshot) -> Value {
+pub(crate) fn pool_json(s: &PoolSnapshot) -> Value {
     json!({
         "name": s.name,
         "kind": "pool",
@@ -281,7 +281,7 @@ fn member_word(m: xmem_core::stream::MemberState) -> &'static str {
     }
 }
 
-pub fn stream_json(s: &xmem_core::stream::StreamInfo) -> Value {
+pub(crate) fn stream_json(s: &xmem_core::stream::StreamInfo) -> Value {
     json!({
         "name": s.name,
         "kind": "stream",

@@ -8,7 +8,7 @@ use xmem_core::os::{Liveness, ShmDir};
 
 use crate::{fmt, Format};
 
-pub fn run(format: Format) -> Result<()> {
+pub(crate) fn run(format: Format) -> Result<()> {
     let entries = discovery::list()?;
     let tp = tp_streams();
     let drivers = tp_drivers();
@@ -225,7 +225,7 @@ fn usage(e: &Entry) -> String {
     }
 }
 
-pub fn entry_json(e: &Entry) -> serde_json::Value {
+pub(crate) fn entry_json(e: &Entry) -> serde_json::Value {
     let detail = match &e.detail {
         Detail::Pool {
             buffers,
@@ -271,7 +271,7 @@ pub fn entry_json(e: &Entry) -> serde_json::Value {
 }
 
 /// The entry's state in a word; an object whose own part is damaged reads "damaged" too.
-pub fn entry_state_word(e: &Entry) -> &'static str {
+pub(crate) fn entry_state_word(e: &Entry) -> &'static str {
     if e.damage().is_some() {
         "damaged"
     } else {
@@ -279,7 +279,7 @@ pub fn entry_state_word(e: &Entry) -> &'static str {
     }
 }
 
-pub fn state_word(state: &ObjectState) -> &'static str {
+pub(crate) fn state_word(state: &ObjectState) -> &'static str {
     match state {
         ObjectState::Ready => "ready",
         ObjectState::Initialising => "initialising",
@@ -289,7 +289,7 @@ pub fn state_word(state: &ObjectState) -> &'static str {
     }
 }
 
-pub fn liveness_word(l: Liveness) -> &'static str {
+pub(crate) fn liveness_word(l: Liveness) -> &'static str {
     match l {
         Liveness::Alive => "yes",
         Liveness::Dead => "no",

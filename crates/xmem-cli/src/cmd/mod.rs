@@ -1,14 +1,14 @@
 //! One module per subcommand; each is a thin layer over `xmem-core`.
 
-pub mod bench;
-pub mod clean;
-pub mod demo;
-pub mod demo_device;
-pub mod inspect;
-pub mod ls;
-pub mod produce;
-pub mod tp;
-pub mod tp_bridge;
-pub mod tp_driver;
-pub mod tp_live;
-pub mod watch;
+pub(crate) mod bench;
+pub(crate) mod clean;
+pub(crate) mod demo;
+pub(crate) mod demo_device;
+pub(crate) mod inspect;
+pub(crate) mod ls;
+pub(crate) mod produce;
+pub(crate) mod tp;
+pub(crate) mod tp_bridge;
+pub(crate) mod tp_driver;
+pub(crate) mod tp_live;
+pub(crate) mod watch;

@@ -17,7 +17,7 @@ use xmem_core::{DType, Error, TensorDesc};
 use crate::fmt;
 
 #[derive(clap::Args, Debug)]
-pub struct ProduceArgs {
+pub(crate) struct ProduceArgs {
     /// The stream to create.
     name: String,
     /// Frame shape, e.g. `1080x1920x3`.
@@ -61,7 +61,7 @@ fn parse_shape(s: &str) -> Result<Vec<u64>> {
 /// A flag raised by SIGINT or SIGTERM (Ctrl-C, `docker stop`, `kill`), so that the command
 /// stops at its next frame and drops its stream (and the pool) instead of dying with them in
 /// /dev/shm. A second signal while stopping ends the process at once.
-pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
@@ -71,7 +71,7 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-pub fn produce(args: ProduceArgs) -> Result<()> {
+pub(crate) fn produce(args: ProduceArgs) -> Result<()> {
     let stop = stop_on_signals()?;
     let dtype: DType = args.dtype.parse()?;
     let desc = TensorDesc::contiguous(dtype, &parse_shape(&args.shape)?)?;
@@ -138,7 +138,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ConsumeArgs {
+pub(crate) struct ConsumeArgs {
     /// The stream to join.
     name: String,
     /// Stop after this many frames (0: until the publisher is gone).
@@ -152,7 +152,7 @@ pub struct ConsumeArgs {
     wake_ahead: Option<Duration>,
 }
 
-pub fn consume(args: ConsumeArgs) -> Result<()> {
+pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     let stop = stop_on_signals()?;
     let mut builder = Subscriber::builder(&args.name);
     if let Some(spin) = args.spin {

@@ -15,7 +15,7 @@ use xmem_tensorpool::uri::ShmUri;
 use crate::{fmt, Format};
 
 #[derive(clap::Subcommand, Debug)]
-pub enum TpCommand {
+pub(crate) enum TpCommand {
     /// Decode one SBE message of the six tensor-pool schemas (a file, or `-` for stdin).
     Decode {
         /// The message's bytes.
@@ -65,7 +65,7 @@ pub enum TpCommand {
     Bridge(super::tp_bridge::BridgeArgs),
 }
 
-pub fn run(cmd: TpCommand) -> Result<()> {
+pub(crate) fn run(cmd: TpCommand) -> Result<()> {
     match cmd {
         TpCommand::Decode { file, format } => decode(&file, format),
         TpCommand::Inspect {

@@ -13,7 +13,7 @@ use super::tp_live::{connect_media, DriverMode};
 
 /// `xmem tp bridge`.
 #[derive(clap::Args, Debug)]
-pub struct BridgeArgs {
+pub(crate) struct BridgeArgs {
     /// The configuration: AeronTensorPool.jl's `[bridge]` and `[[mappings]]` keys, each mapping
     /// with `role = "sender"` or `"receiver"`, `[local]` and `[profiles.*]` for this host.
     #[arg(long)]
@@ -30,7 +30,7 @@ pub struct BridgeArgs {
     duration: Option<Duration>,
 }
 
-pub fn bridge(args: BridgeArgs) -> Result<()> {
+pub(crate) fn bridge(args: BridgeArgs) -> Result<()> {
     let config = BridgeConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let b = &config.bridge;
     if (b.forward_metadata || b.forward_tracelink) && b.metadata_channel.is_empty() {

@@ -13,7 +13,7 @@ use crate::Format;
 
 /// `xmem tp driver`.
 #[derive(clap::Args, Debug)]
-pub struct DriverArgs {
+pub(crate) struct DriverArgs {
     /// The configuration: TOML with tensor_pool_c's sections and keys (an example is
     /// crates/xmem-tp-driver/config/driver.toml); without it, the defaults. Environment
     /// variables override keys (`DRIVER_CONTROL_STREAM_ID=1100`).
@@ -31,7 +31,7 @@ pub struct DriverArgs {
     media_driver: DriverMode,
 }
 
-pub fn driver(args: DriverArgs) -> Result<()> {
+pub(crate) fn driver(args: DriverArgs) -> Result<()> {
     let config = match &args.config {
         Some(path) => DriverConfig::load(path)?,
         None => DriverConfig::parse("", "the defaults", |k| std::env::var(k).ok())?,
@@ -72,7 +72,7 @@ pub fn driver(args: DriverArgs) -> Result<()> {
 
 /// `xmem tp leases`.
 #[derive(clap::Args, Debug)]
-pub struct LeasesArgs {
+pub(crate) struct LeasesArgs {
     /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-USER).
     #[arg(long, env = "AERON_DIR")]
     aeron_dir: Option<PathBuf>,
@@ -81,7 +81,7 @@ pub struct LeasesArgs {
     format: Format,
 }
 
-pub fn leases(args: LeasesArgs) -> Result<()> {
+pub(crate) fn leases(args: LeasesArgs) -> Result<()> {
     let dir = args.aeron_dir.unwrap_or_else(xmem_aeron::default_dir);
     let counters = xmem_aeron::read_counters(&dir)?;
     let mut leases: Vec<_> = counters
@@ -136,7 +136,7 @@ pub fn leases(args: LeasesArgs) -> Result<()> {
 
 /// `xmem tp discover`.
 #[derive(clap::Args, Debug)]
-pub struct DiscoverArgs {
+pub(crate) struct DiscoverArgs {
     /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-USER).
     #[arg(long, env = "AERON_DIR")]
     aeron_dir: Option<PathBuf>,
@@ -169,7 +169,7 @@ pub struct DiscoverArgs {
     format: Format,
 }
 
-pub fn discover(args: DiscoverArgs) -> Result<()> {
+pub(crate) fn discover(args: DiscoverArgs) -> Result<()> {
     let dir = args.aeron_dir.clone().unwrap_or_else(xmem_aeron::default_dir);
     let (client, _media) = connect_media(dir, DriverMode::External)?;
     let e = |id| xmem_tp_control::Endpoint {
@@ -220,7 +220,7 @@ pub fn discover(args: DiscoverArgs) -> Result<()> {
 
 /// `xmem tp discoveryd`.
 #[derive(clap::Args, Debug)]
-pub struct DiscoverydArgs {
+pub(crate) struct DiscoverydArgs {
     /// The configuration (tensor_pool_c's `[discovery]` keys).
     #[arg(long)]
     config: PathBuf,
@@ -229,7 +229,7 @@ pub struct DiscoverydArgs {
     media_driver: DriverMode,
 }
 
-pub fn discoveryd(args: DiscoverydArgs) -> Result<()> {
+pub(crate) fn discoveryd(args: DiscoverydArgs) -> Result<()> {
     let config =
         xmem_tp_discovery::config::DiscoveryConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let dir = (!config.driver.aeron_dir.is_empty())

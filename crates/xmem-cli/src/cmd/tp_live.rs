@@ -31,7 +31,7 @@ use crate::{fmt, Format};
 
 /// Which media driver to use.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverMode {
+pub(crate) enum DriverMode {
     /// The one running in the Aeron directory; if none runs, one started inside this process.
     Auto,
     /// Only one already running (no driver: an error saying how to start one).
@@ -40,7 +40,7 @@ pub enum DriverMode {
 
 /// The Aeron side of every command.
 #[derive(clap::Args, Debug, Clone)]
-pub struct AeronArgs {
+pub(crate) struct AeronArgs {
     /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-USER).
     #[arg(long, env = "AERON_DIR")]
     aeron_dir: Option<PathBuf>,
@@ -172,7 +172,7 @@ fn attach_until(
 
 /// `xmem tp produce`.
 #[derive(clap::Args, Debug)]
-pub struct ProduceArgs {
+pub(crate) struct ProduceArgs {
     #[command(flatten)]
     aeron: AeronArgs,
     /// The stream id.
@@ -221,7 +221,7 @@ pub struct ProduceArgs {
 
 /// `xmem tp consume`.
 #[derive(clap::Args, Debug)]
-pub struct ConsumeArgs {
+pub(crate) struct ConsumeArgs {
     #[command(flatten)]
     aeron: AeronArgs,
     /// The stream id.
@@ -262,7 +262,7 @@ pub struct ConsumeArgs {
 
 /// `xmem tp listen`.
 #[derive(clap::Args, Debug)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     #[command(flatten)]
     aeron: AeronArgs,
     /// Also print every FrameDescriptor (many a second).
@@ -281,7 +281,7 @@ pub struct ListenArgs {
 
 /// `xmem tp media-driver`.
 #[derive(clap::Args, Debug)]
-pub struct MediaDriverArgs {
+pub(crate) struct MediaDriverArgs {
     /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-USER).
     #[arg(long, env = "AERON_DIR")]
     aeron_dir: Option<PathBuf>,
@@ -306,7 +306,7 @@ fn byte_of(seq: u64) -> u8 {
     seq as u8
 }
 
-pub fn produce(args: ProduceArgs) -> Result<()> {
+pub(crate) fn produce(args: ProduceArgs) -> Result<()> {
     let stop = stop_on_signals()?;
     let dims = parse_shape(&args.shape)?;
     let len: u64 = dims.iter().map(|&d| d as u64).product();
@@ -456,7 +456,7 @@ pub fn produce(args: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn consume(args: ConsumeArgs) -> Result<()> {
+pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     let stop = stop_on_signals()?;
     let (client, _driver) = args.aeron.connect()?;
     let channels = args.aeron.channels();
@@ -594,7 +594,7 @@ pub fn consume(args: ConsumeArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn listen(args: ListenArgs) -> Result<()> {
+pub(crate) fn listen(args: ListenArgs) -> Result<()> {
     let stop = stop_on_signals()?;
     let (client, _driver) = args.aeron.connect()?;
     let ch = args.aeron.channels();
@@ -654,7 +654,7 @@ pub fn listen(args: ListenArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn media_driver(args: MediaDriverArgs) -> Result<()> {
+pub(crate) fn media_driver(args: MediaDriverArgs) -> Result<()> {
     let stop = stop_on_signals()?;
     let d = MediaDriver::launch(&DriverOptions {
         dir: args.aeron_dir,
@@ -683,7 +683,7 @@ pub fn media_driver(args: MediaDriverArgs) -> Result<()> {
 
 /// `xmem tp demo`.
 #[derive(clap::Args, Debug)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Consumer processes.
     #[arg(long, default_value_t = 2)]
     pub consumers: usize,
@@ -701,7 +701,7 @@ pub struct DemoArgs {
 /// A media driver embedded in this process (in a directory of its own), a tensor-pool producer
 /// here and consumer processes (`xmem tp consume`) finding it by its announces over Aeron IPC;
 /// every accepted frame is checked; nothing is left behind.
-pub fn demo(args: DemoArgs) -> Result<()> {
+pub(crate) fn demo(args: DemoArgs) -> Result<()> {
     if args.consumers == 0 || args.consumers > 16 {
         bail!("--consumers must be 1 to 16");
     }
@@ -849,7 +849,7 @@ impl Drop for RemoveDir {
 
 /// `xmem tp stat`.
 #[derive(clap::Args, Debug)]
-pub struct StatArgs {
+pub(crate) struct StatArgs {
     /// The Aeron directory (default: $AERON_DIR, else /dev/shm/aeron-USER).
     #[arg(long, env = "AERON_DIR")]
     aeron_dir: Option<PathBuf>,
@@ -860,7 +860,7 @@ pub struct StatArgs {
 
 /// Every tensor-pool producer's and consumer's counters in the driver's counters file (they
 /// are refreshed each announce period), grouped by process.
-pub fn stat(args: StatArgs) -> Result<()> {
+pub(crate) fn stat(args: StatArgs) -> Result<()> {
     let dir = args.aeron_dir.unwrap_or_else(xmem_aeron::default_dir);
     match driver_status(&dir) {
         DriverStatus::Active { .. } => {}

@@ -7,7 +7,7 @@ use xmem_core::discovery::{self, Event};
 
 use crate::fmt;
 
-pub fn run(count: Option<usize>, duration: Option<Duration>) -> Result<()> {
+pub(crate) fn run(count: Option<usize>, duration: Option<Duration>) -> Result<()> {
     let mut w = discovery::watch()?;
     eprintln!("watching {} object(s); Ctrl-C to stop", w.known().len());
     let end = duration.map(|d| Instant::now() + d);

@@ -22,7 +22,7 @@ use crate::tensor::MAX_DIMS;
 use xmem_os::assert_layout;
 
 /// Version of this layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 4;
+pub(crate) const LAYOUT_VERSION: u32 = 4;
 
 /// Most processes attached to one pool at a time: one bit each in a 64-bit holder word, whose
 /// top bit is the writer flag.
@@ -35,18 +35,18 @@ pub const MAX_BUFFERS: u32 = 1 << 16;
 pub const MAX_USER_METADATA: usize = 192;
 
 /// Most bytes of a content type string.
-pub const MAX_CONTENT_TYPE: usize = 32;
+pub(crate) const MAX_CONTENT_TYPE: usize = 32;
 
 /// Most bytes of a producer name.
-pub const MAX_PRODUCER: usize = 32;
+pub(crate) const MAX_PRODUCER: usize = 32;
 
 /// Bytes reserved per buffer for a device-memory handle (a CUDA IPC handle is 64).
-pub const DEVICE_HANDLE_SIZE: usize = 64;
+pub(crate) const DEVICE_HANDLE_SIZE: usize = 64;
 
 /// A hash of every shared struct's size and field offsets, stored in each pool and compared on
 /// open: two builds whose layouts differ refuse each other's pools even if someone forgot to
 /// bump [`LAYOUT_VERSION`].
-pub const LAYOUT_HASH: u64 = {
+pub(crate) const LAYOUT_HASH: u64 = {
     use std::mem::{offset_of, size_of};
     let parts = [
         size_of::<PoolHeader>(),
@@ -180,7 +180,7 @@ impl Storage {
 /// The pool's header.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct PoolHeader {
+pub(crate) struct PoolHeader {
     /// The common object header.
     pub object: ObjectHeader,
     /// Number of buffers.
@@ -221,7 +221,7 @@ assert_layout!(PoolHeader, size 384, align 64, {
 /// line, which also halves what a waker must pull from a sleeping waiter's cache.
 #[repr(C)]
 #[derive(Debug)]
-pub struct WakeWords {
+pub(crate) struct WakeWords {
     /// Bit `s` set: some thread of process slot `s` is parked waiting for a free buffer.
     pub parked: AtomicU64,
     /// Bit `s` set: process slot `s` may keep free hints back, so an acquirer that finds no hint
@@ -239,12 +239,12 @@ unsafe impl SharedLayout for WakeWords {}
 unsafe impl SharedLayout for PoolHeader {}
 
 /// [`PoolHeader::registry`] bit saying the pool is being removed.
-pub const REGISTRY_CLOSED: u64 = 1 << 63;
+pub(crate) const REGISTRY_CLOSED: u64 = 1 << 63;
 
 /// One attached process.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct ProcessSlot {
+pub(crate) struct ProcessSlot {
     /// `state:2 | pid:22 | start_ticks:40`: free, attached, or being reclaimed (see `registry`).
     pub owner: AtomicU64,
     /// Inode of the process's pid namespace.
@@ -275,7 +275,7 @@ unsafe impl SharedLayout for ProcessSlot {}
 /// used by different processes never share one.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct BufferState {
+pub(crate) struct BufferState {
     /// Bit 63: a writer holds it exclusively. Bits 0..63: which process slots hold it.
     /// 0 means free.
     pub holders: AtomicU64,
@@ -289,22 +289,22 @@ assert_layout!(BufferState, size 64, align 64, { holders: 0, generation: 8 });
 unsafe impl SharedLayout for BufferState {}
 
 /// [`BufferMeta::flags`] bit: a tensor description is set (else the buffer is raw bytes).
-pub const META_TENSOR: u32 = 1;
+pub(crate) const META_TENSOR: u32 = 1;
 /// [`BufferMeta::flags`] bit: `timestamp_ns` is set.
-pub const META_TIMESTAMP: u32 = 1 << 1;
+pub(crate) const META_TIMESTAMP: u32 = 1 << 1;
 /// [`BufferMeta::flags`] bit: `sequence` is set.
-pub const META_SEQUENCE: u32 = 1 << 2;
+pub(crate) const META_SEQUENCE: u32 = 1 << 2;
 /// [`BufferMeta::flags`] bit: `content_type` is set.
-pub const META_CONTENT_TYPE: u32 = 1 << 3;
+pub(crate) const META_CONTENT_TYPE: u32 = 1 << 3;
 /// [`BufferMeta::flags`] bit: `producer` is set.
-pub const META_PRODUCER: u32 = 1 << 4;
+pub(crate) const META_PRODUCER: u32 = 1 << 4;
 /// [`BufferMeta::flags`] bit: `user` is set.
-pub const META_USER: u32 = 1 << 5;
+pub(crate) const META_USER: u32 = 1 << 5;
 
 /// A buffer's description. Written only by the buffer's exclusive writer, read by holders.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct BufferMeta {
+pub(crate) struct BufferMeta {
     /// Which fields are set in this life (`META_*` bits); a fresh buffer clears them all with
     /// one store, whatever the previous life left in the fields.
     pub flags: AtomicU32,
@@ -364,7 +364,7 @@ pub struct PoolConfig {
 
 /// Where everything lies, computed from a [`PoolConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolLayout {
+pub(crate) struct PoolLayout {
     /// The configuration it was computed from.
     pub config: PoolConfig,
     /// Distance between consecutive buffers in the arena.
@@ -398,13 +398,13 @@ fn round_up(v: u64, to: u64) -> Option<u64> {
 impl PoolLayout {
     /// Computes the layout of a host pool, validating the configuration.
     #[cfg(test)]
-    pub fn compute(config: PoolConfig) -> Result<PoolLayout> {
+    pub(crate) fn compute(config: PoolConfig) -> Result<PoolLayout> {
         Self::compute_for(config, Storage::Host)
     }
 
     /// Computes the layout for `storage`: a device pool's file ends after the metadata, its
     /// buffers being in the device allocation at the same offsets (`index × stride`).
-    pub fn compute_for(config: PoolConfig, storage: Storage) -> Result<PoolLayout> {
+    pub(crate) fn compute_for(config: PoolConfig, storage: Storage) -> Result<PoolLayout> {
         let PoolConfig {
             count,
             size,
@@ -468,7 +468,7 @@ impl PoolLayout {
 
     /// Offset of buffer `index`'s first byte (the mapping computes it itself; the tests check it).
     #[cfg(test)]
-    pub fn buffer_offset(&self, index: u32) -> usize {
+    pub(crate) fn buffer_offset(&self, index: u32) -> usize {
         self.arena + (u64::from(index) * self.stride) as usize
     }
 }

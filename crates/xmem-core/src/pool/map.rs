@@ -55,7 +55,7 @@ unsafe impl Sync for PoolMap {}
 
 impl PoolMap {
     /// Validates the pool header of an opened object and resolves its tables.
-    pub fn new(label: String, object: OpenObject) -> Result<PoolMap> {
+    pub(super) fn new(label: String, object: OpenObject) -> Result<PoolMap> {
         let path = object.map.path().to_path_buf();
         let corrupt = |detail: String| Error::Corrupt {
             path: path.clone(),
@@ -138,35 +138,35 @@ impl PoolMap {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.object.map.path()
     }
 
-    pub fn path_buf(&self) -> PathBuf {
+    pub(super) fn path_buf(&self) -> PathBuf {
         self.path().to_path_buf()
     }
 
-    pub fn header(&self) -> &PoolHeader {
+    pub(super) fn header(&self) -> &PoolHeader {
         // SAFETY: points into the mapping owned by self (validated in `new`).
         unsafe { &*self.header }
     }
 
-    pub fn slots(&self) -> &[ProcessSlot] {
+    pub(super) fn slots(&self) -> &[ProcessSlot] {
         // SAFETY: as in `header`.
         unsafe { &*self.slots }
     }
 
-    pub fn wake(&self) -> &WakeWords {
+    pub(super) fn wake(&self) -> &WakeWords {
         // SAFETY: as in `header`.
         unsafe { &*self.wake }
     }
 
-    pub fn hint_words(&self) -> &[AtomicU64] {
+    pub(super) fn hint_words(&self) -> &[AtomicU64] {
         // SAFETY: as in `header`.
         unsafe { &*self.hints }
     }
 
-    pub fn states(&self) -> &[BufferState] {
+    pub(super) fn states(&self) -> &[BufferState] {
         // SAFETY: as in `header`.
         unsafe { &*self.states }
     }
@@ -176,7 +176,7 @@ impl PoolMap {
     /// Callers pass only validated indices: hints are checked against the count, tokens by
     /// `check_token`, guards carry their own; debug builds assert it.
     #[inline(always)]
-    pub fn state(&self, index: u32) -> &BufferState {
+    pub(super) fn state(&self, index: u32) -> &BufferState {
         debug_assert!(index < self.layout.config.count);
         // SAFETY: index < count == states().len() (see above); the table lives in our mapping.
         unsafe { self.states().get_unchecked(index as usize) }
@@ -184,19 +184,19 @@ impl PoolMap {
 
     /// Buffer `index`'s metadata (index validated as for [`Self::state`]).
     #[inline(always)]
-    pub fn meta(&self, index: u32) -> &BufferMeta {
+    pub(super) fn meta(&self, index: u32) -> &BufferMeta {
         debug_assert!(index < self.layout.config.count);
         // SAFETY: as in `state`: metas() has `count` entries.
         unsafe { self.metas().get_unchecked(index as usize) }
     }
 
-    pub fn metas(&self) -> &[BufferMeta] {
+    pub(super) fn metas(&self) -> &[BufferMeta] {
         // SAFETY: as in `header`.
         unsafe { &*self.metas }
     }
 
     /// The first byte of buffer `index` (which must be < count) in a host pool's arena.
-    pub fn buffer_ptr(&self, index: u32) -> *mut u8 {
+    pub(super) fn buffer_ptr(&self, index: u32) -> *mut u8 {
         assert!(index < self.layout.config.count);
         assert_eq!(self.storage, Storage::Host, "a device pool has no host arena");
         // SAFETY: index < count, so the offset lies inside the arena, inside the mapping.
@@ -204,7 +204,7 @@ impl PoolMap {
     }
 
     /// Counts buffers whose holder word is 0.
-    pub fn free_count(&self) -> u32 {
+    pub(super) fn free_count(&self) -> u32 {
         self.states()
             .iter()
             .filter(|s| s.holders.load(Relaxed) == 0)

@@ -76,16 +76,16 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use crate::sync::{backoff, seqcst_store_load, thread_token, Word32, Word64};
 
 /// Holder-word bit: the single holder has exclusive write access.
-pub const WRITER: u64 = 1 << 63;
+pub(crate) const WRITER: u64 = 1 << 63;
 /// Holder-word bits naming process slots.
-pub const HOLDERS: u64 = !WRITER;
+pub(crate) const HOLDERS: u64 = !WRITER;
 
 /// Local state: number of references this process holds.
-pub const LOCAL_COUNT: u64 = (1 << 30) - 1;
+pub(crate) const LOCAL_COUNT: u64 = (1 << 30) - 1;
 /// Local state: the one reference is the exclusive writer.
-pub const LOCAL_WRITE: u64 = 1 << 30;
+pub(crate) const LOCAL_WRITE: u64 = 1 << 30;
 /// Local state: a thread is moving the count between 0 and 1 (others wait); bits 32.. name it.
-pub const LOCAL_BUSY: u64 = 1 << 31;
+pub(crate) const LOCAL_BUSY: u64 = 1 << 31;
 
 /// This thread's BUSY value: the flag plus its token, so only it can clear it.
 #[inline]
@@ -94,13 +94,13 @@ fn busy() -> u64 {
 }
 
 /// The holder-word bit of process slot `slot`.
-pub fn slot_bit(slot: usize) -> u64 {
+pub(crate) fn slot_bit(slot: usize) -> u64 {
     debug_assert!(slot < 63);
     1 << slot
 }
 
 /// The shared words the protocol works on.
-pub trait SharedCells {
+pub(crate) trait SharedCells {
     /// 64-bit word type.
     type W64: Word64;
     /// 32-bit word type.
@@ -124,7 +124,7 @@ pub trait SharedCells {
 }
 
 /// The calling process's private words, per buffer.
-pub trait LocalCells {
+pub(crate) trait LocalCells {
     /// 64-bit word type.
     type W64: Word64;
     /// 32-bit word type.
@@ -154,7 +154,7 @@ pub trait LocalCells {
 
 /// What [`LocalCells::defer_hint`] did with a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deferred {
+pub(crate) enum Deferred {
     /// Nothing: publish it now.
     No,
     /// Kept back with others.
@@ -165,7 +165,7 @@ pub enum Deferred {
 
 /// Read or write access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Shared, read-only.
     Read,
     /// Exclusive, read-write.
@@ -174,7 +174,7 @@ pub enum Access {
 
 /// Why a `get` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GetError {
+pub(crate) enum GetError {
     /// The buffer is free: the token's life ended.
     Free,
     /// The buffer lives another life now.
@@ -190,7 +190,7 @@ pub enum GetError {
 
 /// Outcome of dropping one reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Released {
+pub(crate) enum Released {
     /// Other references remain.
     Kept,
     /// That was the last reference anywhere; the buffer is free again.
@@ -199,11 +199,11 @@ pub enum Released {
 
 /// The caller holds no reference to release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotHeld;
+pub(crate) struct NotHeld;
 
 /// Why a hand-off failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransferError {
+pub(crate) enum TransferError {
     /// The caller holds no reference.
     NotHeld,
     /// A recipient already holds (or was already handed) this buffer.
@@ -218,7 +218,12 @@ fn hint_of(index: u32) -> (usize, u64) {
 ///
 /// `start` picks the first hint word to look at, to spread contending acquirers.
 #[inline]
-pub fn try_acquire<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, start: usize) -> Option<(u32, u64)> {
+pub(crate) fn try_acquire<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    start: usize,
+) -> Option<(u32, u64)> {
     let hints = c.hints();
     let words = hints.len();
     // No division on the hot path: `start` is almost always 0 (pools of up to 64 buffers).
@@ -323,7 +328,7 @@ fn take_hinted<C: SharedCells, L: LocalCells>(
 
 /// Publishes the hints this process claimed in batches and has not used (before it sleeps, or
 /// detaches). Returns how many.
-pub fn give_back_claimed<C: SharedCells, L: LocalCells>(c: &C, l: &L) -> u32 {
+pub(crate) fn give_back_claimed<C: SharedCells, L: LocalCells>(c: &C, l: &L) -> u32 {
     let mut n = 0;
     for (word, cell) in c.hints().iter().enumerate() {
         let Some(cache) = l.claimed(word) else {
@@ -341,7 +346,7 @@ pub fn give_back_claimed<C: SharedCells, L: LocalCells>(c: &C, l: &L) -> u32 {
 /// Ends exclusive writing: the buffer becomes shared and readable by token, and the write guard
 /// becomes this process's one read reference. Plain stores: see "Single-writer words".
 #[inline]
-pub fn freeze<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) {
+pub(crate) fn freeze<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) {
     // Release: the data and metadata written so far happen-before any later `get`.
     c.holders(index).store(me, Release);
     l.state(index).store(1, Release);
@@ -349,7 +354,7 @@ pub fn freeze<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) 
 
 /// Takes another reference to the buffer `(index, generation)` for this process.
 #[inline]
-pub fn get<C: SharedCells, L: LocalCells>(
+pub(crate) fn get<C: SharedCells, L: LocalCells>(
     c: &C,
     l: &L,
     me: u64,
@@ -469,7 +474,7 @@ fn take_shared<C: SharedCells>(
 
 /// Drops one of this process's read references (write guards use [`release_writer`]).
 #[inline]
-pub fn release<C: SharedCells, L: LocalCells>(
+pub(crate) fn release<C: SharedCells, L: LocalCells>(
     c: &C,
     l: &L,
     me: u64,
@@ -527,7 +532,7 @@ fn freed<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32) {
 }
 
 /// Publishes every hint this process kept back, and wakes a parked acquirer if there is one.
-pub fn flush_deferred<C: SharedCells, L: LocalCells>(c: &C, l: &L) {
+pub(crate) fn flush_deferred<C: SharedCells, L: LocalCells>(c: &C, l: &L) {
     let mut any = false;
     for (word, cell) in c.hints().iter().enumerate() {
         let bits = l.take_deferred(word);
@@ -549,7 +554,7 @@ pub fn flush_deferred<C: SharedCells, L: LocalCells>(c: &C, l: &L) {
 /// "Single-writer words". The local word stays `1|WRITE` until the end, which keeps our own
 /// acquirers (they CAS from 0) off the buffer until this thread is done with it.
 #[inline]
-pub fn release_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32) -> Released {
+pub(crate) fn release_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32) -> Released {
     crate::crash_point!("release.after_local");
     c.holders(index).store(0, Release);
     crate::crash_point!("release.after_empty");
@@ -583,7 +588,7 @@ fn release_pending<C: SharedCells, L: LocalCells>(
 /// This is the single step both a live release and a reclaimer take, so whichever of them clears
 /// the last bit frees the buffer, exactly once.
 #[inline]
-pub fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Released, NotHeld> {
+pub(crate) fn remove_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Released, NotHeld> {
     let result = clear_holder(c, bit, index);
     if result == Ok(Released::Freed) {
         publish_free(c, index);
@@ -617,7 +622,7 @@ fn clear_holder<C: SharedCells>(c: &C, bit: u64, index: u32) -> Result<Released,
 
 /// Makes a freed buffer findable again and wakes a parked acquirer if there is one.
 #[inline]
-pub fn publish_free<C: SharedCells>(c: &C, index: u32) {
+pub(crate) fn publish_free<C: SharedCells>(c: &C, index: u32) {
     let (word, mask) = hint_of(index);
     c.hints()[word].fetch_or(mask, SeqCst);
     seqcst_store_load();
@@ -628,7 +633,7 @@ pub fn publish_free<C: SharedCells>(c: &C, index: u32) {
 }
 
 /// Turns this process's only reference into exclusive write access, if nobody else holds it.
-pub fn try_upgrade<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) -> bool {
+pub(crate) fn try_upgrade<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32) -> bool {
     let state = l.state(index);
     // Only the sole local reference may upgrade; BUSY keeps other threads out meanwhile.
     if state.cas(1, 1 | busy(), Acquire, Relaxed).is_err() {
@@ -644,7 +649,7 @@ pub fn try_upgrade<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: 
 ///
 /// Each recipient gets its bit set: a reference it owns from this moment, adopted by its first
 /// `get` and returned by its exit or death like any other.
-pub fn transfer<C: SharedCells, L: LocalCells>(
+pub(crate) fn transfer<C: SharedCells, L: LocalCells>(
     c: &C,
     l: &L,
     me: u64,
@@ -702,7 +707,14 @@ pub fn transfer<C: SharedCells, L: LocalCells>(
 /// one as well (its write guard becomes a read reference). One plain store each: see
 /// "Single-writer words".
 #[inline]
-pub fn share_written<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index: u32, to: u64, keep: bool) {
+pub(crate) fn share_written<C: SharedCells, L: LocalCells>(
+    c: &C,
+    l: &L,
+    me: u64,
+    index: u32,
+    to: u64,
+    keep: bool,
+) {
     debug_assert!(to & (me | WRITER) == 0 && (to != 0 || keep));
     // Release: what was written happens-before the recipients' reads.
     c.holders(index).store(if keep { to | me } else { to }, Release);
@@ -715,7 +727,7 @@ pub fn share_written<C: SharedCells, L: LocalCells>(c: &C, l: &L, me: u64, index
 /// of it through an acquire that synchronises with the delivery; so no shared word needs to be
 /// read or written: one CAS on a process-local word.
 #[inline]
-pub fn adopt_delivered<C: SharedCells, L: LocalCells>(
+pub(crate) fn adopt_delivered<C: SharedCells, L: LocalCells>(
     c: &C,
     l: &L,
     me: u64,
@@ -736,7 +748,7 @@ pub fn adopt_delivered<C: SharedCells, L: LocalCells>(
 
 /// Drops a delivered reference that was never taken up (a subscriber leaving with frames still
 /// queued). Does nothing, and reports `NotHeld`, if this process took it up meanwhile.
-pub fn drop_delivered<C: SharedCells, L: LocalCells>(
+pub(crate) fn drop_delivered<C: SharedCells, L: LocalCells>(
     c: &C,
     l: &L,
     me: u64,
@@ -747,7 +759,7 @@ pub fn drop_delivered<C: SharedCells, L: LocalCells>(
 
 /// Moves a write guard to the processes in `to`: the buffer is theirs (each holds a reference,
 /// write access is no one's), and this process holds nothing of it any more.
-pub fn transfer_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32, to: u64) {
+pub(crate) fn transfer_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32, to: u64) {
     debug_assert!(to != 0 && to & WRITER == 0);
     // Release: what was written happens-before the recipients' `get`.
     c.holders(index).store(to, Release);
@@ -756,7 +768,7 @@ pub fn transfer_writer<C: SharedCells, L: LocalCells>(c: &C, l: &L, index: u32, 
 
 /// What reclaiming a dead process returned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReclaimCounts {
+pub(crate) struct ReclaimCounts {
     /// References (holder bits) returned.
     pub references: u64,
     /// Buffers that became free as a result.
@@ -765,7 +777,7 @@ pub struct ReclaimCounts {
 
 /// Returns every reference the process in slot bit `bit` held, and clears its parked bit.
 /// Idempotent: running it twice, or after the process's own partial cleanup, is harmless.
-pub fn reclaim_holder<C: SharedCells>(c: &C, bit: u64) -> ReclaimCounts {
+pub(crate) fn reclaim_holder<C: SharedCells>(c: &C, bit: u64) -> ReclaimCounts {
     let mut counts = ReclaimCounts::default();
     for index in 0..c.count() {
         match remove_holder(c, bit, index) {
@@ -786,7 +798,7 @@ pub fn reclaim_holder<C: SharedCells>(c: &C, bit: u64) -> ReclaimCounts {
 /// between emptying a holder word and setting the hint, or between claiming a hint and taking
 /// the buffer), and wakes as many parked acquirers. Returns how many were set. Safe to run while
 /// others work: a hint is advisory.
-pub fn rebuild_hints<C: SharedCells>(c: &C) -> u32 {
+pub(crate) fn rebuild_hints<C: SharedCells>(c: &C) -> u32 {
     let set = set_missing_hints(c);
     if set > 0 {
         seqcst_store_load();
@@ -804,7 +816,7 @@ pub fn rebuild_hints<C: SharedCells>(c: &C) -> u32 {
 /// free buffer that lacks one, so that the next [`try_acquire`] finds it (see "Hints kept back").
 /// Returns how many were set; wakes nobody (the caller is the one looking). Costs one load per
 /// buffer, so it runs only before giving up or sleeping.
-pub fn find_unhinted<C: SharedCells>(c: &C) -> u32 {
+pub(crate) fn find_unhinted<C: SharedCells>(c: &C) -> u32 {
     if c.keep_back().load(SeqCst) == 0 {
         return 0;
     }
@@ -827,23 +839,23 @@ fn set_missing_hints<C: SharedCells>(c: &C) -> u32 {
 
 /// Marks process slot bit `bit` as one that may keep hints back. Must precede its first kept
 /// hint.
-pub fn set_keep_back<C: SharedCells>(c: &C, bit: u64) {
+pub(crate) fn set_keep_back<C: SharedCells>(c: &C, bit: u64) {
     c.keep_back().fetch_or(bit, SeqCst);
 }
 
 /// Clears process slot bit `bit`'s keep-back mark, after it published everything it kept.
-pub fn clear_keep_back<C: SharedCells>(c: &C, bit: u64) {
+pub(crate) fn clear_keep_back<C: SharedCells>(c: &C, bit: u64) {
     c.keep_back().fetch_and(!bit, SeqCst);
 }
 
 /// Marks process slot bit `bit` as having a parked thread.
 /// Must precede the waiter's last look at the free hints before it sleeps.
-pub fn set_parked<C: SharedCells>(c: &C, bit: u64) {
+pub(crate) fn set_parked<C: SharedCells>(c: &C, bit: u64) {
     c.parked().fetch_or(bit, SeqCst);
     seqcst_store_load();
 }
 
 /// Clears process slot bit `bit`'s parked mark.
-pub fn clear_parked<C: SharedCells>(c: &C, bit: u64) {
+pub(crate) fn clear_parked<C: SharedCells>(c: &C, bit: u64) {
     c.parked().fetch_and(!bit, SeqCst);
 }

@@ -60,7 +60,7 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    pub fn decode(word: u64) -> Owner {
+    pub(super) fn decode(word: u64) -> Owner {
         let state = match word >> STATE_SHIFT {
             1 => SlotState::Active,
             2 => SlotState::Reclaiming,
@@ -74,7 +74,7 @@ impl Owner {
         }
     }
 
-    pub fn encode(state: SlotState, id: ProcessIdentity) -> u64 {
+    pub(super) fn encode(state: SlotState, id: ProcessIdentity) -> u64 {
         let s: u64 = match state {
             SlotState::Free => return 0,
             SlotState::Active => 1,
@@ -85,12 +85,12 @@ impl Owner {
     }
 
     /// Whether this owner is the process `id`.
-    pub fn is(&self, id: ProcessIdentity) -> bool {
+    pub(super) fn is(&self, id: ProcessIdentity) -> bool {
         self.pid == id.pid && self.start == id.start_ticks & START_MASK
     }
 
     /// Whether the owning process lives (the word holds the low 40 bits of its start time).
-    pub fn liveness(&self) -> Liveness {
+    pub(super) fn liveness(&self) -> Liveness {
         let start = self.start;
         crate::os::process::liveness_of(self.pid, |ticks| ticks & START_MASK == start)
     }

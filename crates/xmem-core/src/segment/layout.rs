@@ -13,26 +13,26 @@ use crate::os::map::SharedLayout;
 use xmem_os::assert_layout;
 
 /// Version of this layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub(super) const LAYOUT_VERSION: u32 = 1;
 
 /// Smallest segment.
 pub const MIN_SIZE: u64 = 4096;
 /// Largest segment.
 pub const MAX_SIZE: u64 = 1 << 30;
 /// Segments are sized in whole pages.
-pub const PAGE: u64 = 4096;
+pub(super) const PAGE: u64 = 4096;
 
 /// [`SegmentHeader::placement`] bit: the data is on huge pages.
-pub const PLACED_HUGE: u32 = 1;
+pub(super) const PLACED_HUGE: u32 = 1;
 /// [`SegmentHeader::placement`] bit: the pages are locked in RAM.
-pub const PLACED_LOCKED: u32 = 1 << 1;
+pub(super) const PLACED_LOCKED: u32 = 1 << 1;
 /// [`SegmentHeader::placement`] bit: the pages are bound to `numa_node`.
-pub const PLACED_NUMA: u32 = 1 << 2;
+pub(super) const PLACED_NUMA: u32 = 1 << 2;
 
 /// A segment's header.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct SegmentHeader {
+pub(super) struct SegmentHeader {
     /// The common object header; its owner is the writer.
     pub object: ObjectHeader,
     /// Offset of the data (the page size: 4 KiB, or the huge page size).
@@ -68,7 +68,7 @@ assert_layout!(SegmentHeader, size 256, align 64, {
 unsafe impl SharedLayout for SegmentHeader {}
 
 /// Hash of the header's shape, refused if another build's differs.
-pub const LAYOUT_HASH: u64 = {
+pub(super) const LAYOUT_HASH: u64 = {
     use std::mem::{offset_of, size_of};
     let parts = [
         size_of::<SegmentHeader>(),
@@ -88,7 +88,7 @@ pub const LAYOUT_HASH: u64 = {
 };
 
 /// Checks a requested data size.
-pub fn validate_size(size: u64) -> Result<()> {
+pub(super) fn validate_size(size: u64) -> Result<()> {
     let reason = if size < MIN_SIZE {
         "smaller than 4 KiB"
     } else if size > MAX_SIZE {
@@ -105,7 +105,7 @@ pub fn validate_size(size: u64) -> Result<()> {
 }
 
 /// Total file size for `data_size` bytes on pages of `page_size`.
-pub fn total_size(data_size: u64, page_size: u64) -> u64 {
+pub(super) fn total_size(data_size: u64, page_size: u64) -> u64 {
     page_size + data_size.div_ceil(page_size) * page_size
 }
 

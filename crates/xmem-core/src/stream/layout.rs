@@ -20,7 +20,7 @@ use crate::os::ProcessIdentity;
 use xmem_os::assert_layout;
 
 /// Version of this layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub(super) const LAYOUT_VERSION: u32 = 1;
 
 /// Most subscribers of one stream: each needs a slot of the pool, which has 63, one of which is
 /// the publisher's.
@@ -33,22 +33,22 @@ pub const MAX_DEPTH: u32 = 1 << 16;
 pub const MAX_HISTORY: u32 = 1 << 10;
 
 /// [`StreamHeader::publisher_state`]: publishing.
-pub const PUBLISHER_OPEN: u32 = 1;
+pub(super) const PUBLISHER_OPEN: u32 = 1;
 /// [`StreamHeader::publisher_state`]: the publisher closed the stream.
-pub const PUBLISHER_CLOSED: u32 = 2;
+pub(super) const PUBLISHER_CLOSED: u32 = 2;
 
 /// [`SubscriberRecord::flags`]: wake this subscriber through its notification socket too.
-pub const NOTIFY_FD: u32 = 1;
+pub(super) const NOTIFY_FD: u32 = 1;
 
 /// [`SubscriberRecord::sub_parked`]: a thread sleeps on `sub_wake`.
-pub const PARKED_FUTEX: u32 = 1;
+pub(super) const PARKED_FUTEX: u32 = 1;
 /// [`SubscriberRecord::sub_parked`]: the subscriber waits for its notification socket.
-pub const PARKED_FD: u32 = 2;
+pub(super) const PARKED_FD: u32 = 2;
 
 /// The stream's header.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct StreamHeader {
+pub(super) struct StreamHeader {
     /// The common object header; its owner is the publisher.
     pub object: ObjectHeader,
     /// [`LAYOUT_HASH`] of the creating build.
@@ -92,7 +92,7 @@ unsafe impl SharedLayout for StreamHeader {}
 /// One frame of the history (a seqlock-protected record: `version` odd while it is written).
 #[repr(C)]
 #[derive(Debug)]
-pub struct HistoryEntry {
+pub(super) struct HistoryEntry {
     /// Seqlock version.
     pub version: AtomicU64,
     /// The frame's sequence number.
@@ -111,7 +111,7 @@ unsafe impl SharedLayout for HistoryEntry {}
 /// it writes to ask for a wake-up, and the words the publisher writes back.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct SubscriberRecord {
+pub(super) struct SubscriberRecord {
     /// [`Member`] word: free, joining, active or leaving, and whose.
     pub state: AtomicU64,
     /// The subscriber's slot in the pool (`u32::MAX` until known).
@@ -153,7 +153,7 @@ unsafe impl SharedLayout for SubscriberRecord {}
 /// between their cores for each (measured: 6–10 % of the 8-byte message rate).
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct QueueSlot {
+pub(super) struct QueueSlot {
     /// `2p`: free for position p; `2p + 1`: holds the entry of position p.
     pub seq: AtomicU64,
     /// The frame's buffer generation.
@@ -168,7 +168,7 @@ assert_layout!(QueueSlot, size 64, align 64, { seq: 0, generation: 8, tag: 16 })
 unsafe impl SharedLayout for QueueSlot {}
 
 /// Hash of every shared struct's shape, refused if another build's differs.
-pub const LAYOUT_HASH: u64 = {
+pub(super) const LAYOUT_HASH: u64 = {
     use std::mem::{offset_of, size_of};
     let parts = [
         size_of::<StreamHeader>(),
@@ -196,7 +196,7 @@ pub const LAYOUT_HASH: u64 = {
 
 /// Where everything is, computed from the configuration alone (an opener recomputes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamLayout {
+pub(super) struct StreamLayout {
     /// Slots per queue.
     pub depth: u32,
     /// Subscriber records.
@@ -221,7 +221,7 @@ fn round_up(n: usize, to: usize) -> usize {
 
 impl StreamLayout {
     /// The layout for a configuration, checked.
-    pub fn compute(depth: u32, max_subscribers: u32, history: u32) -> Result<StreamLayout> {
+    pub(super) fn compute(depth: u32, max_subscribers: u32, history: u32) -> Result<StreamLayout> {
         if depth == 0 || depth > MAX_DEPTH || !depth.is_power_of_two() {
             return Err(Error::InvalidConfig(format!(
                 "queue depth {depth}: it must be a power of two from 1 to {MAX_DEPTH}"
@@ -261,7 +261,7 @@ impl StreamLayout {
 }
 
 /// A pool name for the stream called `name`, checked to fit the header.
-pub fn pool_name_of(name: &str) -> Result<String> {
+pub(super) fn pool_name_of(name: &str) -> Result<String> {
     let pool = format!("{name}.pool");
     if pool.len() > MAX_NAME_LEN {
         return Err(Error::InvalidName {
@@ -288,7 +288,7 @@ pub enum MemberState {
 
 /// A decoded `state` word: `state:2 | pid:22 | start_ticks:40`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Member {
+pub(super) struct Member {
     /// Its state.
     pub state: MemberState,
     /// The subscriber's pid.
@@ -304,7 +304,7 @@ const START_MASK: u64 = (1 << 40) - 1;
 
 impl Member {
     /// Decodes a `state` word.
-    pub fn decode(word: u64) -> Member {
+    pub(super) fn decode(word: u64) -> Member {
         let state = match word >> STATE_SHIFT {
             1 => MemberState::Joining,
             2 => MemberState::Active,
@@ -319,7 +319,7 @@ impl Member {
     }
 
     /// Encodes a `state` word (`Free` is 0).
-    pub fn encode(state: MemberState, id: ProcessIdentity) -> u64 {
+    pub(super) fn encode(state: MemberState, id: ProcessIdentity) -> u64 {
         let s: u64 = match state {
             MemberState::Free => return 0,
             MemberState::Joining => 1,
@@ -330,12 +330,12 @@ impl Member {
     }
 
     /// Whether both name the same process.
-    pub fn same_process(&self, other: &Member) -> bool {
+    pub(super) fn same_process(&self, other: &Member) -> bool {
         self.pid == other.pid && self.start == other.start
     }
 
     /// Whether the subscriber's process lives.
-    pub fn liveness(&self) -> crate::os::Liveness {
+    pub(super) fn liveness(&self) -> crate::os::Liveness {
         let start = self.start;
         crate::os::process::liveness_of(self.pid, |ticks| ticks & START_MASK == start)
     }

@@ -36,7 +36,7 @@ use crate::sync::{seqcst_store_load, Word32, Word64};
 const INDEX_BITS: u32 = 16;
 
 /// The shared words of one queue and its subscriber's wake-up words.
-pub trait QueueCells {
+pub(crate) trait QueueCells {
     /// 64-bit word type.
     type W64: Word64;
     /// 32-bit word type.
@@ -66,7 +66,7 @@ pub trait QueueCells {
 
 /// A frame descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The buffer's index in the pool.
     pub index: u32,
     /// The buffer's generation (the life delivered).
@@ -91,7 +91,7 @@ impl Entry {
 
 /// What a subscriber found at its position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Take {
+pub(crate) enum Take {
     /// The entry; the subscriber owns its reference now.
     Entry(Entry),
     /// Nothing yet.
@@ -111,7 +111,7 @@ fn full<Q: QueueCells>(q: &Q, t: u64) -> u64 {
 /// Whether position `t`'s slot can take an entry (`Some(true)`), holds the unread entry of
 /// `t - depth` (`Some(false)`), or holds something else (`None`: corrupt).
 #[inline]
-pub fn has_room<Q: QueueCells>(q: &Q, t: u64) -> Option<bool> {
+pub(crate) fn has_room<Q: QueueCells>(q: &Q, t: u64) -> Option<bool> {
     let s = q.seq(t).load(Acquire);
     if s == 2 * t {
         Some(true)
@@ -125,7 +125,7 @@ pub fn has_room<Q: QueueCells>(q: &Q, t: u64) -> Option<bool> {
 /// Publisher: stores `e` at position `t`, whose slot must have room ([`has_room`]), and wakes
 /// the subscriber if it waits.
 #[inline]
-pub fn put<Q: QueueCells>(q: &Q, t: u64, e: Entry) {
+pub(crate) fn put<Q: QueueCells>(q: &Q, t: u64, e: Entry) {
     q.generation(t).store(e.generation, Relaxed);
     q.tag(t).store(e.tag(), Relaxed);
     // Release: the entry (and the frame it names) happens-before the subscriber's take.
@@ -138,7 +138,7 @@ pub fn put<Q: QueueCells>(q: &Q, t: u64, e: Entry) {
 
 /// Wakes the subscriber if it still waits.
 #[cold]
-pub fn wake_subscriber<Q: QueueCells>(q: &Q) {
+pub(crate) fn wake_subscriber<Q: QueueCells>(q: &Q) {
     let how = q.sub_parked().swap(0, SeqCst);
     if how != 0 {
         q.sub_wake().fetch_add(1, SeqCst);
@@ -150,7 +150,7 @@ pub fn wake_subscriber<Q: QueueCells>(q: &Q) {
 /// entry back (the frame is dropped for this subscriber, and its reference is the publisher's
 /// to return). `None` if the subscriber took it first; the slot has room then.
 #[inline]
-pub fn take_back<Q: QueueCells>(q: &Q, t: u64) -> Option<Entry> {
+pub(crate) fn take_back<Q: QueueCells>(q: &Q, t: u64) -> Option<Entry> {
     let old = t.wrapping_sub(q.depth());
     // Only the publisher writes these words, and it wrote them for `old`.
     let e = Entry::from_words(q.generation(t).load(Relaxed), q.tag(t).load(Relaxed));
@@ -162,7 +162,7 @@ pub fn take_back<Q: QueueCells>(q: &Q, t: u64) -> Option<Entry> {
 
 /// Subscriber: takes the entry of position `h`.
 #[inline]
-pub fn take<Q: QueueCells>(q: &Q, h: u64) -> Take {
+pub(crate) fn take<Q: QueueCells>(q: &Q, h: u64) -> Take {
     let seq = q.seq(h);
     let s = seq.load(Acquire);
     if s == 2 * h + 1 {
@@ -189,7 +189,7 @@ pub fn take<Q: QueueCells>(q: &Q, h: u64) -> Take {
 
 /// Wakes the publisher if it still waits for room.
 #[cold]
-pub fn wake_publisher<Q: QueueCells>(q: &Q) {
+pub(crate) fn wake_publisher<Q: QueueCells>(q: &Q) {
     if q.pub_parked().swap(0, SeqCst) != 0 {
         q.pub_wake().fetch_add(1, SeqCst);
         q.wake_publisher();
@@ -199,7 +199,7 @@ pub fn wake_publisher<Q: QueueCells>(q: &Q) {
 /// Subscriber about to wait at position `h`, as `how` (`PARKED_FUTEX` or `PARKED_FD`):
 /// registers, then looks once more. Returns the futex value to sleep on, or `None` if an entry
 /// (or anything but "empty") arrived meanwhile.
-pub fn park_subscriber<Q: QueueCells>(q: &Q, h: u64, how: u32) -> Option<u32> {
+pub(crate) fn park_subscriber<Q: QueueCells>(q: &Q, h: u64, how: u32) -> Option<u32> {
     let seen = q.sub_wake().load(SeqCst);
     q.sub_parked().store(how, SeqCst);
     seqcst_store_load();
@@ -212,13 +212,13 @@ pub fn park_subscriber<Q: QueueCells>(q: &Q, h: u64, how: u32) -> Option<u32> {
 
 /// Subscriber that stops waiting by its own timer (it goes on looking without sleeping): the
 /// publisher need not wake it. A wake-up already on its way is harmless.
-pub fn unpark_subscriber<Q: QueueCells>(q: &Q) {
+pub(crate) fn unpark_subscriber<Q: QueueCells>(q: &Q) {
     q.sub_parked().store(0, Relaxed);
 }
 
 /// Publisher about to wait for room at position `t`: registers, then looks once more. Returns
 /// the futex value to sleep on, or `None` if room appeared (or the slot is no longer full).
-pub fn park_publisher<Q: QueueCells>(q: &Q, t: u64) -> Option<u32> {
+pub(crate) fn park_publisher<Q: QueueCells>(q: &Q, t: u64) -> Option<u32> {
     let seen = q.pub_wake().load(SeqCst);
     q.pub_parked().store(1, SeqCst);
     seqcst_store_load();
@@ -230,7 +230,7 @@ pub fn park_publisher<Q: QueueCells>(q: &Q, t: u64) -> Option<u32> {
 }
 
 /// Sets every slot free for the first lap (a subscriber joining, before the publisher sees it).
-pub fn reset<Q: QueueCells>(q: &Q) {
+pub(crate) fn reset<Q: QueueCells>(q: &Q) {
     for p in 0..q.depth() {
         q.generation(p).store(0, Relaxed);
         q.tag(p).store(0, Relaxed);

@@ -14,12 +14,12 @@ use xmem_aeron::{Client, ClientOptions, DriverOptions, MediaDriver};
 use xmem_tp_control::Endpoint;
 use xmem_tp_driver::{DriverClient, DriverClientOptions};
 
-pub const DRIVER_BIN: &str = env!("CARGO_BIN_EXE_xmem-tp-driver");
-pub const PEER_BIN: &str = env!("CARGO_BIN_EXE_tp-lease-peer");
+pub(crate) const DRIVER_BIN: &str = env!("CARGO_BIN_EXE_xmem-tp-driver");
+pub(crate) const PEER_BIN: &str = env!("CARGO_BIN_EXE_tp-lease-peer");
 
 /// The configuration most tests use: tensor_pool_c's integration example's shape, with a
 /// stream 10000 of a small profile, dynamic streams 20000-29999, fast keepalives.
-pub fn config(base: &Path, extra_policies: &str) -> String {
+pub(crate) fn config(base: &Path, extra_policies: &str) -> String {
     format!(
         r#"
 [driver]
@@ -69,7 +69,7 @@ profile = "empty"
     )
 }
 
-pub struct Rig {
+pub(crate) struct Rig {
     pub client: Client,
     media: Option<MediaDriver>,
     pub aeron_dir: PathBuf,
@@ -79,24 +79,24 @@ pub struct Rig {
     env: Vec<(String, String)>,
 }
 
-pub struct DriverProcess {
+pub(crate) struct DriverProcess {
     pub child: Child,
     pub stdout: BufReader<ChildStdout>,
 }
 
 impl Rig {
     /// A media driver, a base directory, and a tensor-pool driver on `config(base, extra)`.
-    pub fn new(extra_policies: &str) -> Rig {
+    pub(crate) fn new(extra_policies: &str) -> Rig {
         Rig::with(extra_policies, "")
     }
 
     /// As [`Rig::new`], with more sections after the test config's.
-    pub fn with(extra_policies: &str, extra_sections: &str) -> Rig {
+    pub(crate) fn with(extra_policies: &str, extra_sections: &str) -> Rig {
         Rig::with_env(extra_policies, extra_sections, &[])
     }
 
     /// As [`Rig::with`], the driver started with these environment overrides.
-    pub fn with_env(extra_policies: &str, extra_sections: &str, env: &[(&str, &str)]) -> Rig {
+    pub(crate) fn with_env(extra_policies: &str, extra_sections: &str, env: &[(&str, &str)]) -> Rig {
         let mut rig = Rig::bare();
         rig.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let text = config(&rig.base, extra_policies) + extra_sections;
@@ -106,7 +106,7 @@ impl Rig {
     }
 
     /// The media driver and directories only; the config file is the caller's to write.
-    pub fn bare() -> Rig {
+    pub(crate) fn bare() -> Rig {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}-{n}", std::process::id());
@@ -135,7 +135,7 @@ impl Rig {
     }
 
     /// Starts the driver process and waits for its `ready` line.
-    pub fn start_driver(&mut self) {
+    pub(crate) fn start_driver(&mut self) {
         let mut child = Command::new(DRIVER_BIN)
             .arg(&self.config_path)
             .env("DRIVER_AERON_DIR", &self.aeron_dir)
@@ -152,25 +152,25 @@ impl Rig {
     }
 
     /// SIGTERM, then waits: the driver's graceful shutdown.
-    pub fn stop_driver(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop_driver(&mut self) -> std::process::ExitStatus {
         let mut d = self.driver.take().expect("a driver runs");
         signal(&d.child, libc_sigterm());
         d.child.wait().unwrap()
     }
 
     /// SIGKILL: nothing of the driver's cleanup runs.
-    pub fn kill_driver(&mut self) {
+    pub(crate) fn kill_driver(&mut self) {
         let mut d = self.driver.take().expect("a driver runs");
         d.child.kill().unwrap();
         d.child.wait().unwrap();
     }
 
     /// A driver client on the test config's streams.
-    pub fn driver_client(&self) -> DriverClient {
+    pub(crate) fn driver_client(&self) -> DriverClient {
         DriverClient::new(&self.client, self.client_options()).unwrap()
     }
 
-    pub fn client_options(&self) -> DriverClientOptions {
+    pub(crate) fn client_options(&self) -> DriverClientOptions {
         DriverClientOptions {
             control: Endpoint::tp(1000),
             announce: Endpoint::tp(1000),
@@ -182,7 +182,7 @@ impl Rig {
     }
 
     /// A peer process holding a lease (see `tp-lease-peer`).
-    pub fn peer(&self, stream: u32, role: &str, extra: &[&str]) -> Peer {
+    pub(crate) fn peer(&self, stream: u32, role: &str, extra: &[&str]) -> Peer {
         let mut child = Command::new(PEER_BIN)
             .arg(&self.aeron_dir)
             .args(["1000", &stream.to_string(), role, "--keepalive-ms", "200"])
@@ -195,7 +195,7 @@ impl Rig {
     }
 
     /// Every epoch directory of `stream` under the test namespace.
-    pub fn epochs_on_disk(&self, stream: u32) -> Vec<u64> {
+    pub(crate) fn epochs_on_disk(&self, stream: u32) -> Vec<u64> {
         let dir = self.stream_dir(stream);
         let mut v: Vec<u64> = std::fs::read_dir(dir)
             .into_iter()
@@ -206,7 +206,7 @@ impl Rig {
         v
     }
 
-    pub fn stream_dir(&self, stream: u32) -> PathBuf {
+    pub(crate) fn stream_dir(&self, stream: u32) -> PathBuf {
         xmem_tensorpool::paths::Layout::new(&self.base, "test")
             .unwrap()
             .epoch_dir(stream, 0)
@@ -216,7 +216,7 @@ impl Rig {
     }
 
     /// Files left under the base directory.
-    pub fn leftovers(&self) -> Vec<PathBuf> {
+    pub(crate) fn leftovers(&self) -> Vec<PathBuf> {
         fn walk(d: &Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
                 let p = e.path();
@@ -253,14 +253,14 @@ impl Drop for Rig {
     }
 }
 
-pub struct Peer {
+pub(crate) struct Peer {
     pub child: Child,
     pub stdout: BufReader<ChildStdout>,
 }
 
 impl Peer {
     /// The next line that starts with `prefix` (lines before it are skipped), within `within`.
-    pub fn expect(&mut self, prefix: &str, within: Duration) -> String {
+    pub(crate) fn expect(&mut self, prefix: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             assert!(
@@ -285,7 +285,7 @@ impl Drop for Peer {
 }
 
 /// The value of `key=` in a peer's line.
-pub fn field(line: &str, key: &str) -> u64 {
+pub(crate) fn field(line: &str, key: &str) -> u64 {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
@@ -303,7 +303,7 @@ fn signal(child: &Child, sig: rustix::process::Signal) {
 }
 
 /// Polls `f` until it returns `Some`, for at most `within`.
-pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
