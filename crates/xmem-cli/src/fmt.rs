@@ -62,13 +62,22 @@ pub(crate) fn nanos(ns: u64) -> String {
 
 /// Prints rows as left-aligned columns under a header.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    for line in table_lines(header, rows) {
+        outln!("{line}")?;
+    }
+    Ok(())
+}
+
+/// Rows as left-aligned columns under a header, one string per line (for `xmem top`, which
+/// draws them in place).
+pub(crate) fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let mut out = String::new();
         for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
             if i + 1 == cells.len() {
@@ -77,13 +86,12 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()
                 out.push_str(&format!("{c:<w$}  "));
             }
         }
-        outln!("{}", out.trim_end())
+        out.trim_end().to_string()
     };
-    line(header.iter().map(|h| h.to_string()).collect())?;
-    for row in rows {
-        line(row.clone())?;
-    }
-    Ok(())
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    std::iter::once(line(&header))
+        .chain(rows.iter().map(|r| line(r)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -82,6 +82,18 @@ enum Command {
         #[arg(long, value_parser = cmd::demo::parse_duration)]
         duration: Option<std::time::Duration>,
     },
+    /// Print every object's counters once: pools, streams, segments (for scripts and scrapers).
+    Stat {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = cmd::stat::StatFormat::Text)]
+        format: cmd::stat::StatFormat,
+    },
+    /// A live view of every object, redrawn in place with rates (q quits).
+    Top {
+        /// Time between refreshes (`1s`, `250ms`).
+        #[arg(long, default_value = "1s", value_parser = cmd::demo::parse_duration)]
+        interval: std::time::Duration,
+    },
     /// Run a publisher process and subscriber processes streaming 1080p frames.
     Demo(cmd::demo::DemoArgs),
     /// (internal) A demo consumer process.
@@ -129,6 +141,8 @@ fn main() -> ExitCode {
             grace,
         } => cmd::clean::run(dry_run, damaged, grace),
         Command::Watch { count, duration } => cmd::watch::run(count, duration),
+        Command::Stat { format } => cmd::stat::stat(format),
+        Command::Top { interval } => cmd::stat::top(interval),
         Command::Demo(args) => cmd::demo::run(args),
         Command::DemoConsumer(args) => cmd::demo::consumer(args),
         Command::Produce(args) => cmd::produce::produce(args),

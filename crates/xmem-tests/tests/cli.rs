@@ -785,3 +785,171 @@ fn completions_complete_subcommands_in_bash() {
         assert!(out.status.success() && out.stdout.len() > 1000, "{shell}");
     }
 }
+
+/// Polls `ready` until it gives a value, failing with `what` (and the last thing seen) after
+/// 20 s: for conditions another process brings about, with no sleep standing in for it.
+fn poll_until<T>(what: &str, mut ready: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match ready() {
+            Ok(v) => return v,
+            Err(seen) => assert!(std::time::Instant::now() < deadline, "{what}; last seen:\n{seen}"),
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Stops `xmem produce` or `consume` as Ctrl-C would; they leave nothing behind.
+fn stop(p: &mut PeerProcess) {
+    p.signal(rustix::process::Signal::TERM);
+    assert!(p.wait().success());
+}
+
+/// A consumer process of `name` that stays until stopped, once the stream lists it.
+fn subscriber(dir: &Dir, name: &str) -> PeerProcess {
+    let mut cmd = Command::new(xmem_bin());
+    cmd.args(["consume", name]).env("XMEM_SHM_DIR", &dir.path);
+    let c = PeerProcess::from_command(cmd);
+    poll_until("the consumer never subscribed", || {
+        let json: serde_json::Value =
+            serde_json::from_str(&dir.ok(&["inspect", name, "--format", "json"])).unwrap();
+        match json["subscribers"].as_array() {
+            Some(s) if !s.is_empty() => Ok(()),
+            _ => Err(json.to_string()),
+        }
+    });
+    c
+}
+
+#[test]
+fn stat_in_prometheus_format_parses_and_counts_a_running_stream() {
+    let scope = ShmScope::new("clistat");
+    let dir = Dir::new(&scope);
+    let mut p = producer(&dir, "cam");
+    let mut c = subscriber(&dir, "cam");
+    let text = dir.ok(&["stat", "--format", "prometheus"]);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus's text format: {e}\n{text}"));
+    let value = |metric: &str, label: (&str, &str)| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get(label.0) == Some(label.1))
+            .unwrap_or_else(|| panic!("no {metric}{{{}={}}} in\n{text}", label.0, label.1));
+        match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{metric}: {other:?}"),
+        }
+    };
+    assert!(value("xmem_stream_published_frames_total", ("stream", "cam")) >= 1.0);
+    assert_eq!(value("xmem_stream_subscribers", ("stream", "cam")), 1.0);
+    assert_eq!(value("xmem_stream_publisher_alive", ("stream", "cam")), 1.0);
+    assert_eq!(value("xmem_pool_processes", ("pool", "cam.pool")), 2.0);
+    let pid = c.pid.to_string();
+    assert!(scrape.samples.iter().any(|s| {
+        s.metric == "xmem_stream_subscriber_received_frames_total"
+            && s.labels.get("pid") == Some(pid.as_str())
+    }));
+    // Every metric has its HELP and TYPE, and counters end in _total.
+    for name in scrape.samples.iter().map(|s| s.metric.as_str()) {
+        assert!(scrape.docs.contains_key(name), "{name} has no HELP");
+    }
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("# TYPE ") && l.ends_with(" counter"))
+    {
+        assert!(line.split(' ').nth(2).unwrap().ends_with("_total"), "{line}");
+    }
+    // JSON says the same.
+    let json: serde_json::Value = serde_json::from_str(&dir.ok(&["stat", "--format", "json"])).unwrap();
+    assert_eq!(json["streams"][0]["name"], "cam");
+    assert_eq!(json["streams"][0]["subscribers"][0]["pid"], c.pid);
+    stop(&mut c);
+    stop(&mut p);
+}
+
+#[test]
+fn top_draws_a_running_stream_live_in_a_terminal_and_quits_on_q() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed, and `xmem top` needs a terminal to draw on");
+        return;
+    }
+    let scope = ShmScope::new("clitop");
+    let dir = Dir::new(&scope);
+    let mut p = producer(&dir, "cam");
+    let mut c = subscriber(&dir, "cam");
+    // A tmux server of the test's own, a 150×30 terminal; after top quits, the shell prints
+    // its exit status on the screen top gave back.
+    let socket = scope.name("tmux");
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned();
+    let command = format!(
+        "XMEM_SHM_DIR='{}' '{}' top --interval 100ms; echo top-exited-$?; read _",
+        dir.path.display(),
+        xmem_bin().display()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "150",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    // Redrawn in place: the stream's row shows a rate once two samples are taken.
+    let view = poll_until("top never showed the stream's rate", || {
+        let text = screen();
+        let rate = text
+            .lines()
+            .find(|l| l.starts_with("cam "))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok());
+        match rate {
+            Some(r) if r > 0 && text.contains("RATE/S") => Ok(text),
+            _ => Err(text),
+        }
+    });
+    assert!(view.starts_with("xmem top  "), "{view}");
+    assert!(view.contains("1 pools, 1 streams, 0 segments"), "{view}");
+    let pool = view
+        .lines()
+        .find(|l| l.starts_with("cam.pool "))
+        .expect("the stream's pool");
+    assert_eq!(pool.split_whitespace().nth(3), Some("2"), "two holders: {pool}");
+    tmux(&["send-keys", "-t", "top", "q"]);
+    let after = poll_until("top did not quit on q", || {
+        let text = screen();
+        if text.contains("top-exited-") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(after.contains("top-exited-0"), "{after}");
+    assert!(!after.contains("RATE/S"), "the screen is given back: {after}");
+    tmux(&["kill-server"]);
+    stop(&mut c);
+    stop(&mut p);
+}
+
+#[test]
+fn top_refuses_a_pipe_and_names_stat_instead() {
+    let scope = ShmScope::new("clitoppipe");
+    let dir = Dir::new(&scope);
+    let err = dir.fails(&["top"]);
+    assert!(err.contains("xmem stat"), "{err}");
+}

@@ -7,6 +7,7 @@ pub(crate) mod demo_device;
 pub(crate) mod inspect;
 pub(crate) mod ls;
 pub(crate) mod produce;
+pub(crate) mod stat;
 pub(crate) mod tp;
 pub(crate) mod tp_bridge;
 pub(crate) mod tp_driver;
