@@ -1349,6 +1349,23 @@ mod tests {
         b.bytes_mut().fill(1);
     }
 
+    #[test]
+    fn a_holder_word_scribbled_to_free_under_our_own_reference_is_not_waited_on() {
+        let pool = pool_of(1);
+        let held = pool.acquire().unwrap().freeze();
+        // Another process writes: the holder word reads free, and a hint says so. The buffer
+        // is this process's, so taking it would wait for our own reference to go: never.
+        pool.inner().map.holders(0).store(0, SeqCst);
+        pool.inner().map.hint_words()[0].fetch_or(1, SeqCst);
+        let start = Instant::now();
+        let e = pool.acquire_timeout(Duration::from_millis(20)).unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+        // Left as found: our reference still reads, and goes.
+        assert_eq!(held.bytes().len(), 64);
+        drop(held);
+    }
+
     /// Another attachment of this process with its own slot, as a stream's subscriber has.
     fn second(pool: &BufferPool) -> BufferPool {
         pool.attach_managed(pool.identity()).unwrap()

@@ -290,6 +290,11 @@ fn take_claimed<C: SharedCells, L: LocalCells>(
     }
 }
 
+/// Back-offs (most of them yields) after which a local word still set is not a release in
+/// progress but a buffer this process holds: tens of milliseconds, far beyond a preempted
+/// release.
+const STUCK_SPINS: u32 = 1 << 16;
+
 /// Takes the buffer a claimed hint names, if it is free: the CAS `0 → WRITER|me` on its holder
 /// word is what hands it out, so a stale hint (beyond the last buffer, or a buffer in use) is
 /// refused here and dropped.
@@ -310,17 +315,24 @@ fn take_hinted<C: SharedCells, L: LocalCells>(
         return None;
     }
     crate::crash_point!("acquire.after_take");
-    // Exclusive now: nobody else writes the generation while WRITER is set.
-    let generation = c.generation(index).load(Relaxed).wrapping_add(1);
-    c.generation(index).store(generation, Relaxed);
     // This process holds no reference to a free buffer, so its local word is 0, or not yet 0
-    // while a thread of ours finishes releasing the buffer's previous life: wait that out, then
-    // store (see "Single-writer words" for why a store is enough).
+    // while a thread of ours finishes releasing the buffer's previous life (a few instructions):
+    // wait that out. A word that stays set means this process holds the buffer, so the shared
+    // word that read free was written by another process: leave the word as found and the
+    // buffer alone, rather than wait on ourselves forever.
     let state = l.state(index);
     let mut spins = 0;
     while state.load(Acquire) != 0 {
+        if spins >= STUCK_SPINS {
+            let _ = c.holders(index).cas(WRITER | me, 0, Release, Relaxed);
+            return None;
+        }
         backoff(&mut spins);
     }
+    // Exclusive now: nobody else writes the generation while WRITER is set.
+    let generation = c.generation(index).load(Relaxed).wrapping_add(1);
+    c.generation(index).store(generation, Relaxed);
+    // See "Single-writer words" for why a store is enough.
     l.generation(index).store(generation, Relaxed);
     state.store(1 | LOCAL_WRITE, Release);
     Some((index, generation))

@@ -19,6 +19,11 @@
 //! THREADS threads, prints `done READS TORN ERRORS LEAST_READS_OF_A_THREAD`).
 //!
 //! Streams: `streampub …`, `streamsub …` and `streamwait …`, see `xmem_tests::stream_peer`.
+//!
+//! Victims of a hostile peer (they never unwrap: every error the library returns is counted,
+//! so that only a crash inside it ends them early): `victim-pool NAME create|open SECONDS`,
+//! `victim-segwriter NAME SECONDS`, `victim-segreader NAME SECONDS`. Each prints `ready`, works
+//! for SECONDS (or until SIGTERM), then prints `done OPS ERRORS LAST_ERROR`.
 
 use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
@@ -72,6 +77,9 @@ fn main() {
         Some("streampub") => xmem_tests::stream_peer::publisher(&args[1..]),
         Some("streamsub") => xmem_tests::stream_peer::subscriber(&args[1..]),
         Some("streamwait") => xmem_tests::stream_peer::waiter(&args[1..]),
+        Some("victim-pool") => victim_pool(&args[1], &args[2], args[3].parse().unwrap()),
+        Some("victim-segwriter") => victim_segment_writer(&args[1], args[2].parse().unwrap()),
+        Some("victim-segreader") => victim_segment_reader(&args[1], args[2].parse().unwrap()),
         _ => repl(),
     }
 }
@@ -486,4 +494,111 @@ fn segment_reader(name: &str, threads: usize, millis: u64) {
         least = least.min(t.reads);
     }
     println!("done {reads} {torn} {errors} {least}");
+}
+
+/// What a victim did: operations, errors the library returned, and the last of them.
+#[derive(Default)]
+struct Tally {
+    ops: u64,
+    errors: u64,
+    last: Option<String>,
+}
+
+impl Tally {
+    fn note<T>(&mut self, r: Result<T, Error>) -> Option<T> {
+        self.ops += 1;
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors += 1;
+                self.last = Some(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn done(self) {
+        let last = self.last.unwrap_or_else(|| "-".into()).replace('\n', " ");
+        println!("done {} {} {last}", self.ops, self.errors);
+        std::io::stdout().flush().unwrap();
+    }
+}
+
+/// Runs `work` until `seconds` pass or SIGTERM comes.
+fn victim_loop(seconds: f64, mut work: impl FnMut()) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).unwrap();
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    while std::time::Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        work();
+    }
+}
+
+fn victim_pool(name: &str, how: &str, seconds: f64) {
+    let mut t = Tally::default();
+    let pool = match how {
+        "create" => BufferPool::builder(name).buffers(8).buffer_size(4096).create(),
+        _ => BufferPool::open(name),
+    };
+    let Some(pool) = t.note(pool) else {
+        // Not `ready`: the test sees the exit and this line, a setup failure.
+        return t.done();
+    };
+    let mut held: Vec<Buffer> = Vec::new();
+    let mut n = 0u64;
+    victim_loop(seconds, || {
+        n += 1;
+        if let Some(mut b) = t.note(pool.acquire_timeout(Duration::from_millis(5))) {
+            b.bytes_mut().fill(n as u8);
+            let frozen = b.freeze();
+            if let Some(again) = t.note(pool.get(frozen.token())) {
+                let _ = checksum(again.bytes());
+            }
+            held.push(frozen);
+        }
+        if held.len() > 2 {
+            held.remove(0);
+        }
+        if n.is_multiple_of(64) {
+            let _ = pool.reclaim();
+        }
+    });
+    drop(held);
+    t.done();
+}
+
+fn victim_segment_writer(name: &str, seconds: f64) {
+    let mut t = Tally::default();
+    let Some(mut w) = t.note(
+        xmem_core::segment::SegmentWriter::builder(name)
+            .size(4096)
+            .create(),
+    ) else {
+        // Not `ready`: the test sees the exit and this line, a setup failure.
+        return t.done();
+    };
+    let mut value = vec![0u8; 4096];
+    let mut seq = 0;
+    victim_loop(seconds, || {
+        seq += 1;
+        xmem_tests::segment_value(seq, &mut value);
+        t.note(w.write(&value));
+    });
+    t.done();
+}
+
+fn victim_segment_reader(name: &str, seconds: f64) {
+    let mut t = Tally::default();
+    let Some(mut r) = t.note(xmem_core::segment::SegmentReader::open(name)) else {
+        // Not `ready`: the test sees the exit and this line, a setup failure.
+        return t.done();
+    };
+    let mut value = vec![0u8; r.size()];
+    victim_loop(seconds, || {
+        let _ = t.note(r.read_into(&mut value));
+        let _ = r.writer_alive();
+    });
+    t.done();
 }
