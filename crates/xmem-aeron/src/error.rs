@@ -29,7 +29,7 @@ pub enum Error {
     },
 
     /// No live media driver in the directory a client was to connect to.
-    #[error("no media driver runs in {}{}; start one (`xmem tp media-driver --aeron-dir {}`) or let xmem start one itself (leave out --no-embedded-driver)", dir.display(), match why { Some(w) => format!(" ({w})"), None => String::new() }, dir.display())]
+    #[error("no media driver runs in {}{}; start one (`xmem tp media-driver --aeron-dir {}`) or let xmem start one itself (`--driver auto`, the default)", dir.display(), match why { Some(w) => format!(" ({w})"), None => String::new() }, dir.display())]
     NoDriver {
         /// The Aeron directory.
         dir: PathBuf,
