@@ -900,9 +900,54 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// Runs `plan` and prints its tables (Markdown).
-pub fn report(program: &PeerProgram, plan: &Plan, clock: &Clock) {
+/// One latency case of a run: a message, and each transport's percentiles (`None`: not
+/// measured for that transport).
+#[derive(Debug, Clone)]
+pub struct LatencyResult {
+    /// What was sent.
+    pub message: &'static str,
+    /// Its size in bytes.
+    pub bytes: usize,
+    /// Per transport, in [`Run::transports`] order.
+    pub results: Vec<Option<Percentiles>>,
+}
+
+/// One throughput case of a run.
+#[derive(Debug, Clone)]
+pub struct ThroughputResult {
+    /// What was sent.
+    pub message: &'static str,
+    /// Its size in bytes.
+    pub bytes: usize,
+    /// Messages per second per transport, in [`Run::transports`] order (`None`: not measured).
+    pub rates: Vec<Option<f64>>,
+    /// The memset bound of the same run (two buffers written in turn), for large messages.
+    pub bound: Option<f64>,
+}
+
+/// What [`report`] measured, for `xmem bench --json`.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    /// The transports, xmem first.
+    pub transports: Vec<&'static str>,
+    /// The two CPUs the processes were pinned to.
+    pub cpus: (usize, usize),
+    /// The latency table.
+    pub latency: Vec<LatencyResult>,
+    /// The throughput table.
+    pub throughput: Vec<ThroughputResult>,
+    /// memset of one 1080p buffer over and over (the cache-resident ceiling), per second.
+    pub hot_memset: Option<f64>,
+}
+
+/// Runs `plan`, prints its tables (Markdown) and returns what it measured.
+pub fn report(program: &PeerProgram, plan: &Plan, clock: &Clock) -> Run {
     let names: Vec<&str> = plan.transports.iter().map(|t| t.name()).collect();
+    let mut run = Run {
+        transports: names.clone(),
+        cpus: cpus(),
+        ..Run::default()
+    };
     println!(
         "streams: {} · two processes pinned to CPUs {:?} · busy-polling",
         names.join(" vs "),
@@ -946,6 +991,11 @@ pub fn report(program: &PeerProgram, plan: &Plan, clock: &Clock) {
                 row += &format!(" {} |", ratio(first, p.as_ref().map_or(0.0, |p| p.p50 as f64)));
             }
             println!("{row}");
+            run.latency.push(LatencyResult {
+                message: label,
+                bytes: size,
+                results,
+            });
         }
     }
     if plan.throughput {
@@ -996,14 +1046,22 @@ pub fn report(program: &PeerProgram, plan: &Plan, clock: &Clock) {
             for r in rates.iter().skip(1) {
                 row += &format!(" {} |", ratio(rates[0], *r));
             }
+            let mut bound = None;
             if let Some(before) = bound_before {
-                let bound = before.max(fill_bound(size, plan.n(n), 2));
+                let b = before.max(fill_bound(size, plan.n(n), 2));
                 hot = Some(fill_bound(size, plan.n(n), 1));
-                row += &format!(" {} (xmem: {:.1} %) |", rate(bound), 100.0 * rates[0] / bound);
+                row += &format!(" {} (xmem: {:.1} %) |", rate(b), 100.0 * rates[0] / b);
+                bound = Some(b);
             } else {
                 row += " |";
             }
             println!("{row}");
+            run.throughput.push(ThroughputResult {
+                message: label,
+                bytes: size,
+                rates: rates.iter().map(|&r| (r > 0.0).then_some(r)).collect(),
+                bound,
+            });
         }
         if let Some(hot) = hot {
             println!(
@@ -1011,7 +1069,9 @@ pub fn report(program: &PeerProgram, plan: &Plan, clock: &Clock) {
                 rate(hot)
             );
         }
+        run.hot_memset = hot;
     }
+    run
 }
 
 fn rate(r: f64) -> String {

@@ -401,3 +401,61 @@ pub fn wait_until_stopped(pid: u32) {
         std::thread::yield_now();
     }
 }
+
+/// The invariants after every reclaim of a pool of `buffers` whose other processes all died:
+/// only this process is attached; it holds exactly the
+/// shared buffer, once; every other buffer is free and can be acquired, exactly once each.
+pub fn assert_exact(pool: &xmem_core::BufferPool, shared: &xmem_core::Buffer, buffers: u32, context: &str) {
+    let snap = pool.snapshot();
+    let me = pool.process_slot();
+    assert_eq!(
+        snap.processes.iter().map(|p| p.slot).collect::<Vec<_>>(),
+        vec![me],
+        "{context}: a dead process is still attached: {:?}",
+        snap.processes
+    );
+    for b in &snap.buffers {
+        if b.index == shared.index() {
+            assert_eq!(
+                b.status,
+                xmem_core::pool::BufferStatus::Shared,
+                "{context}: buffer {}",
+                b.index
+            );
+            assert_eq!(b.holder_slots, vec![me], "{context}: buffer {} holders", b.index);
+            assert_eq!(
+                b.generation,
+                shared.generation(),
+                "{context}: shared buffer's life changed"
+            );
+        } else {
+            assert_eq!(
+                b.status,
+                xmem_core::pool::BufferStatus::Free,
+                "{context}: buffer {} not returned: {b:?}",
+                b.index
+            );
+        }
+    }
+    let all: Vec<_> = (1..buffers)
+        .map(|_| {
+            pool.try_acquire()
+                .unwrap_or_else(|e| panic!("{context}: buffer not reusable: {e}"))
+        })
+        .collect();
+    let mut indices: Vec<u32> = all.iter().map(|b| b.index()).collect();
+    indices.sort();
+    indices.dedup();
+    assert_eq!(
+        indices.len(),
+        buffers as usize - 1,
+        "{context}: a buffer was handed out twice"
+    );
+    assert!(
+        matches!(pool.try_acquire(), Err(xmem_core::Error::PoolExhausted { .. })),
+        "{context}"
+    );
+    drop(all);
+    assert_eq!(pool.free_count(), buffers - 1, "{context}");
+    assert!(!snap.closing, "{context}: the pool is closing");
+}

@@ -759,13 +759,13 @@ fn crash_points_are_compiled_into_no_binary_of_the_main_workspace() {
 }
 
 /// `xmem completions bash` is a script bash accepts, and it completes subcommands of every
-/// level (`xmem t` → `tp`, `xmem tp m` → `media-driver`).
+/// level (`xmem w` → `watch`, `xmem tp m` → `media-driver`).
 #[test]
 fn completions_complete_subcommands_in_bash() {
     let script = r#"source <("$XMEM" completions bash) || exit 3
         complete -p xmem >/dev/null || exit 4
-        COMP_WORDS=(xmem t); COMP_CWORD=1; COMP_LINE="xmem t"; COMP_POINT=6
-        _xmem xmem t xmem; echo "${COMPREPLY[@]}"
+        COMP_WORDS=(xmem w); COMP_CWORD=1; COMP_LINE="xmem w"; COMP_POINT=6
+        _xmem xmem w xmem; echo "${COMPREPLY[@]}"
         COMP_WORDS=(xmem tp m); COMP_CWORD=2; COMP_LINE="xmem tp m"; COMP_POINT=9
         _xmem xmem m tp; echo "${COMPREPLY[@]}""#;
     let out = Command::new("bash")
@@ -776,7 +776,7 @@ fn completions_complete_subcommands_in_bash() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines, ["tp", "media-driver"], "{text}");
+    assert_eq!(lines, ["watch", "media-driver"], "{text}");
     for shell in ["zsh", "fish"] {
         let out = Command::new(xmem_bin())
             .args(["completions", shell])

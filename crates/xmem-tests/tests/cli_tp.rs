@@ -677,3 +677,76 @@ fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_lea
     );
     assert!(!aeron.exists(), "its embedded media driver removed its directory");
 }
+
+/// `xmem tp clean`: a live producer's epoch and a live media driver are left alone; once both
+/// are SIGKILLed, `--dry-run` names them and removes nothing, and `clean` removes the epoch,
+/// the layout directories above it and the dead driver's directory.
+#[test]
+fn tp_clean_removes_what_killed_producers_and_drivers_left_and_nothing_alive() {
+    let scope = ShmScope::new("tpclean");
+    let aeron = AeronDir::new(&scope);
+    let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
+    std::fs::create_dir(&base.0).unwrap();
+    let mut driver = media_driver(&aeron);
+    let (mut producer, ring) = producer(&aeron, &base.0, &["--shape", "64x64x3", "--fps", "100"]);
+    let epoch = ring.parent().unwrap().to_path_buf();
+    let clean = |extra: &[&str]| {
+        let args = [
+            &[
+                "tp",
+                "clean",
+                "--base",
+                base.0.to_str().unwrap(),
+                "--aeron-dir",
+                aeron.to_str().unwrap(),
+            ],
+            extra,
+        ]
+        .concat();
+        ok(xmem(&args, None), "xmem tp clean")
+    };
+    let said = clean(&["--grace", "0s"]);
+    assert!(said.starts_with("nothing to clean"), "{said}");
+    assert!(epoch.join("header.ring").exists() && aeron.join("cnc.dat").exists());
+    producer.kill();
+    driver.kill();
+    // Within the grace period (the producer was active a moment ago) its epoch stays.
+    let said = clean(&["--grace", "1h"]);
+    assert!(!said.contains(epoch.to_str().unwrap()), "{said}");
+    // The driver's directory is judged by its heartbeat: dead once silent for a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let said = loop {
+        let said = clean(&["--grace", "0s", "--dry-run"]);
+        if said.contains("media driver pid") {
+            break said;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead driver was never seen: {said}"
+        );
+        std::thread::yield_now();
+    };
+    assert!(
+        said.contains(&format!("{}: would remove (stream 10007", epoch.display())),
+        "{said}"
+    );
+    assert!(
+        epoch.exists() && aeron.join("cnc.dat").exists(),
+        "a dry run removes nothing"
+    );
+    let said = clean(&["--grace", "0s"]);
+    assert!(
+        said.contains("removed (stream 10007") && said.contains("media driver pid"),
+        "{said}"
+    );
+    assert_eq!(
+        walk(&base.0),
+        Vec::<PathBuf>::new(),
+        "the epoch and the layout above it"
+    );
+    assert!(
+        std::fs::read_dir(&base.0).unwrap().next().is_none(),
+        "empty layout directories go too"
+    );
+    assert!(!aeron.exists(), "the dead driver's directory");
+}

@@ -306,3 +306,90 @@ fn a_hostile_peer_scribbling_into_a_live_segment_crashes_no_one() {
     eprintln!("{}", report.join("\n"));
     clean_up(&dir);
 }
+
+/// Every file under `dir` named `header.ring` or `*.pool`: a tensor-pool stream's regions.
+fn tensor_pool_regions(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().is_some_and(|n| n == "header.ring")
+                || p.extension().is_some_and(|x| x == "pool")
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hostile_peer_scribbling_into_live_tensor_pool_regions_crashes_no_one() {
+    let scope = ShmScope::new("hosttp");
+    let dir = Dir::new(&scope);
+    let mut rng = Rng::from_env("hostile-tensorpool");
+    let x = xmem_bin();
+    let aeron = dir.0.join("aeron");
+    let base = dir.0.join("tp");
+    let (aeron_s, base_s) = (aeron.to_str().unwrap(), base.to_str().unwrap());
+    let mut media = Victim::start(
+        &dir,
+        "media driver",
+        dir.command(&x, &["tp", "media-driver", "--aeron-dir", aeron_s]),
+    );
+    media.wait_for("media driver running");
+    let tp = |sub: &str, extra: &[&str]| {
+        let mut args = vec![
+            "tp",
+            sub,
+            "--aeron-dir",
+            aeron_s,
+            "--driver",
+            "external",
+            "--base",
+            base_s,
+            "--stream",
+            "10000",
+        ];
+        args.extend_from_slice(extra);
+        dir.command(&x, &args)
+    };
+    let producer = Victim::start(
+        &dir,
+        "xmem tp produce",
+        tp("produce", &["--shape", "64x64x3", "--fps", "500"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let regions = loop {
+        let r = tensor_pool_regions(&base);
+        if r.len() >= 2 {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the producer made no regions: {}",
+            producer.stderr()
+        );
+        std::thread::yield_now();
+    };
+    let consumers: Vec<Victim> = (0..2)
+        .map(|i| {
+            Victim::start(
+                &dir,
+                &format!("xmem tp consume {i}"),
+                tp("consume", &["--duration", "60s"]),
+            )
+        })
+        .collect();
+    let n = scribble(&mut rng, &regions, writes());
+    let mut report = vec![format!("{n} writes into {regions:?}")];
+    report.extend(consumers.into_iter().map(Victim::stop));
+    report.push(producer.stop());
+    report.push(media.stop());
+    eprintln!("{}", report.join("\n"));
+    let left: Vec<_> = tensor_pool_regions(&base);
+    assert!(left.is_empty(), "the producer left its regions: {left:?}");
+}

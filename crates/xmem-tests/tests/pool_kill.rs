@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use xmem_core::os::process::wait_exit;
-use xmem_core::pool::BufferStatus;
 use xmem_core::{Buffer, BufferPool, Error};
 use xmem_tests::{token_hex, PeerProcess, Rng, ShmScope};
 
@@ -19,56 +18,9 @@ fn iterations() -> u64 {
         .unwrap_or(200)
 }
 
-/// The invariants after every reclaim: only this process is attached; it holds exactly the
-/// shared buffer, once; every other buffer is free and can be acquired, exactly once each.
+/// The invariants after every reclaim (see [`xmem_tests::assert_exact`]).
 fn assert_exact(pool: &BufferPool, shared: &Buffer, context: &str) {
-    let snap = pool.snapshot();
-    let me = pool.process_slot();
-    assert_eq!(
-        snap.processes.iter().map(|p| p.slot).collect::<Vec<_>>(),
-        vec![me],
-        "{context}: a dead process is still attached: {:?}",
-        snap.processes
-    );
-    for b in &snap.buffers {
-        if b.index == shared.index() {
-            assert_eq!(b.status, BufferStatus::Shared, "{context}: buffer {}", b.index);
-            assert_eq!(b.holder_slots, vec![me], "{context}: buffer {} holders", b.index);
-            assert_eq!(
-                b.generation,
-                shared.generation(),
-                "{context}: shared buffer's life changed"
-            );
-        } else {
-            assert_eq!(
-                b.status,
-                BufferStatus::Free,
-                "{context}: buffer {} not returned: {b:?}",
-                b.index
-            );
-        }
-    }
-    let all: Vec<_> = (1..BUFFERS)
-        .map(|_| {
-            pool.try_acquire()
-                .unwrap_or_else(|e| panic!("{context}: buffer not reusable: {e}"))
-        })
-        .collect();
-    let mut indices: Vec<u32> = all.iter().map(|b| b.index()).collect();
-    indices.sort();
-    indices.dedup();
-    assert_eq!(
-        indices.len(),
-        BUFFERS as usize - 1,
-        "{context}: a buffer was handed out twice"
-    );
-    assert!(
-        matches!(pool.try_acquire(), Err(Error::PoolExhausted { .. })),
-        "{context}"
-    );
-    drop(all);
-    assert_eq!(pool.free_count(), BUFFERS - 1, "{context}");
-    assert!(!snap.closing, "{context}: the pool is closing");
+    xmem_tests::assert_exact(pool, shared, BUFFERS, context);
 }
 
 fn setup(scope: &ShmScope) -> (BufferPool, Buffer, String) {

@@ -10,6 +10,7 @@ pub(crate) mod produce;
 pub(crate) mod stat;
 pub(crate) mod tp;
 pub(crate) mod tp_bridge;
+pub(crate) mod tp_clean;
 pub(crate) mod tp_driver;
 pub(crate) mod tp_live;
 pub(crate) mod watch;

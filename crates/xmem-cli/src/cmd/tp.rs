@@ -63,6 +63,9 @@ pub(crate) enum TpCommand {
     /// Run the Aeron UDP bridge: local streams' frames to another host, or another host's
     /// into local streams (per mapping), until SIGINT or SIGTERM.
     Bridge(super::tp_bridge::BridgeArgs),
+    /// Remove what dead producers and media drivers left: epoch regions whose producer is gone
+    /// (idle past --grace), empty layout directories, an Aeron directory whose driver is dead.
+    Clean(super::tp_clean::CleanArgs),
 }
 
 pub(crate) fn run(cmd: TpCommand) -> Result<()> {
@@ -84,6 +87,7 @@ pub(crate) fn run(cmd: TpCommand) -> Result<()> {
         TpCommand::Discoveryd(args) => super::tp_driver::discoveryd(args),
         TpCommand::Bridge(args) => super::tp_bridge::bridge(args),
         TpCommand::Stat(args) => super::tp_live::stat(args),
+        TpCommand::Clean(args) => super::tp_clean::clean(args),
     }
 }
 
