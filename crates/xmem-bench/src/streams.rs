@@ -457,7 +457,7 @@ mod iox {
 
     type Loan = iceoryx2::sample_mut_uninit::SampleMutUninit<Svc, [std::mem::MaybeUninit<u8>], ()>;
 
-    pub struct IoxTx {
+    pub(super) struct IoxTx {
         publisher: iceoryx2::port::publisher::Publisher<Svc, [u8], ()>,
         size: usize,
         write: Write,
@@ -490,7 +490,7 @@ mod iox {
         }
     }
 
-    pub struct IoxRx {
+    pub(super) struct IoxRx {
         subscriber: iceoryx2::port::subscriber::Subscriber<Svc, [u8], ()>,
         /// The last sample, let go at the next poll (as xmem's side does).
         held: Option<iceoryx2::sample::Sample<Svc, [u8], ()>>,
@@ -533,7 +533,7 @@ mod iox {
         super::xmem_shape(size).1 as usize
     }
 
-    pub fn tx(name: &str, size: usize, write: Write) -> IoxTx {
+    pub(super) fn tx(name: &str, size: usize, write: Write) -> IoxTx {
         quiet();
         let node = NodeBuilder::new().create::<Svc>().expect("iceoryx2 node");
         let publisher = service(&node, name, depth(size))
@@ -551,7 +551,7 @@ mod iox {
         }
     }
 
-    pub fn rx(name: &str, size: usize) -> IoxRx {
+    pub(super) fn rx(name: &str, size: usize) -> IoxRx {
         quiet();
         let node = NodeBuilder::new().create::<Svc>().expect("iceoryx2 node");
         let subscriber = service(&node, name, depth(size))
@@ -566,7 +566,7 @@ mod iox {
     }
 
     /// Removes what iceoryx2 keeps in /dev/shm and the temp directory across runs.
-    pub fn clean_up() {
+    pub(super) fn clean_up() {
         if let Ok(entries) = std::fs::read_dir("/dev/shm") {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with("iox2_") {
