@@ -281,8 +281,9 @@ impl Device {
         Ok(fd)
     }
 
-    /// Imports the allocation `fd` and maps all of its `bytes` read-write on this device.
-    pub fn import(self: &Arc<Device>, fd: &OwnedFd, bytes: u64) -> Result<DeviceMap> {
+    /// Imports the allocation `fd` and maps all of its `bytes` on this device: read-only when
+    /// asked and the driver grants it (`map.read_only()` says), else read-write.
+    pub fn import(self: &Arc<Device>, fd: &OwnedFd, bytes: u64, read_only: bool) -> Result<DeviceMap> {
         let size = bytes as usize;
         let granularity = self.granularity()? as usize;
         let api = &self.driver.api;
@@ -311,6 +312,7 @@ impl Device {
             ptr,
             size,
             mapped: false,
+            read_only: false,
         };
         // SAFETY: `ptr..ptr+size` is our reservation, `handle` an allocation of `size` bytes.
         let mapped = self
@@ -320,16 +322,28 @@ impl Device {
         let _ = unsafe { (api.mem_release)(handle) };
         mapped?;
         map.mapped = true;
-        let access = sys::MemAccessDesc {
+        let access = |flags| sys::MemAccessDesc {
             location: sys::MemLocation {
                 kind: sys::LOCATION_TYPE_DEVICE,
                 id: self.device,
             },
-            flags: sys::ACCESS_READWRITE,
+            flags,
         };
+        if read_only {
+            // SAFETY: the range is mapped; one access descriptor.
+            let granted = self.driver.check("cuMemSetAccess", unsafe {
+                (api.mem_set_access)(ptr, size, &access(sys::ACCESS_READ), 1)
+            });
+            // Refused (not every driver grants a read-only mapping of an imported handle):
+            // read-write below, and `read_only()` says so.
+            if granted.is_ok() {
+                map.read_only = true;
+                return Ok(map);
+            }
+        }
         // SAFETY: the range is mapped; one access descriptor.
         self.driver.check("cuMemSetAccess", unsafe {
-            (api.mem_set_access)(ptr, size, &access, 1)
+            (api.mem_set_access)(ptr, size, &access(sys::ACCESS_READWRITE), 1)
         })?;
         Ok(map)
     }
@@ -372,9 +386,15 @@ pub struct DeviceMap {
     ptr: CuDevicePtr,
     size: usize,
     mapped: bool,
+    read_only: bool,
 }
 
 impl DeviceMap {
+    /// Whether the device maps it read-only (a write faults).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// The device address of the first byte.
     pub fn ptr(&self) -> u64 {
         self.ptr

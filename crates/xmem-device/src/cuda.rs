@@ -71,10 +71,11 @@ impl DeviceBackend for CudaDevice {
         self.device.allocate_exportable(bytes).map_err(cuda)
     }
 
-    fn import(&self, fd: &OwnedFd, bytes: u64, _read_only: bool) -> Result<Box<dyn DeviceMapping>> {
+    fn import(&self, fd: &OwnedFd, bytes: u64, read_only: bool) -> Result<Box<dyn DeviceMapping>> {
         Ok(Box::new(CudaMapping {
-            map: self.device.import(fd, bytes).map_err(cuda)?,
+            map: self.device.import(fd, bytes, read_only).map_err(cuda)?,
             device: self.device.clone(),
+            writable: !read_only,
         }))
     }
 
@@ -94,6 +95,22 @@ impl DeviceBackend for CudaDevice {
 struct CudaMapping {
     map: DeviceMap,
     device: Arc<Device>,
+    /// False for a reader: its own copies and fills are refused even where the driver mapped
+    /// the memory read-write (a kernel's writes are then not stopped).
+    writable: bool,
+}
+
+impl CudaMapping {
+    fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(DeviceError::Backend {
+                op: "write",
+                detail: "the allocation is mapped read-only here".into(),
+            })
+        }
+    }
 }
 
 impl DeviceMapping for CudaMapping {
@@ -106,6 +123,7 @@ impl DeviceMapping for CudaMapping {
     }
 
     fn copy_from_host(&self, offset: u64, src: &[u8]) -> Result<()> {
+        self.check_writable()?;
         self.map.copy_from_host(offset, src).map_err(cuda)
     }
 
@@ -114,6 +132,7 @@ impl DeviceMapping for CudaMapping {
     }
 
     fn fill(&self, offset: u64, len: u64, byte: u8) -> Result<()> {
+        self.check_writable()?;
         self.map.fill(offset, len, byte).map_err(cuda)
     }
 

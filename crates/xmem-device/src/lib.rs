@@ -174,12 +174,25 @@ impl DevicePool {
     /// Opens a device pool on `backend`, which must be the pool's kind and device.
     pub fn open(builder: PoolBuilder, backend: impl DeviceBackend + 'static) -> Result<DevicePool> {
         let pool = builder.open()?;
-        Self::attach(pool, Box::new(backend))
+        Self::attach(pool, Box::new(backend), false)
     }
 
     /// Opens a device pool on the backend its header names: the host stand-in, or the CUDA
     /// device with the recorded UUID (with the `cuda` feature).
     pub fn open_auto(builder: PoolBuilder) -> Result<DevicePool> {
+        Self::open_auto_as(builder, false)
+    }
+
+    /// [`open_auto`](Self::open_auto) for a process that only reads the buffers (a stream's
+    /// subscriber): the allocation is mapped read-only here (`PROT_READ` pages for the host
+    /// stand-in; `CU_MEM_ACCESS_FLAGS_PROT_READ` on CUDA where the driver grants it, else
+    /// read-write with a warning), so a stray write faults instead of changing a frame others
+    /// read. It guards against mistakes, not against a hostile process of the same user.
+    pub fn open_auto_read_only(builder: PoolBuilder) -> Result<DevicePool> {
+        Self::open_auto_as(builder, true)
+    }
+
+    fn open_auto_as(builder: PoolBuilder, read_only: bool) -> Result<DevicePool> {
         let pool = builder.open()?;
         let record = device_record(&pool)?;
         let backend: Box<dyn DeviceBackend> = match record.kind {
@@ -193,10 +206,10 @@ impl DevicePool {
                 })
             }
         };
-        Self::attach(pool, backend)
+        Self::attach(pool, backend, read_only)
     }
 
-    fn attach(pool: BufferPool, backend: Box<dyn DeviceBackend>) -> Result<DevicePool> {
+    fn attach(pool: BufferPool, backend: Box<dyn DeviceBackend>, read_only: bool) -> Result<DevicePool> {
         let record = device_record(&pool)?;
         if record.kind != backend.kind() || record.uuid != backend.uuid() {
             return Err(DeviceError::WrongDevice {
@@ -215,7 +228,7 @@ impl DevicePool {
             ),
             None => receive_descriptor(&pool)?,
         };
-        let mapping = backend.import(&fd, record.bytes, false)?;
+        let mapping = backend.import(&fd, record.bytes, read_only)?;
         Self::finish(pool, backend, fd, mapping, Some(answered_by))
     }
 

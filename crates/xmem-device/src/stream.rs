@@ -86,9 +86,9 @@ pub struct DeviceSubscriber {
 
 impl DeviceSubscriber {
     /// Attaches to the stream's device pool (receiving its descriptor from a live holder),
-    /// then subscribes.
+    /// mapped read-only (see [`DevicePool::open_auto_read_only`]), then subscribes.
     pub fn open(builder: SubscriberBuilder) -> Result<DeviceSubscriber> {
-        let pool = DevicePool::open_auto(builder.pool_builder()?)?;
+        let pool = DevicePool::open_auto_read_only(builder.pool_builder()?)?;
         let subscriber = builder.open()?;
         if subscriber.pool().pool_id() != pool.pool().pool_id() {
             return Err(DeviceError::Pool(xmem_core::Error::ConfigMismatch {

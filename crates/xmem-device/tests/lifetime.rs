@@ -380,3 +380,47 @@ fn a_second_attachment_in_this_process_shares_the_descriptor_and_outlives_the_fi
     drop(second);
     assert_eq!(dir.entries(), Vec::<String>::new());
 }
+
+/// The permissions of the mapping that holds `addr` in this process (`rw-s`, `r--s`, …).
+fn mapping_perms(addr: u64) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let range = f.next().unwrap();
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).unwrap(),
+            u64::from_str_radix(hi, 16).unwrap(),
+        );
+        if (lo..hi).contains(&addr) {
+            return f.next().unwrap().to_string();
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+#[test]
+fn a_reader_maps_the_allocation_read_only_and_its_writes_are_refused() {
+    let dir = ShmDir::new("readonly");
+    let name = unique("readonly");
+    let builder = || BufferPool::builder(&name).directory(dir.path());
+    let writer = DevicePool::create(builder().buffers(2).buffer_size(4096), HostStandIn::new(&name)).unwrap();
+    let frame = writer.pool().acquire().unwrap();
+    writer.fill(&frame, 7).unwrap();
+    let frame = frame.freeze();
+    let reader = DevicePool::open_auto_read_only(builder()).unwrap();
+    let theirs = reader.pool().get(frame.token()).unwrap();
+    // The reader's pages are the kernel's read-only ones; the writer's stay writable.
+    let at = reader.device_ptr(&theirs).unwrap();
+    assert_eq!(mapping_perms(at), "r--s");
+    assert_eq!(mapping_perms(writer.device_ptr(&frame).unwrap()), "rw-s");
+    let mut back = [0u8; 8];
+    reader.read(&theirs, 0, &mut back).unwrap();
+    assert_eq!(back, [7; 8], "it reads what the writer wrote");
+    // Its own writes are refused with a reason, not a fault.
+    let mine = reader.pool().acquire().unwrap();
+    let err = reader.fill(&mine, 1).unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    drop((mine, theirs, frame, reader, writer));
+    assert_eq!(dir.entries(), Vec::<String>::new());
+}

@@ -32,14 +32,21 @@ fn main() {
                 let g = device.granularity().unwrap_or(2 << 20);
                 match device
                     .allocate_exportable(g)
-                    .and_then(|fd| device.import(&fd, g).map(|m| (fd, m)))
+                    .and_then(|fd| device.import(&fd, g, false).map(|m| (fd, m)))
                 {
-                    Ok((_fd, map)) => {
+                    Ok((fd, map)) => {
                         let ok = map.fill(0, g, 0x5a).and_then(|()| {
                             let mut b = [0u8; 16];
                             map.copy_to_host(g - 16, &mut b).map(|()| b == [0x5a; 16])
                         });
                         println!("  allocate, export, import, map, fill, copy back: {ok:?}");
+                        // A reader's mapping: does the driver grant PROT_READ on an import?
+                        match device.import(&fd, g, true) {
+                            Ok(ro) => {
+                                println!("  read-only import granted by the driver: {}", ro.read_only())
+                            }
+                            Err(e) => println!("  read-only import: {e}"),
+                        }
                     }
                     Err(e) => println!("  allocate/export/import: {e}"),
                 }
