@@ -189,3 +189,66 @@ fn scribbled_segment_images_give_errors_or_consistent_reads() {
     assert!(refused > 0, "some damage must be seen");
     drop(writer);
 }
+
+/// Writes the seed corpora of `crates/xmem-core/fuzz` (a sound image of each kind, as the
+/// templates above): `cargo test --test scribbled_images -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "run by hand to renew the committed fuzz seeds"]
+fn write_fuzz_seeds() {
+    let scope = ShmScope::new("seeds");
+    let dir = Dir::new(&scope);
+    let seeds = xmem_tests::main_workspace().join("crates/xmem-core/fuzz/seeds");
+    let save = |target: &str, name: &str, bytes: Vec<u8>| {
+        let d = seeds.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), bytes).unwrap();
+    };
+    let pool = BufferPool::builder("pool")
+        .directory(&dir.0)
+        .buffers(4)
+        .buffer_size(256)
+        .create()
+        .unwrap();
+    let held = pool.acquire().unwrap().freeze();
+    save(
+        "pool_image",
+        "pool-4x256-one-held",
+        std::fs::read(dir.0.join("xmem.pool")).unwrap(),
+    );
+    drop((held, pool));
+    let mut publisher = Publisher::builder("cam")
+        .directory(&dir.0)
+        .buffers(4)
+        .buffer_size(64)
+        .depth(4)
+        .create()
+        .unwrap();
+    let sub = Subscriber::builder("cam").directory(&dir.0).open().unwrap();
+    for _ in 0..3 {
+        let f = publisher.loan().unwrap();
+        publisher.publish(f).unwrap();
+    }
+    save(
+        "stream_image",
+        "stream-depth4-one-subscriber",
+        std::fs::read(dir.0.join("xmem.cam")).unwrap(),
+    );
+    save(
+        "pool_image",
+        "stream-pool-4x64",
+        std::fs::read(dir.0.join("xmem.cam.pool")).unwrap(),
+    );
+    drop((sub, publisher));
+    let mut writer = SegmentWriter::builder("pose")
+        .directory(&dir.0)
+        .size(4096)
+        .create()
+        .unwrap();
+    writer.write(&[7u8; 4096]).unwrap();
+    save(
+        "segment_image",
+        "segment-4k",
+        std::fs::read(dir.0.join("xmem.pose")).unwrap(),
+    );
+    drop(writer);
+}

@@ -22,6 +22,10 @@ pub const HEADER_SIZE: usize = std::mem::size_of::<ObjectHeader>();
 /// Default time an `open` waits for a creator that is still initialising.
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a file too short for a header, whose lock nobody holds, is given before it is
+/// judged abandoned or truncated: covers the instant between a creator's `open` and its lock.
+const NO_CREATOR_GRACE: Duration = Duration::from_millis(20);
+
 /// Layout versions above ours that a newer xmem could have written; beyond them (or at 0) the
 /// version word is taken for damage, so that a scribbled header is not reported as a version
 /// mismatch to be solved by upgrading.
@@ -303,14 +307,18 @@ pub fn open(path: &Path, spec: &OpenSpec) -> Result<Option<OpenObject>> {
 pub fn open_file(file: ShmFile, spec: &OpenSpec) -> Result<OpenObject> {
     let path = file.path().to_path_buf();
     let deadline = Instant::now() + spec.timeout;
-    // 1. The creator sizes the file right after creating it; wait until the header fits.
+    // 1. The creator sizes the file right after creating it; wait until the header fits. A
+    // creator holds the file's lock from just after it creates the file: one that stays free
+    // past a short grace means there is no creator, and waiting longer cannot help.
     let mut backoff = Duration::from_micros(20);
+    let start = Instant::now();
     let size = loop {
         let size = file.size()?;
         if size >= HEADER_SIZE as u64 {
             break size;
         }
-        if Instant::now() >= deadline {
+        let no_creator = start.elapsed() >= NO_CREATOR_GRACE && lock_is_free(&file)?;
+        if no_creator || Instant::now() >= deadline {
             return Err(if lock_is_free(&file)? {
                 if size == 0 {
                     Error::Abandoned { path }
