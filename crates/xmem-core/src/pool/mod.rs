@@ -1,8 +1,14 @@
 //! `BufferPool`: a fixed set of equally sized, reference-counted buffers in shared memory.
 //!
-//! ```no_run
+//! ```
 //! use xmem_core::{BufferPool, DType, TensorDesc};
 //! # fn main() -> xmem_core::Result<()> {
+//! # // A directory of the example's own, removed when it ends (declared first: dropped last).
+//! # struct Dir(String);
+//! # impl Drop for Dir { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+//! # let _dir = Dir(format!("/dev/shm/xmem-doctest-{}", std::process::id()));
+//! # std::fs::create_dir_all(&_dir.0).unwrap();
+//! # std::env::set_var("XMEM_SHM_DIR", &_dir.0);
 //! let pool = BufferPool::builder("camera").buffers(8).buffer_size(1920 * 1080 * 3).create()?;
 //! let mut frame = pool.acquire()?;                       // exclusive, writable
 //! frame.set_tensor(&TensorDesc::contiguous(DType::U8, &[1080, 1920, 3])?)?;

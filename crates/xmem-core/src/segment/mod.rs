@@ -2,9 +2,15 @@
 //! tensor) that any number of readers in any processes take without locks and without ever
 //! seeing a torn value.
 //!
-//! ```no_run
+//! ```
 //! use xmem_core::segment::{SegmentReader, SegmentWriter};
 //! # fn main() -> xmem_core::Result<()> {
+//! # // A directory of the example's own, removed when it ends (declared first: dropped last).
+//! # struct Dir(String);
+//! # impl Drop for Dir { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+//! # let _dir = Dir(format!("/dev/shm/xmem-doctest-{}", std::process::id()));
+//! # std::fs::create_dir_all(&_dir.0).unwrap();
+//! # std::env::set_var("XMEM_SHM_DIR", &_dir.0);
 //! let mut w = SegmentWriter::create("robot.state", 4096)?;   // exclusive: one writer
 //! w.write(b"pose 1.0 2.0 0.5")?;
 //! // … any number of readers, in any processes:

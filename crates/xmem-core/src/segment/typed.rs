@@ -4,12 +4,18 @@ use super::*;
 
 /// A segment holding one plain-old-data value of type `T`.
 ///
-/// ```no_run
+/// ```
 /// use xmem_core::segment::Segment;
 /// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 /// #[repr(C)]
 /// struct Pose { x: f64, y: f64, theta: f64 }
 /// # fn main() -> xmem_core::Result<()> {
+/// # // A directory of the example's own, removed when it ends (declared first: dropped last).
+/// # struct Dir(String);
+/// # impl Drop for Dir { fn drop(&mut self) { let _ = std::fs::remove_dir_all(&self.0); } }
+/// # let _dir = Dir(format!("/dev/shm/xmem-doctest-{}", std::process::id()));
+/// # std::fs::create_dir_all(&_dir.0).unwrap();
+/// # std::env::set_var("XMEM_SHM_DIR", &_dir.0);
 /// let mut w = Segment::<Pose>::create("robot.pose")?;
 /// w.write(&Pose { x: 1.0, y: 2.0, theta: 0.5 })?;
 /// let mut r = Segment::<Pose>::open("robot.pose")?;   // TypeMismatch for another type
