@@ -102,15 +102,13 @@ impl Role {
     /// SIGKILLs it, at whatever it was doing.
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            if c.try_wait().unwrap().is_none() {
-                c.kill().unwrap();
+            let _ = c.kill(); // it may have ended by itself a moment before
+            let status = c.wait().unwrap();
+            if status.signal() == Some(9) {
                 self.kills += 1;
             } else {
-                self.judge(c.wait().unwrap());
-                return;
+                self.judge(status);
             }
-            let status = c.wait().unwrap();
-            assert_eq!(status.signal(), Some(9), "{}: {status}", self.name);
         }
     }
 
@@ -228,6 +226,39 @@ fn a_storm_of_sigkills_across_every_kind_of_process_loses_and_leaves_nothing() {
             "10000",
         ]
     };
+    // A tensor-pool driver (its media driver embedded, in an Aeron directory of its own) that
+    // owns stream 10007's memory, and a producer and a consumer attached through it.
+    let aeron2 = shm.join("aeron-driver");
+    let base2 = shm.join("tp-driver");
+    std::fs::create_dir(&base2).unwrap();
+    let (a2, b2) = (aeron2.to_str().unwrap(), base2.to_str().unwrap());
+    let config_path = shm.join("driver.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[shm]\nbase_dir = \"{b2}\"\nallowed_base_dirs = [\"{b2}\"]\n\
+             [policies]\nannounce_period_ms = 200\nlease_keepalive_interval_ms = 200\n\
+             [profiles.camera]\nheader_nslots = 8\npayload_pools = [{{ pool_id = 1, stride_bytes = 16384 }}]\n\
+             [streams.cam]\nstream_id = 10007\nprofile = \"camera\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config_path.to_str().unwrap();
+    let attached = |sub: &'static str| -> Vec<&str> {
+        vec![
+            "tp",
+            sub,
+            "--attach",
+            "--aeron-dir",
+            a2,
+            "--driver",
+            "external",
+            "--base",
+            b2,
+            "--stream",
+            "10007",
+        ]
+    };
 
     // The pool the churners share, held by this process (a survivor throughout).
     let pool = BufferPool::builder("shared")
@@ -300,13 +331,34 @@ fn a_storm_of_sigkills_across_every_kind_of_process_loses_and_leaves_nothing() {
             &[tp("consume"), vec!["--duration", "3600s"]].concat(),
             None,
         ),
+        Role::new(
+            &shm,
+            "tp driver",
+            &x,
+            &["tp", "driver", "--config", config, "--aeron-dir", a2],
+            Some("tensor-pool driver "),
+        ),
+        Role::new(
+            &shm,
+            "attached producer",
+            &x,
+            &[attached("produce"), vec!["--shape", "32x32x3", "--fps", "200"]].concat(),
+            None,
+        ),
+        Role::new(
+            &shm,
+            "attached consumer",
+            &x,
+            &[attached("consume"), vec!["--duration", "3600s"]].concat(),
+            None,
+        ),
     ];
     for r in &mut roles {
         r.start(&shm);
     }
     let n = kills();
     for i in 0..n {
-        let r = &mut roles[rng.below(10) as usize];
+        let r = &mut roles[rng.below(13) as usize];
         r.kill();
         r.start(&shm);
         for r in &mut roles {
@@ -321,7 +373,7 @@ fn a_storm_of_sigkills_across_every_kind_of_process_loses_and_leaves_nothing() {
         }
     }
     // Consumers first, so that they see their producers end; the media driver last.
-    for i in [2, 3, 9, 7, 4, 5, 1, 6, 8, 0] {
+    for i in [2, 3, 9, 12, 7, 4, 5, 1, 6, 8, 11, 10, 0] {
         roles[i].stop();
     }
     let report: Vec<String> = roles
@@ -343,7 +395,8 @@ fn a_storm_of_sigkills_across_every_kind_of_process_loses_and_leaves_nothing() {
     // producers' epochs and a killed media driver's directory (`xmem tp clean`; every process
     // is gone, so no grace is needed).
     let tp_clean = ["tp", "clean", "--base", b, "--aeron-dir", a, "--grace", "0s"];
-    for args in [&["clean"][..], &tp_clean[..]] {
+    let tp_clean_driver = ["tp", "clean", "--base", b2, "--aeron-dir", a2, "--grace", "0s"];
+    for args in [&["clean"][..], &tp_clean[..], &tp_clean_driver[..]] {
         let out = Command::new(&x)
             .args(args)
             .env("XMEM_SHM_DIR", &shm)
@@ -356,6 +409,7 @@ fn a_storm_of_sigkills_across_every_kind_of_process_loses_and_leaves_nothing() {
         );
         eprintln!("xmem {args:?}:\n{}", String::from_utf8_lossy(&out.stdout));
     }
+    std::fs::remove_file(&config_path).unwrap();
     let mut left = Vec::new();
     let mut todo = vec![shm.clone()];
     while let Some(d) = todo.pop() {
