@@ -36,8 +36,38 @@ struct Host {
     media: Option<MediaDriver>,
 }
 
+/// `XMEM_BENCH_BRIDGE_LINK=A_DIR,B_DIR,B_ADDRESS`: run between two media drivers already
+/// running in those Aeron directories (in two network namespaces: `scripts/bench-bridge-netns`),
+/// B's side reached at B_ADDRESS, instead of two embedded drivers over 127.0.0.1.
+fn link() -> Option<(PathBuf, PathBuf, String)> {
+    let v = std::env::var("XMEM_BENCH_BRIDGE_LINK").ok()?;
+    let mut it = v.split(',');
+    match (it.next(), it.next(), it.next()) {
+        (Some(a), Some(b), Some(ip)) => Some((a.into(), b.into(), ip.to_string())),
+        _ => panic!("XMEM_BENCH_BRIDGE_LINK takes A_DIR,B_DIR,B_ADDRESS, not {v:?}"),
+    }
+}
+
+/// Where B's side listens.
+fn b_address() -> String {
+    link().map_or_else(|| "127.0.0.1".to_string(), |l| l.2)
+}
+
 impl Host {
     fn new(tag: &str) -> Host {
+        if let Some((a, b, _)) = link() {
+            let aeron = if tag == "a" { a } else { b };
+            let base = PathBuf::from(format!(
+                "/dev/shm/xmem-bench-tpb-{tag}-regions-{}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&base).expect("base");
+            return Host {
+                aeron,
+                base,
+                media: None,
+            };
+        }
         let aeron = PathBuf::from(format!("/dev/shm/xmem-bench-tpb-{tag}-{}", std::process::id()));
         let base = PathBuf::from(format!(
             "/dev/shm/xmem-bench-tpb-{tag}-regions-{}",
@@ -59,9 +89,11 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        drop(self.media.take());
+        let ours = self.media.take().is_some();
         let _ = std::fs::remove_dir_all(&self.base);
-        let _ = std::fs::remove_dir_all(&self.aeron);
+        if ours {
+            let _ = std::fs::remove_dir_all(&self.aeron);
+        }
     }
 }
 
@@ -75,7 +107,7 @@ fn client(dir: &Path) -> Client {
 
 fn udp(port: u16, stream: i32) -> Endpoint {
     Endpoint {
-        channel: format!("aeron:udp?endpoint=127.0.0.1:{port}"),
+        channel: format!("aeron:udp?endpoint={}:{port}", b_address()),
         stream_id: stream,
     }
 }
@@ -108,7 +140,13 @@ pub fn report(scale: f64) {
     );
     let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
     println!(
-        "tensor-pool bridge over Aeron UDP, 127.0.0.1, two media drivers (hosts A and B), chunk {chunk} B"
+        "tensor-pool bridge over Aeron UDP to {}, two media drivers (hosts A and B{}), chunk {chunk} B",
+        b_address(),
+        if link().is_some() {
+            ", each in its own network namespace"
+        } else {
+            ""
+        }
     );
     println!(
         "  raw Aeron UDP, {chunk}-byte messages A → B: {:.2} GB/s (floor)",
