@@ -160,6 +160,27 @@ fn media_driver(dir: &Path) -> PeerProcess {
 
 /// An `xmem tp …` process on the driver in `aeron` (never one of its own), stderr with stdout.
 fn tp(aeron: &Path, what: &str, args: &[&str]) -> PeerProcess {
+    PeerProcess::from_command_with_stderr(tp_command(aeron, what, args))
+}
+
+/// `cmd` with at most `fds` open files (`ulimit -n`).
+fn with_fd_limit(mut cmd: Command, fds: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and makes one system call
+    // (setrlimit), which is async-signal-safe; it touches no lock or allocation of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = rustix::process::Rlimit {
+                current: Some(fds),
+                maximum: Some(fds),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).map_err(std::io::Error::from)
+        });
+    }
+    cmd
+}
+
+fn tp_command(aeron: &Path, what: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(xmem_tests::xmem_cli(PEER));
     cmd.args([
         "tp",
@@ -171,7 +192,7 @@ fn tp(aeron: &Path, what: &str, args: &[&str]) -> PeerProcess {
     ])
     .args(["--announce-period", "200ms"])
     .args(args);
-    PeerProcess::from_command_with_stderr(cmd)
+    cmd
 }
 
 fn producer(aeron: &Path, base: &Path, extra: &[&str]) -> (PeerProcess, PathBuf) {
@@ -395,6 +416,48 @@ fn tp_produce_and_consume_processes_check_every_frame_and_leave_nothing() {
     assert!(p.wait().success());
     let left: Vec<_> = walk(&base.0);
     assert!(left.is_empty(), "{left:?}");
+    sigterm(&driver);
+    assert!(driver.wait().success());
+    assert!(!aeron.exists());
+}
+
+/// Out of file descriptors (`ulimit -n 32`: a container's or a service's low limit), the media
+/// driver, a producer and a consumer still exchange frames, and leave nothing behind.
+#[test]
+fn tp_over_aeron_works_with_32_open_files_a_process() {
+    let scope = ShmScope::new("cli-tp-fds");
+    let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
+    std::fs::create_dir(&base.0).unwrap();
+    let aeron = AeronDir::new(&scope);
+    let mut cmd = Command::new(xmem_tests::xmem_cli(PEER));
+    cmd.args(["tp", "media-driver", "--aeron-dir", aeron.to_str().unwrap()]);
+    let mut driver = PeerProcess::from_command_with_stderr(with_fd_limit(cmd, 32));
+    driver.line_where(Duration::from_secs(30), "saying it runs", |l| {
+        l.starts_with("media driver running in")
+    });
+    let b = base.0.to_str().unwrap();
+    let produce = &[
+        "--base", b, "--stream", "10007", "--shape", "64x64", "--fps", "2000",
+    ];
+    let mut p =
+        PeerProcess::from_command_with_stderr(with_fd_limit(tp_command(&aeron, "produce", produce), 32));
+    p.line_where(Duration::from_secs(30), "producing", |l| {
+        l.starts_with("producing stream 10007")
+    });
+    let consume = &["--base", b, "--stream", "10007", "--count", "300"];
+    let mut c =
+        PeerProcess::from_command_with_stderr(with_fd_limit(tp_command(&aeron, "consume", consume), 32));
+    let (out, _) = c.line_where(Duration::from_secs(30), "the total", |l| {
+        l.starts_with("accepted ")
+    });
+    assert!(
+        out.starts_with("accepted 300 frames") && out.ends_with("0 with wrong bytes"),
+        "{out}"
+    );
+    assert!(c.wait().success());
+    sigterm(&p);
+    assert!(p.wait().success());
+    assert!(walk(&base.0).is_empty(), "{:?}", walk(&base.0));
     sigterm(&driver);
     assert!(driver.wait().success());
     assert!(!aeron.exists());

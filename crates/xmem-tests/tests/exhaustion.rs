@@ -144,3 +144,41 @@ fn a_full_shm_directory_refuses_every_object_in_one_line_and_leaves_nothing_half
     drop(pools);
     assert_eq!(fs.files(), Vec::<String>::new());
 }
+
+#[test]
+fn a_refused_mlock_fails_the_create_naming_the_limit_and_leaves_nothing() {
+    // A segment whose pages are to be locked in RAM, made by a process whose locked-memory
+    // limit is 0 (and, when this runs as root, as `nobody`: root's CAP_IPC_LOCK would lift the
+    // limit). The create fails with what to raise; the same process then makes it unlocked.
+    use std::os::unix::process::CommandExt;
+    let scope = xmem_tests::ShmScope::new("mlock");
+    let name = scope.name("locked");
+    let mut cmd = Command::new(PEER);
+    if rustix::process::geteuid().is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and makes one system call
+    // (setrlimit), which is async-signal-safe; it touches no lock or allocation of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = rustix::process::Rlimit {
+                current: Some(0),
+                maximum: Some(0),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Memlock, none).map_err(std::io::Error::from)
+        });
+    }
+    let mut peer = xmem_tests::PeerProcess::from_command(cmd);
+    let answer = peer.cmd(&format!("segcreate {name} 65536 locked"));
+    assert!(
+        answer.starts_with("err Placement ")
+            && answer.contains("ulimit -l")
+            && answer.contains("CAP_IPC_LOCK"),
+        "{answer}"
+    );
+    assert!(scope.leftovers().is_empty(), "{:?}", scope.leftovers());
+    peer.ok(&format!("segcreate {name} 65536"));
+    assert_eq!(scope.leftovers().len(), 1);
+    peer.send("exit");
+    assert!(peer.wait().success());
+}

@@ -334,3 +334,52 @@ fn the_last_process_to_close_a_pool_removes_it_whoever_created_it() {
     assert!(scope.leftovers().is_empty());
     assert!(matches!(BufferPool::open(&name), Err(Error::NotFound { .. })));
 }
+
+#[test]
+fn a_full_process_table_refuses_the_next_process_until_a_holder_dies() {
+    // A pool has one slot per attached process (63): the process after the last is refused
+    // with the limit and what to do, and the slot of a killed process is free again for it.
+    let scope = ShmScope::new("full-table");
+    let name = scope.name("pool");
+    let pool = BufferPool::builder(&name)
+        .buffers(2)
+        .buffer_size(64)
+        .create()
+        .unwrap();
+    let mut peers: Vec<PeerProcess> = Vec::new();
+    let refused = loop {
+        let mut p = peer();
+        let answer = p.cmd(&format!("open {name}"));
+        if answer.starts_with("err ") {
+            break (p, answer);
+        }
+        assert!(answer.starts_with("ok "), "{answer}");
+        peers.push(p);
+        assert!(peers.len() < 200, "no limit on attached processes");
+    };
+    let (mut late, answer) = refused;
+    // This process and the peers fill the table.
+    assert_eq!(peers.len() + 1, 63, "{answer}");
+    assert!(
+        answer.starts_with("err TooManyProcesses ")
+            && answer.contains("63 processes attached")
+            && answer.contains("close a handle in another process"),
+        "{answer}"
+    );
+    // A holder dies: its slot is reclaimed when the next process looks for one.
+    let mut victim = peers.pop().unwrap();
+    victim.kill();
+    late.ok(&format!("open {name}"));
+    let b = pool.acquire().unwrap().freeze();
+    assert_eq!(
+        late.ok(&format!("get {}", token_hex(b.token())))[0],
+        b.index().to_string()
+    );
+    late.ok("release_all");
+    drop(b);
+    for mut p in peers.into_iter().chain([late]) {
+        p.send("exit");
+        assert!(p.wait().success());
+    }
+    assert_eq!(pool.free_count(), 2);
+}

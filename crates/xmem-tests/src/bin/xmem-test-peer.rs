@@ -13,7 +13,8 @@
 //! tests); `nosyscall NAME TOKEN ITERATIONS` runs the hot paths under a seccomp filter that kills
 //! the process on any system call.
 //!
-//! Segments: `segcreate NAME SIZE` (a REPL command: creates and holds a writer), `segopen NAME`
+//! Segments: `segcreate NAME SIZE [locked]` (a REPL command: creates and holds a writer, its
+//! pages locked in RAM with `locked`), `segopen NAME`
 //! (holds a reader), `segwriter NAME SIZE START_VERSION` (prints `ready`, then writes
 //! self-checking values forever), `segreader NAME THREADS MILLIS` (reads and checks from
 //! THREADS threads, prints `done READS TORN ERRORS LEAST_READS_OF_A_THREAD`).
@@ -266,6 +267,15 @@ fn run(w: &[&str], st: &mut State) -> Result<String, Error> {
                 name,
                 size.parse().unwrap(),
             )?);
+            Ok(std::process::id().to_string())
+        }
+        ["segcreate", name, size, "locked"] => {
+            st.segment_writer = Some(
+                xmem_core::segment::SegmentWriter::builder(name)
+                    .size(size.parse().unwrap())
+                    .lock_in_memory(true)
+                    .create()?,
+            );
             Ok(std::process::id().to_string())
         }
         ["segopen", name] => {
