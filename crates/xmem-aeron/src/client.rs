@@ -315,6 +315,20 @@ pub enum Offer {
     Failed,
 }
 
+impl From<Result<i64, AeronOfferError>> for Offer {
+    fn from(r: Result<i64, AeronOfferError>) -> Offer {
+        match r {
+            Ok(_) => Offer::Sent,
+            Err(AeronOfferError::NotConnected) => Offer::NotConnected,
+            Err(AeronOfferError::BackPressured) => Offer::BackPressured,
+            Err(AeronOfferError::AdminAction) => Offer::AdminAction,
+            Err(AeronOfferError::Closed) => Offer::Closed,
+            Err(AeronOfferError::MaxPositionExceeded) => Offer::MaxPositionExceeded,
+            Err(_) => Offer::Failed,
+        }
+    }
+}
+
 impl Offer {
     /// Whether the message is in the log.
     pub fn is_sent(self) -> bool {
@@ -332,16 +346,18 @@ pub struct Publication {
 impl Publication {
     /// Offers `bytes` as one message.
     pub fn offer(&self, bytes: &[u8]) -> Offer {
-        match self.inner.offer(bytes) {
-            Ok(_) => Offer::Sent,
-            Err(AeronOfferError::NotConnected) => Offer::NotConnected,
-            Err(AeronOfferError::BackPressured) => Offer::BackPressured,
-            Err(AeronOfferError::AdminAction) => Offer::AdminAction,
-            Err(AeronOfferError::Closed) => Offer::Closed,
-            Err(AeronOfferError::MaxPositionExceeded) => Offer::MaxPositionExceeded,
-            Err(_) => Offer::Failed,
-        }
+        Offer::from(self.inner.offer(bytes))
     }
+
+    /// Offers `parts`, back to back, as one message: each is copied straight into the log, so
+    /// a header and a payload held apart need no buffer of their own. At most
+    /// [`Publication::MAX_PARTS`] parts (more: [`Offer::Failed`]).
+    pub fn offer_parts(&self, parts: &[&[u8]]) -> Offer {
+        Offer::from(self.inner.offer_parts(parts))
+    }
+
+    /// How many parts [`Publication::offer_parts`] takes.
+    pub const MAX_PARTS: usize = rusteron_client::MAX_OFFER_PARTS;
 
     /// Whether some subscriber is connected.
     pub fn is_connected(&self) -> bool {

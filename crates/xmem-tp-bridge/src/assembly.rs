@@ -67,6 +67,11 @@ pub struct Assembly {
     last: Option<(u64, u64)>,
     /// Frames abandoned because a newer one began before they completed.
     pub replaced: u64,
+    /// The last frame's buffers, reused for the next (a 1080p frame is 6 MB: allocating and
+    /// zeroing it anew for every frame costs as much as a copy). Only one frame's worth of
+    /// memory is ever held, in assembly or here.
+    spare: Vec<u8>,
+    spare_got: Vec<Option<(u32, u32)>>,
 }
 
 impl Assembly {
@@ -80,6 +85,15 @@ impl Assembly {
             current: None,
             last: None,
             replaced: 0,
+            spare: Vec::new(),
+            spare_got: Vec::new(),
+        }
+    }
+
+    /// Takes back a completed frame's payload buffer, for the next frame.
+    pub fn recycle(&mut self, payload: Vec<u8>) {
+        if self.current.is_none() {
+            self.spare = payload;
         }
     }
 
@@ -99,6 +113,7 @@ impl Assembly {
     fn abandon(&mut self) {
         if let Some(c) = self.current.take() {
             self.last = Some((c.epoch, c.seq));
+            (self.spare, self.spare_got) = (c.payload, c.got);
         }
     }
 
@@ -129,14 +144,21 @@ impl Assembly {
                 self.last = Some((c.epoch, c.seq));
                 return Err(Dropped::TooLarge);
             }
+            // The reused buffer keeps the last frame's bytes where this one is no longer: they
+            // are never seen, since a frame completes only once its chunks cover every byte.
+            let mut payload = std::mem::take(&mut self.spare);
+            payload.resize(c.payload_length as usize, 0);
+            let mut got = std::mem::take(&mut self.spare_got);
+            got.clear();
+            got.resize(c.count as usize, None);
             self.current = Some(InProgress {
                 epoch: c.epoch,
                 seq: c.seq,
                 trace_id: c.trace_id,
                 count: c.count,
                 header: None,
-                payload: vec![0; c.payload_length as usize],
-                got: vec![None; c.count as usize],
+                payload,
+                got,
                 ranges: std::collections::BTreeMap::new(),
                 received: 0,
                 started: now,
@@ -198,13 +220,13 @@ impl Assembly {
             let covered: u64 = cur.got.iter().flatten().map(|&(_, l)| u64::from(l)).sum();
             let done = self.current.take().expect("in assembly");
             self.last = Some((done.epoch, done.seq));
-            // Every index came, none overlapping: they cover the payload iff the lengths sum.
-            let Some(header) = done.header else {
+            self.spare_got = done.got;
+            // Every index came, none overlapping: they cover the payload iff the lengths sum
+            // (and a frame without its header chunk is no frame).
+            let Some(header) = done.header.filter(|_| covered == done.payload.len() as u64) else {
+                self.spare = done.payload;
                 return Err(Dropped::Conflict);
             };
-            if covered != done.payload.len() as u64 {
-                return Err(Dropped::Conflict);
-            }
             return Ok(Some(Assembled {
                 seq: done.seq,
                 epoch: done.epoch,
@@ -226,7 +248,8 @@ impl Assembly {
         }
     }
 
-    /// Bytes held now (at most one frame's payload).
+    /// Bytes of the frame in assembly now (at most one frame's payload; between frames its
+    /// buffer is kept for the next, and never more than one is).
     pub fn held(&self) -> usize {
         self.current.as_ref().map_or(0, |c| c.payload.len())
     }

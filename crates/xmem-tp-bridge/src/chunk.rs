@@ -150,6 +150,14 @@ impl<'a> Chunk<'a> {
 
     /// Encodes it into `out` (cleared first).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_head_into(out);
+        out.extend_from_slice(self.payload);
+    }
+
+    /// Encodes all but the payload's bytes into `out` (cleared first): the message is `out`
+    /// followed by `self.payload`, which a sender offers as two parts, so that a frame's bytes
+    /// are copied once, into the log, rather than first into a message buffer.
+    pub fn encode_head_into(&self, out: &mut Vec<u8>) {
         out.clear();
         for v in [CHUNK_BLOCK, 1, BRIDGE_SCHEMA_ID, 1] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -169,7 +177,6 @@ impl<'a> Chunk<'a> {
         out.extend_from_slice(&(header.len() as u32).to_le_bytes());
         out.extend_from_slice(header);
         out.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(self.payload);
     }
 
     /// The CRC32C this chunk should carry: over header ‖ payload for chunk 0, the payload

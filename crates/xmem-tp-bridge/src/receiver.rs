@@ -12,7 +12,7 @@ use xmem_tensorpool::layout::SlotHeader;
 use xmem_tensorpool::stream::TpProducer;
 use xmem_tp_control::{Channels, Endpoint, Producer, ProducerOptions};
 
-use crate::assembly::{Assembly, Dropped};
+use crate::assembly::{Assembled, Assembly, Dropped};
 use crate::chunk::Chunk;
 
 /// How a [`Receiver`] listens and republishes.
@@ -155,17 +155,15 @@ enum Sink {
 /// The receiving end of one mapping.
 pub struct Receiver {
     opts: ReceiverOptions,
-    payload: Subscription,
+    /// The chunks' subscription; taken out of the receiver while a poll hands each chunk to
+    /// [`Receiver::on_chunk`] in place, straight from Aeron's log (`None` only meanwhile).
+    payload: Option<Subscription>,
     control: Subscription,
     assembly: Assembly,
     source: Option<ShmPoolAnnounce>,
     sink: Sink,
     stats: ReceiverStats,
     legs: Vec<crate::forward::Leg>,
-    /// Chunks of one poll, back to back, and where each is: reused, so that taking a chunk
-    /// allocates nothing once warm.
-    inbox: Vec<u8>,
-    bounds: Vec<(usize, usize)>,
     /// [`ReceiverStats`] in the media driver's counters file (`xmem tp stat`), refreshed every
     /// announce period.
     counters: Option<xmem_tp_control::counters::Counters>,
@@ -195,9 +193,7 @@ impl Receiver {
         };
         Ok(Receiver {
             legs,
-            inbox: Vec::new(),
-            bounds: Vec::new(),
-            payload: client.subscription(&opts.payload.channel, opts.payload.stream_id)?,
+            payload: Some(client.subscription(&opts.payload.channel, opts.payload.stream_id)?),
             control: client.subscription(&opts.control.channel, opts.control.stream_id)?,
             assembly: Assembly::new(opts.max_payload_bytes, opts.assembly_timeout, opts.integrity),
             source: None,
@@ -310,21 +306,20 @@ impl Receiver {
         if let Some(d) = self.assembly.expire(Instant::now()) {
             self.count(d);
         }
-        let (mut inbox, mut bounds) = (std::mem::take(&mut self.inbox), std::mem::take(&mut self.bounds));
-        inbox.clear();
-        bounds.clear();
-        work += self.payload.poll(256, |m| {
-            bounds.push((inbox.len(), inbox.len() + m.bytes.len()));
-            inbox.extend_from_slice(m.bytes);
-        })?;
+        let mut payload = self
+            .payload
+            .take()
+            .expect("the payload subscription is put back after each poll");
         let mut result = Ok(());
-        for &(a, b) in &bounds {
-            result = self.on_chunk(&inbox[a..b]);
-            if result.is_err() {
-                break;
+        let polled = payload.poll(256, |m| {
+            // After an error (the local stream failed) the rest of this poll's chunks go
+            // unread: the error ends the receiver.
+            if result.is_ok() {
+                result = self.on_chunk(m.bytes);
             }
-        }
-        (self.inbox, self.bounds) = (inbox, bounds);
+        });
+        self.payload = Some(payload);
+        work += polled?;
         result.map(|()| work)
     }
 
@@ -373,6 +368,18 @@ impl Receiver {
                 return Ok(());
             }
         };
+        let result = self.republish(&frame);
+        // The frame's buffer goes back to the assembly for the next: no allocation per frame.
+        self.assembly.recycle(frame.payload);
+        result
+    }
+
+    /// Validates a completed frame and commits it into the local stream.
+    fn republish(&mut self, frame: &Assembled) -> Result<(), crate::Error> {
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        let largest_source = source.pools.iter().map(|p| p.stride_bytes).max().unwrap_or(0);
         // The slot header, validated: values_len, payload_offset 0, the tensor's limits, a pool
         // the source announced whose stride holds the payload.
         let Ok(slot) = SlotHeader::decode(&frame.header) else {

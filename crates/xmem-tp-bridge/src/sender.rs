@@ -91,6 +91,7 @@ pub struct Sender {
     source: Source,
     payload: Publication,
     control: Publication,
+    /// The encoded head of the chunk being offered (its payload goes beside it, uncopied).
     buf: Vec<u8>,
     in_flight: Option<InFlight>,
     /// The last frame's payload buffer, reused for the next copy (a 1080p frame is 6 MB).
@@ -159,7 +160,7 @@ impl Sender {
             payload: client.publication(&opts.payload.channel, opts.payload.stream_id)?,
             control: client.publication(&opts.control.channel, opts.control.stream_id)?,
             source,
-            buf: Vec::with_capacity(64 * 1024 + 512),
+            buf: Vec::with_capacity(512),
             in_flight: None,
             spare: Vec::new(),
             next_forward: Instant::now(),
@@ -316,8 +317,8 @@ impl Sender {
                 header,
                 payload: part,
             };
-            chunk.encode_into(&mut self.buf);
-            match self.payload.offer(&self.buf) {
+            chunk.encode_head_into(&mut self.buf);
+            match self.payload.offer_parts(&[&self.buf, part]) {
                 Offer::Sent => {
                     self.stats.chunks += 1;
                     f.next_index += 1;

@@ -72,6 +72,28 @@ fn the_fixed_offset_codec_agrees_with_the_schema_codec() {
 }
 
 #[test]
+fn a_reused_buffer_shows_nothing_of_the_frame_before() {
+    // The assembly keeps one frame's buffer for the next: a smaller frame after a larger one,
+    // a frame after an abandoned one, each comes out exactly as sent.
+    let mut a = Assembly::new(1 << 20, Duration::from_secs(5), false);
+    let big = vec![0xAAu8; 5000];
+    let (done, drops) = push_all(&mut a, &chunks(1, &big, 1200, false));
+    assert_eq!((done.as_deref(), drops), (Some(&big[..]), vec![]));
+    a.recycle(done.unwrap());
+    let small: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let (done, _) = push_all(&mut a, &chunks(2, &small, 1200, false));
+    assert_eq!(done.as_deref(), Some(&small[..]));
+    a.recycle(done.unwrap());
+    // Frame 3 loses its last chunk and is overtaken by frame 4.
+    let third = chunks(3, &vec![0x33u8; 4000], 1000, false);
+    assert_eq!(push_all(&mut a, &third[..3]), (None, vec![]));
+    let fourth: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
+    let (done, _) = push_all(&mut a, &chunks(4, &fourth, 1000, false));
+    assert_eq!(done.as_deref(), Some(&fourth[..]));
+    assert_eq!((a.replaced, a.held()), (1, 0));
+}
+
+#[test]
 fn bad_chunks_are_refused_by_the_codec() {
     let payload = vec![1u8; 2000];
     let good = chunks(1, &payload, 1200, false);
