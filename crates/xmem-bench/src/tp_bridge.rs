@@ -1,6 +1,6 @@
 //! The bridge beside raw Aeron UDP on the same link, in one run: two media drivers ("hosts" A
-//! and B) in scratch directories, UDP over 127.0.0.1 between them, A's side on one thread and
-//! B's on another.
+//! and B) in scratch directories, UDP over 127.0.0.1 between them (or between two network
+//! namespaces: `XMEM_BENCH_BRIDGE_LINK`), A's side on one thread and B's on another.
 //!
 //! - **Throughput**: 1920×1080×3 frames. The bridge: a producer on A commits frames as fast as
 //!   it can, the sender forwards what it gets (a frame it cannot keep up with is skipped: the
@@ -10,6 +10,7 @@
 //!   protocol requires and raw UDP does not make: the sender copies each frame out of shared
 //!   memory before sending it (so that it can re-check the commit word), the receiver copies
 //!   each chunk into its local stream's slot.
+//!   The three are measured in rounds, one after the other, and compared by their medians.
 //! - **Latency**: 64-byte frames one at a time, from commit on A to accepted on B (one host's
 //!   clock), beside a raw UDP message's one-way time.
 
@@ -105,9 +106,15 @@ fn client(dir: &Path) -> Client {
     .expect("client")
 }
 
+/// `XMEM_BENCH_UDP_PARAMS`: channel parameters added to every UDP channel of the run, raw and
+/// bridge alike (`|rcv-wnd=2m|so-rcvbuf=2m`: a receiver window of 2 MB instead of Aeron's 128 KB).
+fn udp_params() -> String {
+    std::env::var("XMEM_BENCH_UDP_PARAMS").unwrap_or_default()
+}
+
 fn udp(port: u16, stream: i32) -> Endpoint {
     Endpoint {
-        channel: format!("aeron:udp?endpoint={}:{port}", b_address()),
+        channel: format!("aeron:udp?endpoint={}:{port}{}", b_address(), udp_params()),
         stream_id: stream,
     }
 }
@@ -116,17 +123,65 @@ fn now_ns() -> u64 {
     xmem_core::os::time::monotonic_ns()
 }
 
-/// Runs the whole report; `scale` shortens it.
+/// The median of `v` (sorted here).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the whole report; `scale` shortens it. The throughputs are measured in `rounds`
+/// (`XMEM_BENCH_ROUNDS`, default 3), each round raw UDP, raw UDP with the copies and the
+/// bridge one after the other, and compared by their medians: on a shared 2-vCPU machine the
+/// link's own rate swings by a third from one few-second window to the next.
 pub fn report(scale: f64) {
-    let secs = Duration::from_secs_f64((3.0 * scale).max(0.5));
+    let secs = Duration::from_secs_f64((2.0 * scale).max(0.5));
+    let rounds: u16 = std::env::var("XMEM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let a = Host::new("a");
     let b = Host::new("b");
     let chunk = chunk_size(1200, 1408, 65_535);
     let frame = 1920 * 1080 * 3;
-    let raw_bps = raw_throughput(&a.aeron, &b.aeron, 41_100, chunk as usize, secs, None);
-    let copying_bps = raw_throughput(&a.aeron, &b.aeron, 41_140, chunk as usize, secs, Some(frame));
-    let (bridge_fps, bridge_drops) = bridge(&a, &b, 41_110, &[1080, 1920, 3], 8 << 20, secs, None);
-    let bridge_bps = bridge_fps * frame as f64;
+    let (mut raw, mut copying, mut bridged, mut drops) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for r in 0..rounds {
+        let ports = 41_100 + 1000 * r;
+        raw.push(raw_throughput(
+            &a.aeron,
+            &b.aeron,
+            ports,
+            chunk as usize,
+            secs,
+            None,
+        ));
+        copying.push(raw_throughput(
+            &a.aeron,
+            &b.aeron,
+            ports + 40,
+            chunk as usize,
+            secs,
+            Some(frame),
+        ));
+        let (fps, lost) = bridge(&a, &b, ports + 10, &[1080, 1920, 3], 8 << 20, secs, None);
+        bridged.push(fps * frame as f64);
+        drops += lost;
+    }
+    let rounds_text = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{:.2}", x / 1e9))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let per_round: Vec<String> = raw
+        .iter()
+        .zip(&bridged)
+        .map(|(r, b)| format!("{:.2}×", b / r))
+        .collect();
+    let (raw_text, copying_text, bridged_text) =
+        (rounds_text(&raw), rounds_text(&copying), rounds_text(&bridged));
+    let (raw_bps, copying_bps, bridge_bps) = (median(&mut raw), median(&mut copying), median(&mut bridged));
+    let bridge_fps = bridge_bps / frame as f64;
     let raw_lat = raw_latency(&a.aeron, &b.aeron, 41_120, ((2000.0 * scale) as usize).max(200));
     let mut lat = Histogram::<u64>::new(3).expect("histogram");
     let _ = bridge(
@@ -140,28 +195,34 @@ pub fn report(scale: f64) {
     );
     let p = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
     println!(
-        "tensor-pool bridge over Aeron UDP to {}, two media drivers (hosts A and B{}), chunk {chunk} B",
+        "tensor-pool bridge over Aeron UDP to {}{}, two media drivers (hosts A and B{}), chunk {chunk} B; {rounds} rounds of {:.1} s, medians (each round's GB/s in brackets)",
         b_address(),
+        match udp_params() {
+            p if p.is_empty() => String::new(),
+            p => format!(" (channels with {p})"),
+        },
         if link().is_some() {
             ", each in its own network namespace"
         } else {
             ""
-        }
+        },
+        secs.as_secs_f64()
     );
     println!(
-        "  raw Aeron UDP, {chunk}-byte messages A → B: {:.2} GB/s (floor)",
+        "  raw Aeron UDP, {chunk}-byte messages A → B: {:.2} GB/s (floor) [{raw_text}]",
         raw_bps / 1e9
     );
     println!(
-        "  raw Aeron UDP with the bridge's two copies (each frame copied out before sending, each chunk copied into a frame at B): {:.2} GB/s ({:.2}× raw)",
+        "  raw Aeron UDP with the bridge's two copies (each frame copied out before sending, each chunk copied into a frame at B): {:.2} GB/s ({:.2}× raw) [{copying_text}]",
         copying_bps / 1e9,
         copying_bps / raw_bps
     );
     println!(
-        "  bridge, 1920×1080×3 frames A → B: {bridge_fps:.1} frames/s, {:.2} GB/s ({:.2}× raw, {:.2}× raw with the copies); frames the sender skipped or lost: {bridge_drops}",
+        "  bridge, 1920×1080×3 frames A → B: {bridge_fps:.1} frames/s, {:.2} GB/s ({:.2}× raw, {:.2}× raw with the copies) [{bridged_text}; per round {}]; frames the sender skipped or lost: {drops}",
         bridge_bps / 1e9,
         bridge_bps / raw_bps,
-        bridge_bps / copying_bps
+        bridge_bps / copying_bps,
+        per_round.join(", ")
     );
     println!(
         "  one-way latency µs, p50 / p99: raw UDP 64 B {:.1} / {:.1}; bridge 64-B frame, commit on A → accepted on B {:.1} / {:.1} ({:.1}× raw p50)",
@@ -247,11 +308,13 @@ fn raw_throughput(
     bytes as f64 / elapsed
 }
 
-/// Raw Aeron UDP one-way latency of 64-byte messages carrying their send time.
+/// Raw Aeron UDP one-way latency of 64-byte messages carrying their send time, one at a time
+/// as the bridge's latency run sends its frames: the next goes when the last has arrived.
 fn raw_latency(a: &Path, b: &Path, port: u16, n: usize) -> Histogram<u64> {
     let bdir = b.to_path_buf();
     let ready = Arc::new(AtomicBool::new(false));
-    let r2 = Arc::clone(&ready);
+    let arrived = Arc::new(AtomicU64::new(0));
+    let (r2, a2) = (Arc::clone(&ready), Arc::clone(&arrived));
     let rx = std::thread::spawn(move || {
         let c = client(&bdir);
         let mut sub = c.subscription(&udp(port, 2).channel, 2).expect("sub");
@@ -264,6 +327,7 @@ fn raw_latency(a: &Path, b: &Path, port: u16, n: usize) -> Histogram<u64> {
                     let t = u64::from_le_bytes(m.bytes[..8].try_into().expect("8 bytes"));
                     let _ = h.record(now_ns().saturating_sub(t));
                     got += 1;
+                    a2.store(got as u64, Ordering::Release);
                 })
                 .expect("poll");
             if work == 0 {
@@ -283,9 +347,10 @@ fn raw_latency(a: &Path, b: &Path, port: u16, n: usize) -> Histogram<u64> {
         msg[..8].copy_from_slice(&now_ns().to_le_bytes());
         if publication.offer(&msg).is_sent() {
             sent += 1;
-            // One at a time, as the bridge's latency run: no queueing in the numbers.
+            // One at a time, as the bridge's latency run: no queueing in the numbers (a lost
+            // message is given up after 100 ms, as a bridge frame is).
             let t = Instant::now();
-            while t.elapsed() < Duration::from_micros(200) {
+            while arrived.load(Ordering::Acquire) < sent as u64 && t.elapsed() < Duration::from_millis(100) {
                 std::thread::yield_now();
             }
         }
