@@ -389,7 +389,7 @@ fn two_hosts_with_5_percent_loss_every_committed_frame_is_intact() {
 }
 
 /// Kills on one machine (two media drivers over 127.0.0.1; no root needed): the sender, the
-/// receiver and host B's media driver SIGKILLed in turn; each restarted, frames flow again and
+/// receiver, host B's media driver and host A's SIGKILLed in turn; each restarted, frames flow again and
 /// every one is checked; a restarted receiver removes the epoch its killed predecessor left, and
 /// nothing is left in either SHM directory at the end.
 #[test]
@@ -523,6 +523,23 @@ fn bridge_processes_killed_and_restarted_resume_and_leave_nothing() {
     assert!(!status.success(), "the receiver reports the lost media driver");
     let mut media_b = media(&aeron_b);
     let mut receiver = bridge(&conf_b, &aeron_b, "receiving stream 20001");
+    consume(50);
+    // Host A's media driver killed: the sender and the producer say so in a line and exit; all
+    // restarted, frames flow again (the producer's new epoch is forwarded and followed at B,
+    // whose receiver kept running).
+    media_a.kill();
+    for p in [&mut sender, &mut producer] {
+        let (line, _) = p.line_where(Duration::from_secs(30), "about the lost media driver", |l| {
+            l.contains("lost the media driver")
+        });
+        assert!(!p.wait().success(), "{line}");
+    }
+    let mut media_a = media(&aeron_a);
+    let mut producer = xmem(&producer_args);
+    producer.line_where(Duration::from_secs(30), "producing", |l| {
+        l.starts_with("producing stream 10001")
+    });
+    let mut sender = bridge(&conf_a, &aeron_a, "sending stream 10001");
     consume(50);
     for p in [&sender, &producer, &receiver] {
         sigterm(p);

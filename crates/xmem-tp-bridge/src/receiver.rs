@@ -103,11 +103,13 @@ pub struct ReceiverStats {
     pub announces: u64,
     /// Metadata, QoS and progress messages republished locally.
     pub forwarded: u64,
+    /// Local epochs begun because the source's numbers began again (a restarted source).
+    pub local_epochs: u64,
 }
 
 impl ReceiverStats {
     /// The counters' names, in the order of [`ReceiverStats::values`].
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "frames",
         "chunks",
         "before_announce",
@@ -121,10 +123,11 @@ impl ReceiverStats {
         "stale",
         "announces",
         "forwarded",
+        "local_epochs",
     ];
 
     /// The values, in the order of [`ReceiverStats::NAMES`].
-    pub fn values(&self) -> [u64; 13] {
+    pub fn values(&self) -> [u64; 14] {
         [
             self.frames,
             self.chunks,
@@ -139,6 +142,7 @@ impl ReceiverStats {
             self.stale,
             self.announces,
             self.forwarded,
+            self.local_epochs,
         ]
     }
 }
@@ -214,6 +218,18 @@ impl Receiver {
         })
     }
 
+    /// Regions of a new local epoch (numbered above every epoch of the stream there).
+    fn regions(opts: &ReceiverOptions) -> Result<TpProducer, crate::Error> {
+        let mut b = TpProducer::builder(opts.dest_stream_id)
+            .base_dir(&opts.base_dir)
+            .namespace(&opts.namespace)
+            .nslots(opts.nslots);
+        for &(id, stride) in &opts.pools {
+            b = b.pool(id, stride);
+        }
+        Ok(b.create()?)
+    }
+
     /// The local tensor-pool stream: its regions (after removing a dead receiver's) and producer.
     fn local_stream(client: &Client, opts: &ReceiverOptions) -> Result<Producer, crate::Error> {
         let removed = remove_dead_epochs(opts)?;
@@ -224,16 +240,9 @@ impl Receiver {
                 "removed epochs a dead receiver left"
             );
         }
-        let mut b = TpProducer::builder(opts.dest_stream_id)
-            .base_dir(&opts.base_dir)
-            .namespace(&opts.namespace)
-            .nslots(opts.nslots);
-        for &(id, stride) in &opts.pools {
-            b = b.pool(id, stride);
-        }
         Ok(Producer::new(
             client,
-            b.create()?,
+            Self::regions(opts)?,
             ProducerOptions {
                 channels: opts.local.clone(),
                 announce_period: opts.announce_period,
@@ -407,9 +416,19 @@ impl Receiver {
                     timestamp_ns: slot.timestamp_ns,
                     meta_version: slot.meta_version,
                 };
-                // The source's sequence number is kept (a restarted source's lower numbers
-                // cannot be; they follow on from the last).
-                producer.skip_to(frame.seq);
+                // The source's sequence number is kept. One below the local stream's next (the
+                // source restarted: a new epoch there, numbered from 0 again) cannot be kept in
+                // this epoch: a new local epoch begins, and consumers remap to it.
+                if !producer.skip_to(frame.seq) {
+                    producer.replace_regions(Self::regions(&self.opts)?);
+                    producer.skip_to(frame.seq);
+                    self.stats.local_epochs += 1;
+                    tracing::info!(
+                        stream = self.opts.dest_stream_id,
+                        seq = frame.seq,
+                        "the source's numbers began again: a new local epoch"
+                    );
+                }
                 producer
                     .publish(&spec, frame.trace_id, |b| b.copy_from_slice(&frame.payload))?
                     .is_some()
