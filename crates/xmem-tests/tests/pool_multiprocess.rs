@@ -383,3 +383,49 @@ fn a_full_process_table_refuses_the_next_process_until_a_holder_dies() {
     }
     assert_eq!(pool.free_count(), 2);
 }
+
+#[test]
+fn a_group_mode_lets_another_uid_of_the_group_in_and_0600_keeps_it_out() {
+    // Pools are 0600 unless asked: a process of another uid (`nobody`) is refused one and told
+    // how to share; a pool made 0660 whose group is nobody's opens for it, and a buffer's
+    // bytes cross.
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        println!("skipped: switching to another uid needs root");
+        return;
+    }
+    let scope = ShmScope::new("group-mode");
+    let private = BufferPool::builder(&scope.name("private"))
+        .buffers(2)
+        .buffer_size(64)
+        .create()
+        .unwrap();
+    let shared = BufferPool::builder(&scope.name("shared"))
+        .buffers(2)
+        .buffer_size(64)
+        .mode(0o660)
+        .create()
+        .unwrap();
+    std::os::unix::fs::chown(shared.path(), None, Some(65534)).unwrap();
+    let mut cmd = Command::new(PEER);
+    cmd.uid(65534).gid(65534);
+    let mut nobody = PeerProcess::from_command(cmd);
+    let answer = nobody.cmd(&format!("open {}", scope.name("private")));
+    assert!(
+        answer.starts_with("err PermissionDenied ") && answer.contains("group mode (e.g. 0o660)"),
+        "{answer}"
+    );
+    nobody.ok(&format!("open {}", scope.name("shared")));
+    let mut b = shared.acquire().unwrap();
+    b.bytes_mut().fill(7);
+    let b = b.freeze();
+    assert_eq!(
+        nobody.ok(&format!("get {}", token_hex(b.token()))),
+        [b.index().to_string(), checksum(b.bytes()).to_string()]
+    );
+    nobody.ok("release_all");
+    nobody.send("exit");
+    assert!(nobody.wait().success());
+    drop((b, private));
+    assert_eq!(shared.free_count(), 2);
+}
