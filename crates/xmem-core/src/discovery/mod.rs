@@ -1,5 +1,5 @@
 //! What xmem objects exist, who owns them and whether they live ([`list`]); what changes
-//! ([`watch`]); and removing what no live process uses any more ([`cleanup_orphans`]).
+//! ([`watch()`]); and removing what no live process uses any more ([`cleanup_orphans`]).
 
 mod watch;
 
