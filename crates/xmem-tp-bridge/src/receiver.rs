@@ -421,6 +421,8 @@ impl Receiver {
                 // this epoch: a new local epoch begins, and consumers remap to it.
                 if !producer.skip_to(frame.seq) {
                     producer.replace_regions(Self::regions(&self.opts)?);
+                    // The new epoch announced before its first descriptor goes.
+                    producer.poll()?;
                     producer.skip_to(frame.seq);
                     self.stats.local_epochs += 1;
                     tracing::info!(
