@@ -459,3 +459,21 @@ pub fn assert_exact(pool: &xmem_core::BufferPool, shared: &xmem_core::Buffer, bu
     assert_eq!(pool.free_count(), buffers - 1, "{context}");
     assert!(!snap.closing, "{context}: the pool is closing");
 }
+
+/// `cmd` with the limit `resource` (soft and hard) set to `value` in the child, as `ulimit`
+/// would set it: for tests of low limits (`Nofile` for `ulimit -n`, `Memlock` for `ulimit -l`).
+pub fn with_limit(mut cmd: Command, resource: rustix::process::Resource, value: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and makes one system call
+    // (setrlimit), which is async-signal-safe; it touches no lock or allocation of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = rustix::process::Rlimit {
+                current: Some(value),
+                maximum: Some(value),
+            };
+            rustix::process::setrlimit(resource, limit).map_err(std::io::Error::from)
+        });
+    }
+    cmd
+}

@@ -164,20 +164,8 @@ fn tp(aeron: &Path, what: &str, args: &[&str]) -> PeerProcess {
 }
 
 /// `cmd` with at most `fds` open files (`ulimit -n`).
-fn with_fd_limit(mut cmd: Command, fds: u64) -> Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the child between fork and exec and makes one system call
-    // (setrlimit), which is async-signal-safe; it touches no lock or allocation of the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            let limit = rustix::process::Rlimit {
-                current: Some(fds),
-                maximum: Some(fds),
-            };
-            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).map_err(std::io::Error::from)
-        });
-    }
-    cmd
+fn with_fd_limit(cmd: Command, fds: u64) -> Command {
+    xmem_tests::with_limit(cmd, rustix::process::Resource::Nofile, fds)
 }
 
 fn tp_command(aeron: &Path, what: &str, args: &[&str]) -> Command {

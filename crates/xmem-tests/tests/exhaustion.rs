@@ -157,17 +157,7 @@ fn a_refused_mlock_fails_the_create_naming_the_limit_and_leaves_nothing() {
     if rustix::process::geteuid().is_root() {
         cmd.uid(65534).gid(65534);
     }
-    // SAFETY: the closure runs in the child between fork and exec and makes one system call
-    // (setrlimit), which is async-signal-safe; it touches no lock or allocation of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            let none = rustix::process::Rlimit {
-                current: Some(0),
-                maximum: Some(0),
-            };
-            rustix::process::setrlimit(rustix::process::Resource::Memlock, none).map_err(std::io::Error::from)
-        });
-    }
+    let cmd = xmem_tests::with_limit(cmd, rustix::process::Resource::Memlock, 0);
     let mut peer = xmem_tests::PeerProcess::from_command(cmd);
     let answer = peer.cmd(&format!("segcreate {name} 65536 locked"));
     assert!(
