@@ -473,11 +473,26 @@ pub(crate) fn follow_role(aeron: &str, base: &str, cpu: &str) -> i32 {
     0
 }
 
-/// Runs every measurement and prints them (Markdown) with their floors and ratios.
+/// Runs every measurement and prints them (Markdown) with their floors and ratios;
+/// `XMEM_BENCH_ONLY=latency,rate,1080p` (any of them) narrows it.
 pub fn report(program: &PeerProgram, clock: &Clock, scale: f64) {
     let n = ((50_000.0 * scale) as usize).max(1000);
     let frames = ((600.0 * scale) as u64).max(50);
     println!("SHM Tensor Pool over Aeron IPC · two processes pinned to CPUs {:?} · busy-polling · one embedded media driver\n", cpus());
+    let only = std::env::var("XMEM_BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    if wanted("latency") {
+        latency_report(program, clock, n);
+    }
+    if wanted("rate") {
+        rate_report(program, scale);
+    }
+    if wanted("1080p") {
+        throughput_report(program, frames);
+    }
+}
+
+fn latency_report(program: &PeerProgram, clock: &Clock, n: usize) {
     let raw = raw_latency(program, n, clock);
     let tp = tp_latency(program, n, clock);
     let shm = crate::tensorpool::commit_latency(program, n, clock);
@@ -498,6 +513,9 @@ pub fn report(program: &PeerProgram, clock: &Clock, scale: f64) {
         tp.p50 as f64 / raw.p50.max(1) as f64,
         tp.p99 as f64 / raw.p99.max(1) as f64
     );
+}
+
+fn rate_report(program: &PeerProgram, scale: f64) {
     let (tp_rate, raw_rate) = rates(program, (1.0 * scale).clamp(0.2, 2.0));
     println!("| messages accepted by the other process, per second | rate | of raw |");
     println!("|---|---|---|");
@@ -507,6 +525,9 @@ pub fn report(program: &PeerProgram, clock: &Clock, scale: f64) {
         100.0 * tp_rate / raw_rate.max(1.0)
     );
     println!("\n(goal ≥ 50 %)\n");
+}
+
+fn throughput_report(program: &PeerProgram, frames: u64) {
     let bound = crate::streams::fill_bound(FRAME_1080P, frames, 8);
     let (alone, _) = throughput_1080p(program, frames, false);
     let (per_s, accepted) = throughput_1080p(program, frames, true);

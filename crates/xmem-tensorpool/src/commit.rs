@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use xmem_core::segment::seqlock;
 
 use crate::error::Result;
-use crate::layout::{commit_word, SlotHeader, Tensor, TensorHeader, SLOT_SIZE};
+use crate::layout::{commit_word, SlotHeader, Tensor, TensorHeader, TensorMemo, SLOT_SIZE};
 use crate::region::Region;
 
 /// The producer side: one header ring and its payload pools, all with the ring's slot count.
@@ -24,6 +24,7 @@ pub struct Producer {
     ring: Region,
     pools: Vec<Region>,
     next_seq: u64,
+    valid: TensorMemo,
 }
 
 /// What one frame is.
@@ -47,6 +48,7 @@ impl Producer {
             ring,
             pools,
             next_seq: 0,
+            valid: TensorMemo::default(),
         }
     }
 
@@ -80,7 +82,7 @@ impl Producer {
     /// `Ok(None)`, the frame is dropped without blocking), lets `fill` write the payload in
     /// place, and commits. Returns the frame's sequence number.
     pub fn publish(&mut self, spec: &FrameSpec, fill: impl FnOnce(&mut [u8])) -> Result<Option<u64>> {
-        spec.tensor.validate()?;
+        self.valid.validate(&spec.tensor)?;
         let Some(pool) = self
             .pools
             .iter()
@@ -186,6 +188,7 @@ pub struct Consumer {
     last_seq: Option<u64>,
     /// The last sequence counted late, so that retrying one frame counts it once.
     late_seq: Option<u64>,
+    valid: TensorMemo,
     counters: Counters,
 }
 
@@ -202,6 +205,7 @@ impl Consumer {
             pool_strides,
             last_seq: None,
             late_seq: None,
+            valid: TensorMemo::default(),
             counters: Counters::default(),
         }
     }
@@ -273,7 +277,7 @@ impl Consumer {
     }
 
     fn read_inner<R>(
-        &self,
+        &mut self,
         seq: u64,
         payload: impl FnOnce(&Region, u32, usize) -> R,
     ) -> std::result::Result<(Accepted, R), Drop> {
@@ -289,7 +293,7 @@ impl Consumer {
         image[..8].copy_from_slice(&first.to_le_bytes());
         let slot = SlotHeader::decode(&image).map_err(|e| self.late_or(word, first, e))?;
         let tensor = slot
-            .validate(index, &self.pool_strides)
+            .validate_with(index, &self.pool_strides, &mut self.valid)
             .map_err(|e| self.late_or(word, first, e))?;
         let pool = self
             .pools

@@ -648,6 +648,11 @@ impl SlotHeader {
     /// W-15.5-1, §3 step 3): committed, zero payload offset, payload slot = header index, a
     /// known pool, a length within its stride, and a valid tensor that fits in the length.
     pub fn validate(&self, index: u32, pools: &[(u16, u32)]) -> Result<Tensor> {
+        self.validate_with(index, pools, &mut TensorMemo::default())
+    }
+
+    /// [`validate`](Self::validate), its tensor checked through `memo`.
+    pub fn validate_with(&self, index: u32, pools: &[(u16, u32)], memo: &mut TensorMemo) -> Result<Tensor> {
         if self.seq_commit & 1 == 0 {
             return Err(invalid(
                 "seqCommit",
@@ -675,7 +680,7 @@ impl SlotHeader {
                 "longer than the pool's stride",
             ));
         }
-        let tensor = self.tensor.validate()?;
+        let tensor = memo.validate(&self.tensor)?;
         if tensor.extent > u64::from(self.values_len_bytes) && self.values_len_bytes != 0 {
             return Err(invalid(
                 "dims",
@@ -689,6 +694,26 @@ impl SlotHeader {
     /// The frame's logical sequence number.
     pub fn seq(&self) -> u64 {
         self.seq_commit >> 1
+    }
+}
+
+/// The last tensor header that passed validation and what it gave. A stream's frames mostly
+/// share one shape, so a producer or consumer keeping one validates each shape once, not each
+/// frame (the check costs about as much as the rest of a commit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TensorMemo(Option<(TensorHeader, Tensor)>);
+
+impl TensorMemo {
+    /// `header.validate()`, or its remembered result when `header` is the last one validated.
+    pub fn validate(&mut self, header: &TensorHeader) -> Result<Tensor> {
+        if let Some((last, tensor)) = &self.0 {
+            if last == header {
+                return Ok(*tensor);
+            }
+        }
+        let tensor = header.validate()?;
+        self.0 = Some((*header, tensor));
+        Ok(tensor)
     }
 }
 

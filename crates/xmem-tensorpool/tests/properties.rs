@@ -31,6 +31,26 @@ fn tensor() -> impl Strategy<Value = TensorHeader> {
         )
 }
 
+/// Valid row-major tensors, some of them one field away from an invalid one.
+fn valid_tensor() -> impl Strategy<Value = TensorHeader> {
+    (
+        proptest::collection::vec(1i32..64, 1..4),
+        any::<bool>(),
+        0usize..3,
+    )
+        .prop_map(|(dims, spoil, which)| {
+            let mut t = TensorHeader::row_major(Dtype::Uint8, &dims);
+            if spoil {
+                match which {
+                    0 => t.ndims = 9,
+                    1 => t.dims[0] = -1,
+                    _ => t.major_order = 3,
+                }
+            }
+            t
+        })
+}
+
 proptest! {
     #[test]
     fn superblocks_round_trip(bytes in proptest::collection::vec(any::<u8>(), 64)) {
@@ -69,6 +89,16 @@ proptest! {
     fn any_tensor_is_judged_without_panic(t in tensor()) {
         if let Ok(v) = t.validate() {
             prop_assert!(v.dims().len() == t.ndims as usize);
+        }
+    }
+
+    #[test]
+    fn a_memo_judges_every_tensor_as_a_fresh_validation_does(ts in proptest::collection::vec(prop_oneof![tensor(), valid_tensor()], 1..12), order in proptest::collection::vec(0usize..12, 1..40)) {
+        // Shapes repeated, alternated and changed: the memo never keeps a verdict past a change.
+        let mut memo = TensorMemo::default();
+        for i in order {
+            let t = &ts[i % ts.len()];
+            prop_assert_eq!(memo.validate(t).ok(), t.validate().ok());
         }
     }
 

@@ -156,6 +156,8 @@ pub struct Consumer {
     /// Progress per ring slot: (seq, bytes filled) (W-10.2.2-1: sized to the ring).
     progress: Vec<(u64, u64)>,
     buf: Vec<u8>,
+    /// Descriptors taken from one poll, kept to reuse its allocation.
+    pending: Vec<FrameDescriptor>,
     stats: ConsumerStats,
     polls: u64,
     counters: Option<crate::counters::Counters>,
@@ -219,6 +221,7 @@ impl Consumer {
             next_allowed: Instant::now(),
             progress: Vec::new(),
             buf: Vec::new(),
+            pending: Vec::new(),
             stats: ConsumerStats::default(),
             polls: 0,
             counters: crate::counters::Counters::add(
@@ -300,23 +303,24 @@ impl Consumer {
         if !matches!(self.state, State::Mapped { .. }) || self.polls.is_multiple_of(HOUSEKEEPING_EVERY) {
             work += self.housekeeping()?;
         }
-        let mut descriptors = Vec::new();
+        let mut descriptors = std::mem::take(&mut self.pending);
         let mut malformed = 0;
-        work += self
+        let polled = self
             .descriptors_in
             .poll(limit, |m| match messages::decode(m.bytes) {
                 Ok(Incoming::Descriptor(d)) => descriptors.push(d),
                 Err(messages::Ignored::Malformed(_)) => malformed += 1,
                 _ => {}
-            })?;
+            });
         self.stats.malformed += malformed;
-        for d in descriptors {
-            if d.stream_id != self.opts.stream_id {
-                continue;
+        for d in &descriptors {
+            if d.stream_id == self.opts.stream_id {
+                self.on_descriptor(d, &mut on_frame);
             }
-            self.on_descriptor(&d, &mut on_frame);
         }
-        Ok(work)
+        descriptors.clear();
+        self.pending = descriptors;
+        Ok(work + polled?)
     }
 
     /// The control plane's side: announces, configs and progress in, liveness, hello and QoS

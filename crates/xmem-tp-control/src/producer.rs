@@ -102,6 +102,9 @@ pub struct Producer {
     consumers: HashMap<u32, ConsumerEntry>,
     meta: Option<DataSourceMeta>,
     next_announce: Instant,
+    /// `next_announce` in CLOCK_MONOTONIC ns, which `publish` compares with the coarse clock:
+    /// a few ns a frame instead of a full clock read, announces late by at most one tick.
+    next_announce_ns: u64,
     stats: ProducerStats,
     counters: Option<crate::counters::Counters>,
     /// Attached through a driver: the driver announces, this producer only stamps activity.
@@ -142,6 +145,7 @@ impl Producer {
     pub fn replace_regions(&mut self, tp: TpProducer) {
         self.tp = tp;
         self.next_announce = Instant::now();
+        self.next_announce_ns = 0;
     }
 
     fn build(client: &Client, tp: TpProducer, opts: ProducerOptions, driven: bool) -> Result<Producer> {
@@ -172,6 +176,7 @@ impl Producer {
             consumers: HashMap::new(),
             meta: None,
             next_announce: Instant::now(),
+            next_announce_ns: 0,
             stats: ProducerStats::default(),
             counters: None,
             driven,
@@ -233,12 +238,14 @@ impl Producer {
             Offer::Closed | Offer::MaxPositionExceeded | Offer::Failed => self.stats.failed += 1,
         }
         if !self.consumers.is_empty() {
-            let now = Instant::now();
+            // The clock only for a rate-limited stream (a clock read costs as much as a commit).
+            let mut now = None;
             for e in self.consumers.values_mut() {
                 let Some(publication) = &e.descriptor else {
                     continue;
                 };
                 if let Some(interval) = e.min_interval {
+                    let now = *now.get_or_insert_with(Instant::now);
                     if now < e.next_due {
                         self.stats.rate_limited += 1;
                         continue;
@@ -250,7 +257,7 @@ impl Producer {
                 }
             }
         }
-        if Instant::now() >= self.next_announce {
+        if xmem_core::os::time::monotonic_coarse_ns() >= self.next_announce_ns {
             self.poll()?;
         }
         Ok(Some(d))
@@ -318,6 +325,8 @@ impl Producer {
         let mut work = 0;
         if now >= self.next_announce {
             self.next_announce = now + self.opts.announce_period;
+            self.next_announce_ns =
+                crate::now_ns().saturating_add(self.opts.announce_period.as_nanos() as u64);
             self.announce_now()?;
             self.send_qos()?;
             self.send_metadata()?;
