@@ -138,11 +138,19 @@ pub fn pin_to(cpu: usize) {
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
+/// The CPUs this process could use before any pinning.
+fn original_cpus() -> rustix::thread::CpuSet {
+    static SET: std::sync::OnceLock<rustix::thread::CpuSet> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new())
+    })
+}
+
 /// The CPUs to pin A and B to: the first two this process could use before any pinning.
 pub(crate) fn cpus() -> (usize, usize) {
     static CPUS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| {
-        let set = rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new());
+        let set = original_cpus();
         let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
             .filter(|&c| set.is_set(c))
             .collect();

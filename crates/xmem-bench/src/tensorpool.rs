@@ -190,7 +190,7 @@ pub fn cache_line_latency(program: &PeerProgram, n: usize, clock: &Clock) -> Per
     Percentiles::of(&h)
 }
 
-fn map_lines(path: &Path) -> Mapping {
+pub(crate) fn map_lines(path: &Path) -> Mapping {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -208,7 +208,7 @@ fn map_lines(path: &Path) -> Mapping {
     .expect("map")
 }
 
-fn lines(map: &Mapping) -> (&AtomicU64, &AtomicU64) {
+pub(crate) fn lines(map: &Mapping) -> (&AtomicU64, &AtomicU64) {
     (
         map.at::<AtomicU64>(0).expect("line 0"),
         map.at::<AtomicU64>(64).expect("line 1"),

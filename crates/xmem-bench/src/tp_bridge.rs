@@ -124,7 +124,7 @@ fn now_ns() -> u64 {
 }
 
 /// The median of `v` (sorted here; of an even count, the mean of the middle two).
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
