@@ -597,7 +597,7 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 /// producer and a consumer that `--attach` through it, `xmem tp leases` listing both leases,
 /// `--print-config`, and a SIGTERM that leaves nothing in /dev/shm.
 #[test]
-fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_leases() {
+fn tp_driver_serves_attached_processes_lists_their_leases_and_d_3_1_refuses_a_manual_geometry() {
     let scope = ShmScope::new("cli-tp-driver");
     let base = Base(PathBuf::from("/dev/shm").join(scope.name("base")));
     std::fs::create_dir(&base.0).unwrap();
@@ -609,7 +609,7 @@ fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_lea
         format!(
             "[driver]\ncontrol_stream_id = 1000\nannounce_stream_id = 1001\n\
              [shm]\nbase_dir = \"{b}\"\nallowed_base_dirs = [\"{b}\"]\n\
-             [policies]\nannounce_period_ms = 200\nlease_keepalive_interval_ms = 1000\n\
+             [policies]\nannounce_period_ms = 200\nlease_keepalive_interval_ms = 1000\nshutdown_token = \"t0ken\"\n\
              [profiles.camera]\nheader_nslots = 32\npayload_pools = [{{ pool_id = 1, stride_bytes = 524288 }}]\n\
              [streams.cam]\nstream_id = 10007\nprofile = \"camera\"\ntags = [\"lab\", \"rgb\"]\n\
              [discovery]\nenabled = true\n"
@@ -716,6 +716,37 @@ fn tp_driver_serves_attached_producer_and_consumer_processes_and_lists_their_lea
         "{out}"
     );
     assert!(c.wait().success());
+    // An administrator's revoke (xmem's own request, guarded by the shutdown token): refused
+    // with a wrong token; with the right one the producer's lease ends as REVOKED, and the
+    // process reattaches to a new epoch.
+    let aeron_arg = aeron.to_str().unwrap();
+    let json = ok(
+        xmem(&["tp", "leases", "--aeron-dir", aeron_arg, "--format", "json"], None),
+        "leases as JSON",
+    );
+    let lease = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["role"] == "producer")
+        .and_then(|v| v["lease_id"].as_u64())
+        .unwrap_or_else(|| panic!("no producer lease in {json}"))
+        .to_string();
+    let revoke = |token: &str| {
+        xmem(
+            &["tp", "leases", "--aeron-dir", aeron_arg, "--revoke", &lease, "--token", token, "--why", "maintenance"],
+            None,
+        )
+    };
+    let refused = fails_with_one_line(revoke("wrong"), "a revoke with a wrong token");
+    assert!(refused.contains(&format!("no revoke of lease {lease}")), "{refused}");
+    let said = ok(revoke("t0ken"), "a revoke with the token");
+    assert!(
+        said.contains(&format!("lease {lease} (producer of stream 10007")) && said.contains("maintenance"),
+        "{said}"
+    );
+    p.line_where(Duration::from_secs(30), "the producer reattached", |l| {
+        l.starts_with("attached as producer of stream 10007")
+    });
     sigterm(&p);
     assert!(p.wait().success());
     sigterm(&driver);

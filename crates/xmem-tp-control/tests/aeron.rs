@@ -150,7 +150,7 @@ fn check(seq: u64, b: &[u8]) -> bool {
 /// waited on), and the join-time rule of W-15.7-2 (an announce stamped before the consumer
 /// joined is not taken).
 #[test]
-fn w_10_2_1_frames_cross_aeron_checked_and_w_15_7_2_the_join_time_rule() {
+fn w_10_2_1_1_and_2_frames_cross_aeron_checked_and_w_15_7_2_the_join_time_rule() {
     let rig = Rig::new();
     let mut producer = rig.producer(10000, ProducerOptions::default());
     let started = Instant::now();
@@ -317,7 +317,7 @@ fn w_15_14_1_and_w_7_1_3_stale_announces_or_activity_unmap() {
 /// descriptor stream; the consumer moves to it and gets frames there, throttled to its
 /// `max_rate_hz`, while a plain consumer on the shared stream gets every frame.
 #[test]
-fn w_11_1_per_consumer_streams_and_w_10_1_2_1_rate_limits() {
+fn w_11_1_per_consumer_streams_w_10_1_2_1_rate_limits_and_w_10_1_3_1_configs() {
     let rig = Rig::new();
     let mut producer = rig.producer(10003, ProducerOptions::default());
     let mut plain = rig.consumer(rig.consumer_options(10003));
@@ -378,7 +378,7 @@ fn w_11_1_per_consumer_streams_and_w_10_1_2_1_rate_limits() {
 /// (FALLBACK: no frames read from shared memory); a later config with `useShm = 1` brings it
 /// back to UNMAPPED, and the next announce maps it.
 #[test]
-fn w_15_12_1_fallback_and_back() {
+fn w_15_12_1_and_w_10_1_3_1_fallback_and_back() {
     let rig = Rig::new();
     let mut producer = rig.producer(
         10004,

@@ -365,6 +365,97 @@ pub enum NotARequest {
     Malformed(CodecError),
 }
 
+/// The schema id of xmem's own administrative requests. Schema 901 has no request that revokes
+/// a lease (only the REVOKED reason of `ShmLeaseRevoked`), so xmem adds one under an id of its
+/// own: every peer gates on schemaId, so C and Julia clients ignore it.
+pub const XMEM_ADMIN_SCHEMA_ID: u16 = 0x786d; // "xm"
+
+/// Tokens and notes longer than this are refused (the shutdown token's bound).
+const MAX_ADMIN_TEXT: usize = 1024;
+
+/// xmem's `LeaseRevokeRequest` (schema [`XMEM_ADMIN_SCHEMA_ID`], template 1, version 1): the
+/// driver revokes lease `lease_id` with reason REVOKED when `token` is its `shutdown_token`.
+/// Layout, little-endian as SBE: the 8-byte message header (blockLength 16), correlationId
+/// i64, leaseId u64, then `token` and `message`, each a u32 length and that many UTF-8 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeRequest {
+    /// For the logs.
+    pub correlation_id: i64,
+    /// The lease to end.
+    pub lease_id: u64,
+    /// Must equal the driver's `shutdown_token` (an empty one refuses every request).
+    pub token: String,
+    /// Why: the revoke notice's errorMessage.
+    pub message: String,
+}
+
+impl RevokeRequest {
+    /// Encodes it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(40 + self.token.len() + self.message.len());
+        for v in [16u16, 1, XMEM_ADMIN_SCHEMA_ID, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&self.correlation_id.to_le_bytes());
+        b.extend_from_slice(&self.lease_id.to_le_bytes());
+        for text in [&self.token, &self.message] {
+            b.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            b.extend_from_slice(text.as_bytes());
+        }
+        b
+    }
+
+    /// `None`: not this message. `Some(Err)`: this schema, but malformed (why). Never panics.
+    pub fn decode(bytes: &[u8]) -> Option<Result<RevokeRequest, String>> {
+        let h = peek_header(bytes).ok()?;
+        if h.schema_id != XMEM_ADMIN_SCHEMA_ID {
+            return None;
+        }
+        Some(Self::decode_body(
+            h.template_id,
+            h.block_length,
+            h.version,
+            &bytes[8..],
+        ))
+    }
+
+    fn decode_body(template: u16, block: u16, version: u16, body: &[u8]) -> Result<RevokeRequest, String> {
+        if template != 1 || version != 1 || block != 16 {
+            return Err(format!(
+                "template {template} version {version} blockLength {block} (this driver reads template 1 v1, blockLength 16)"
+            ));
+        }
+        if body.len() < 16 {
+            return Err(format!("{} bytes, shorter than the 16-byte block", body.len()));
+        }
+        let mut at = 16;
+        let mut text = || -> Result<String, String> {
+            if body.len() < at + 4 {
+                return Err("a text's length is cut off".into());
+            }
+            let n = le_u32(body, at) as usize;
+            at += 4;
+            if n > MAX_ADMIN_TEXT || body.len() < at + n {
+                return Err(format!(
+                    "a text of {n} bytes (at most {MAX_ADMIN_TEXT}, and within the message)"
+                ));
+            }
+            let t =
+                std::str::from_utf8(&body[at..at + n]).map_err(|_| "a text that is not UTF-8".to_string())?;
+            at += n;
+            Ok(t.to_string())
+        };
+        let token = text()?;
+        let message = text()?;
+        Ok(RevokeRequest {
+            correlation_id: le_u64(body, 0) as i64,
+            lease_id: le_u64(body, 8),
+            token,
+            message,
+        })
+    }
+}
+
 fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -696,13 +787,18 @@ pub enum Notice {
 }
 
 /// Reads a driver message meant for clients (`None`: another schema, a request, or bytes that
-/// fail the codec or carry an unknown enum value — all ignored by a client).
+/// fail the codec or carry an unknown enum value — all ignored by a client). One exception
+/// (D-4.6-1): an attach response whose code is no code of the schema comes back with that code
+/// and nothing else, so that the client waiting on its correlation id fails at once with a
+/// protocol error (§4.7a: fail closed, then reattach) instead of waiting out its timeout.
 pub fn decode_notice(bytes: &[u8]) -> Option<Notice> {
     let h = peek_header(bytes).ok()?;
     if h.schema_id != DRIVER_SCHEMA_ID || !matches!(h.template_id, 2 | 4 | 6 | 7) {
         return None;
     }
-    let m = decode_exact(bytes).ok()?;
+    let Ok(m) = decode_exact(bytes) else {
+        return unknown_attach_code(h.template_id, h.block_length, bytes);
+    };
     let int = |f: &str| m.int(f);
     Some(match h.template_id {
         2 => Notice::Attach(AttachResponse {
@@ -749,6 +845,23 @@ pub fn decode_notice(bytes: &[u8]) -> Option<Notice> {
             reason: ShutdownReason::from_wire(int("reason")?)?,
             message: text(&m, "errorMessage"),
         }),
+    })
+}
+
+/// An attach response that failed the codec: its correlation id and code, when the code is
+/// one the schema does not define (the block's first 12 bytes, which every version keeps).
+fn unknown_attach_code(template_id: u16, block_length: u16, bytes: &[u8]) -> Option<Notice> {
+    let body = &bytes[8..];
+    if template_id != 2 || block_length < 12 || body.len() < 12 {
+        return None;
+    }
+    let code = le_u32(body, 8) as i32;
+    Code::from_wire(code).is_none().then(|| {
+        Notice::Attach(AttachResponse {
+            correlation_id: le_u64(body, 0) as i64,
+            code,
+            ..AttachResponse::default()
+        })
     })
 }
 

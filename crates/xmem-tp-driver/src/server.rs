@@ -89,8 +89,10 @@ pub struct DriverStats {
     pub ignored: u64,
     /// Driver-schema messages refused as malformed.
     pub malformed: u64,
-    /// Shutdown requests with a wrong or missing token (ignored).
+    /// Shutdown and revoke requests with a wrong or missing token (ignored).
     pub bad_tokens: u64,
+    /// Leases revoked by an administrator ([`Driver::revoke`], or a revoke request).
+    pub revoked: u64,
     /// Responses, revokes or announces Aeron did not take (lost, as in C; clients retry).
     pub lost_sends: u64,
 }
@@ -283,8 +285,54 @@ impl Driver {
         Ok(work)
     }
 
+    /// Revokes lease `lease_id` for an administrator (reason REVOKED, `why` as its message):
+    /// the client hears it at once, and a producer's stream gets a new epoch, as on any loss
+    /// of the producer. `false`: no such lease.
+    pub fn revoke(&mut self, lease_id: u64, why: &str) -> bool {
+        if !self.leases.contains_key(&lease_id) {
+            return false;
+        }
+        self.stats.revoked += 1;
+        self.end_lease(lease_id, RevokeReason::Revoked, why);
+        true
+    }
+
+    fn on_revoke_request(&mut self, r: Result<crate::protocol::RevokeRequest, String>) {
+        let r = match r {
+            Ok(r) => r,
+            Err(why) => {
+                self.stats.malformed += 1;
+                tracing::warn!("a malformed lease revoke request was ignored: {why}");
+                return;
+            }
+        };
+        let token = &self.config.policies.shutdown_token;
+        if token.is_empty() || r.token != *token {
+            self.stats.bad_tokens += 1;
+            tracing::warn!(
+                lease_id = r.lease_id,
+                "a lease revoke request with a wrong or missing token was ignored"
+            );
+            return;
+        }
+        let why = if r.message.is_empty() {
+            "revoked by an administrator"
+        } else {
+            &r.message
+        };
+        if !self.revoke(r.lease_id, why) {
+            tracing::warn!(
+                lease_id = r.lease_id,
+                "a revoke request for no lease held here was ignored"
+            );
+        }
+    }
+
     /// Handles one message from the control stream.
     pub fn on_message(&mut self, bytes: &[u8]) {
+        if let Some(r) = crate::protocol::RevokeRequest::decode(bytes) {
+            return self.on_revoke_request(r);
+        }
         match crate::protocol::decode_request(bytes) {
             Ok(Request::Attach(r)) => self.on_attach(&r),
             Ok(Request::Detach(r)) => self.on_detach(&r),

@@ -13,7 +13,8 @@ use xmem_tensorpool::paths::AllowedDirs;
 use xmem_tensorpool::stream::TpProducer;
 use xmem_tp_control::{Consumer, ConsumerOptions, Producer, ProducerOptions, State};
 use xmem_tp_driver::protocol::{
-    decode_notice, AttachRequest, AttachResponse, DetachRequest, Notice, ShutdownReason, ShutdownRequest,
+    decode_notice, decode_request, AttachRequest, AttachResponse, DetachRequest, Notice, Request,
+    RevokeRequest, ShutdownReason, ShutdownRequest,
 };
 use xmem_tp_driver::{AttachError, Code, Event, RevokeReason, Role};
 
@@ -195,7 +196,7 @@ fn d_4_2_1_and_2_attach_response_echoes_the_correlation_id_and_is_complete() {
 }
 
 #[test]
-fn d_4_2_3_and_4_node_ids_honoured_assigned_and_cooled_down() {
+fn d_4_2_3_and_4_and_tl_6_2_1_node_ids_honoured_assigned_unique_and_cooled_down() {
     let rig = Rig::new("");
     let mut wire = Wire::new(&rig);
     let mut req = AttachRequest::new(11, 10000, 51, Role::Consumer);
@@ -394,6 +395,66 @@ fn d_4_4a_1_gate_and_bad_input_get_their_codes_and_the_driver_serves_on() {
     let r = wire.attach(&AttachRequest::new(48, 10000, 88, Role::Consumer));
     assert_eq!(code(&r), Code::Ok);
     assert!(r.error_message.len() <= 1024);
+}
+
+#[test]
+fn d_4_6_1_an_unknown_response_code_fails_the_attach_at_once_and_holds_no_lease() {
+    // The driver's own codes per class are checked above (UNSUPPORTED, INVALID_PARAMS,
+    // REJECTED); here a "driver" answers every attach with code 5, which schema 901 lacks.
+    let rig = Rig::bare();
+    let dir = rig.aeron_dir.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let fake = {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let c = xmem_aeron::Client::connect(&xmem_aeron::ClientOptions {
+                dir: Some(dir),
+                ..xmem_aeron::ClientOptions::default()
+            })
+            .unwrap();
+            let ch = "aeron:ipc?term-length=4m";
+            let out = c.publication(ch, 1000).unwrap();
+            let mut inn = c.subscription(ch, 1000).unwrap();
+            let mut asked = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                inn.poll(16, |m| {
+                    if let Ok(Request::Attach(r)) = decode_request(m.bytes) {
+                        asked.push(r.correlation_id);
+                    }
+                })
+                .unwrap();
+                for corr in asked.drain(..) {
+                    let mut b = AttachResponse::refusal(corr, Code::Rejected, "a code from the future")
+                        .encode()
+                        .unwrap();
+                    b[16..20].copy_from_slice(&5i32.to_le_bytes()); // the block's `code`
+                    if out.offer(&b).is_sent() {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let mut dc = rig.driver_client(); // attach timeout 5 s, requests every 200 ms
+    let started = Instant::now();
+    let e = dc.attach(10000, Role::Consumer, 0).unwrap_err();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    fake.join().unwrap();
+    assert!(
+        matches!(&e, AttachError::Protocol(m) if m.contains("unknown response code 5")),
+        "{e}"
+    );
+    assert!(
+        e.is_retryable(),
+        "a protocol error means: drop the attach and reattach"
+    );
+    assert!(dc.lease().is_none(), "no lease is held after it");
+    assert!(answered.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // Failed on the answer, not on the 5-second timeout (which would say Timeout, above).
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
@@ -852,4 +913,75 @@ fn a_shutdown_request_needs_the_token_then_drains_and_announces_the_end() {
     assert!(status.success());
     rig.driver = None;
     assert!(rig.leftovers().is_empty());
+}
+
+#[test]
+fn an_admin_revoke_needs_the_token_ends_the_lease_as_revoked_and_a_producers_brings_a_new_epoch() {
+    let rig = Rig::new("shutdown_token = \"s3cret\"");
+    let mut wire = Wire::new(&rig);
+    let mut consumer = rig.driver_client();
+    let c_lease = consumer.attach(10000, Role::Consumer, 0).unwrap().grant.lease_id;
+    let mut producer = rig.driver_client();
+    let p = producer.attach(10000, Role::Producer, 0).unwrap();
+    let (p_lease, epoch) = (p.grant.lease_id, p.grant.announce.epoch);
+    let revoke = |lease_id: u64, token: &str, message: &str| RevokeRequest {
+        correlation_id: 7,
+        lease_id,
+        token: token.into(),
+        message: message.into(),
+    };
+    // A wrong token, a malformed block and an unknown lease change nothing; the driver takes
+    // the control stream's messages in order, so the first revoke notice of the consumer's
+    // lease must be the one the good request asked for.
+    wire.send(&revoke(c_lease, "wrong", "not this one").encode());
+    let mut bad = revoke(c_lease, "s3cret", "nor this one").encode();
+    bad[0] = 17; // blockLength
+    wire.send(&bad);
+    wire.send(&revoke(999_999, "s3cret", "no such lease").encode());
+    wire.send(&revoke(c_lease, "s3cret", "maintenance").encode());
+    let notices = wire.notices_until(
+        Duration::from_secs(3),
+        |n| matches!(n, Notice::Revoked(r) if r.lease_id == c_lease),
+    );
+    let revoked: Vec<_> = notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Revoked(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revoked.len(), 1, "only the good request revoked: {revoked:?}");
+    assert_eq!(revoked[0].reason, RevokeReason::Revoked);
+    assert_eq!(revoked[0].message, "maintenance");
+    eventually(Duration::from_secs(3), "the consumer hears its revoke", || {
+        consumer
+            .poll()
+            .unwrap()
+            .contains(&Event::Revoked(RevokeReason::Revoked))
+            .then_some(())
+    });
+    // A producer's revoke: the producer hears it, a consumer of the stream sees the producer
+    // go and then a higher epoch.
+    let mut watcher = rig.driver_client();
+    watcher.attach(10000, Role::Consumer, 0).unwrap();
+    wire.send(&revoke(p_lease, "s3cret", "").encode());
+    eventually(Duration::from_secs(3), "the producer hears its revoke", || {
+        producer
+            .poll()
+            .unwrap()
+            .contains(&Event::Revoked(RevokeReason::Revoked))
+            .then_some(())
+    });
+    let mut saw_revoke = false;
+    let newer = eventually(Duration::from_secs(3), "a higher epoch after the revoke", || {
+        for e in watcher.poll().unwrap() {
+            match e {
+                Event::ProducerRevoked => saw_revoke = true,
+                Event::NewEpoch(a) if a.epoch > epoch => return Some(a.epoch),
+                _ => {}
+            }
+        }
+        None
+    });
+    assert!(saw_revoke && newer > epoch);
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rig::Rig;
-use xmem_tp_driver::protocol::{AttachRequest, DetachRequest, Keepalive, ShutdownReason, ShutdownRequest};
+use xmem_tp_driver::protocol::{
+    AttachRequest, DetachRequest, Keepalive, RevokeRequest, ShutdownReason, ShutdownRequest,
+};
 use xmem_tp_driver::Role;
 
 fn valid_requests() -> Vec<Vec<u8>> {
@@ -38,6 +40,13 @@ fn valid_requests() -> Vec<Vec<u8>> {
         }
         .encode()
         .unwrap(),
+        RevokeRequest {
+            correlation_id: 5,
+            lease_id: 1,
+            token: "guess".into(),
+            message: "hostile".into(),
+        }
+        .encode(),
     ]
 }
 
@@ -45,7 +54,7 @@ fn valid_requests() -> Vec<Vec<u8>> {
 /// random bytes.
 fn hostile() -> impl Strategy<Value = Vec<u8>> {
     let mutated = (
-        0..5usize,
+        0..6usize,
         proptest::collection::vec((0..64usize, any::<u8>()), 1..6),
         0..3u8,
         any::<u8>(),

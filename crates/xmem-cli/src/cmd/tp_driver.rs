@@ -79,9 +79,29 @@ pub(crate) struct LeasesArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Revoke this lease instead of listing (reason REVOKED; a producer's stream gets a new
+    /// epoch). Needs the driver's `shutdown_token`; an xmem driver only (C drivers have no
+    /// such request).
+    #[arg(long, value_name = "LEASE_ID", requires = "token")]
+    revoke: Option<u64>,
+    /// The driver's `policies.shutdown_token`.
+    #[arg(long, env = "POLICIES_SHUTDOWN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Why (sent in the revoke notice).
+    #[arg(long, default_value = "")]
+    why: String,
+    /// The driver's control channel.
+    #[arg(long, default_value = xmem_aeron::TP_CHANNEL)]
+    control_channel: String,
+    /// The driver's control stream.
+    #[arg(long, default_value_t = 1000)]
+    control_stream_id: i32,
 }
 
 pub(crate) fn leases(args: LeasesArgs) -> Result<()> {
+    if let Some(lease_id) = args.revoke {
+        return revoke(&args, lease_id);
+    }
     let dir = args.aeron_dir.unwrap_or_else(xmem_aeron::default_dir);
     let counters = xmem_aeron::read_counters(&dir)?;
     let mut leases: Vec<_> = counters
@@ -132,6 +152,55 @@ pub(crate) fn leases(args: LeasesArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends the revoke request every 200 ms until the driver's revoke notice of `lease_id` comes
+/// back (3 s at most).
+fn revoke(args: &LeasesArgs, lease_id: u64) -> Result<()> {
+    use xmem_tp_driver::protocol::{decode_notice, Notice, RevokeRequest};
+    let dir = args.aeron_dir.clone().unwrap_or_else(xmem_aeron::default_dir);
+    let (client, _media) = connect_media(dir, DriverMode::External)?;
+    let out = client.publication(&args.control_channel, args.control_stream_id)?;
+    let mut inn = client.subscription(&args.control_channel, args.control_stream_id)?;
+    let request = RevokeRequest {
+        correlation_id: std::process::id().into(),
+        lease_id,
+        token: args.token.clone().unwrap_or_default(),
+        message: args.why.clone(),
+    }
+    .encode();
+    let start = std::time::Instant::now();
+    let mut next = start;
+    while start.elapsed() < std::time::Duration::from_secs(3) {
+        if std::time::Instant::now() >= next && out.is_connected() {
+            let _ = out.offer(&request);
+            next = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        }
+        let mut done = None;
+        inn.poll(64, |m| {
+            if let Some(Notice::Revoked(r)) = decode_notice(m.bytes) {
+                if r.lease_id == lease_id {
+                    done = Some(r);
+                }
+            }
+        })?;
+        if let Some(r) = done {
+            outln!(
+                "lease {lease_id} ({} of stream {}, client {}) revoked: {}",
+                r.role.name(),
+                r.stream_id,
+                r.client_id,
+                r.message
+            )?;
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    anyhow::bail!(
+        "no revoke of lease {lease_id} came within 3 s on {} stream {}: the driver holds no such lease (`xmem tp leases` lists them), the token is not its shutdown_token, or no xmem driver listens there",
+        args.control_channel,
+        args.control_stream_id
+    )
 }
 
 /// `xmem tp discover`.
