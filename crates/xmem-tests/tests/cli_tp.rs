@@ -708,6 +708,13 @@ fn tp_driver_serves_attached_processes_lists_their_leases_and_d_3_1_refuses_a_ma
         listed.contains("producer") && listed.contains("consumer") && listed.contains("10007"),
         "{listed}"
     );
+    // `xmem ls` finds the driver's stream under a base directory of its own, one level below
+    // /dev/shm, beside the driver itself.
+    let ls = ok(xmem(&["ls", "--format", "json"], None), "ls");
+    assert!(
+        ls.contains("\"tensorpool-stream\"") && ls.contains(base.0.to_str().unwrap()) && ls.contains("tensorpool-driver"),
+        "{ls}"
+    );
     let (out, _) = c.line_where(Duration::from_secs(30), "the total", |l| {
         l.starts_with("accepted ")
     });

@@ -139,6 +139,13 @@ impl Driver {
     /// A driver for `config` over `client`: subscribes to the control stream, publishes on it
     /// and on the announce stream, and (when configured) collects what an earlier driver left.
     pub fn new(client: &Client, config: DriverConfig) -> Result<Driver> {
+        if config.supervisor.is_some() {
+            // Two supervisors would grant one consumer two different streams.
+            tracing::warn!(
+                "[supervisor] is read but not served: this driver hosts no supervisor; per-consumer \
+                 streams are granted by each producer's consumer manager, as tensor_pool_c's producer does"
+            );
+        }
         let layout = Layout::new(&config.shm.base_dir, &config.shm.namespace)?;
         let d = &config.driver;
         let control_out = client.publication(&d.control_channel, d.control_stream_id)?;

@@ -98,6 +98,49 @@ fn tensor_pool_c_configs_load_unchanged() {
     DriverConfig::load(&shipped).unwrap();
 }
 
+/// What distinguishes the camera example (a base directory of its own, no default profile,
+/// no dynamic streams, announces on the control stream) and the announce-separate one (its
+/// own announce stream), each on top of what every example shares.
+#[test]
+fn the_camera_and_announce_separate_shapes_of_the_c_examples_load_too() {
+    let shared = |driver: &str, shm: &str, policies: &str, rest: &str| {
+        format!(
+            "[driver]\ninstance_id = \"x\"\ncontrol_channel = \"aeron:ipc?term-length=4m\"\n\
+             control_stream_id = 1000\nqos_stream_id = 1200\nstream_id_range = \"20000-29999\"\n{driver}\n\
+             [shm]\nnamespace = \"default\"\nrequire_hugepages = false\npage_size_bytes = 4096\n\
+             permissions_mode = \"660\"\n{shm}\n\
+             [policies]\nannounce_period_ms = 1000\nlease_keepalive_interval_ms = 1000\n\
+             lease_expiry_grace_intervals = 3\n{policies}\n{rest}"
+        )
+    };
+    let camera = shared(
+        "announce_channel = \"aeron:ipc?term-length=4m\"\nannounce_stream_id = 1000",
+        "base_dir = \"/dev/shm/tensorpool\"\nallowed_base_dirs = [\"/dev/shm/tensorpool\"]",
+        "allow_dynamic_streams = false\nprefault_shm = true\nmlock_shm = false\nepoch_gc_enabled = true\n\
+         epoch_gc_keep = 2\nepoch_gc_min_age_ns = 3000000000\nshutdown_timeout_ms = 2000",
+        "[profiles.default]\nheader_nslots = 1024\n[[profiles.default.payload_pools]]\npool_id = 1\n\
+         stride_bytes = 8388608\n[streams.camera]\nstream_id = 2001\nprofile = \"default\"\n",
+    );
+    let c = parse(&camera, &[]).unwrap();
+    assert_eq!(c.shm.base_dir, "/dev/shm/tensorpool");
+    assert_eq!(c.shm.allowed_base_dirs, vec!["/dev/shm/tensorpool".to_string()]);
+    assert!(!c.policies.allow_dynamic_streams);
+    assert_eq!(c.announce(), ("aeron:ipc?term-length=4m".to_string(), 1000));
+    assert_eq!(c.streams["camera"].stream_id, 2001);
+    assert_eq!(c.profiles["default"].payload_pools[0].stride_bytes, 8_388_608);
+    let separate = shared(
+        "announce_channel = \"aeron:ipc?term-length=4m\"\nannounce_stream_id = 1002",
+        "base_dir = \"/dev/shm\"\nallowed_base_dirs = [\"/dev/shm\"]",
+        "allow_dynamic_streams = false\ndefault_profile = \"camera\"\nnode_id_reuse_cooldown_ms = 1000",
+        "[profiles.camera]\nheader_nslots = 64\npayload_pools = [ { pool_id = 1, stride_bytes = 1048576 } ]\n\
+         [streams.cam1]\nstream_id = 10001\nprofile = \"camera\"\n",
+    );
+    let c = parse(&separate, &[]).unwrap();
+    assert_eq!(c.announce(), ("aeron:ipc?term-length=4m".to_string(), 1002));
+    assert_eq!(c.streams["cam1"].stream_id, 10001);
+    assert_eq!(c.policies.default_profile, "camera");
+}
+
 #[test]
 fn defaults_are_tensor_pool_c_s() {
     let c = parse("", &[]).unwrap();

@@ -57,7 +57,7 @@ pub(crate) fn run(format: Format) -> Result<()> {
     Ok(())
 }
 
-/// One epoch of a tensor-pool stream found under `/dev/shm/tensorpool-*`.
+/// One epoch of a tensor-pool stream found under `/dev/shm/tensorpool-*` (or one level down).
 struct TpStream {
     namespace: String,
     stream_id: u32,
@@ -81,11 +81,20 @@ fn tp_streams() -> Vec<TpStream> {
             .filter(|p| p.is_dir())
             .collect()
     };
-    let roots = dirs(std::path::Path::new("/dev/shm")).into_iter().filter(|p| {
+    let is_root = |p: &std::path::PathBuf| {
         p.file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("tensorpool-"))
-    });
+    };
+    // `shm.base_dir` is /dev/shm by default, a directory of its own in some deployments
+    // (tensor_pool_c's camera example: /dev/shm/tensorpool): one level down is looked at too.
+    let top = dirs(std::path::Path::new("/dev/shm"));
+    let below = top
+        .iter()
+        .filter(|p| !is_root(p))
+        .flat_map(|p| dirs(p))
+        .filter(is_root);
+    let roots: Vec<_> = top.iter().filter(|p| is_root(p)).cloned().chain(below).collect();
     for root in roots {
         for ns in dirs(&root) {
             for stream in dirs(&ns) {
