@@ -712,7 +712,9 @@ fn tp_driver_serves_attached_processes_lists_their_leases_and_d_3_1_refuses_a_ma
     // /dev/shm, beside the driver itself.
     let ls = ok(xmem(&["ls", "--format", "json"], None), "ls");
     assert!(
-        ls.contains("\"tensorpool-stream\"") && ls.contains(base.0.to_str().unwrap()) && ls.contains("tensorpool-driver"),
+        ls.contains("\"tensorpool-stream\"")
+            && ls.contains(base.0.to_str().unwrap())
+            && ls.contains("tensorpool-driver"),
         "{ls}"
     );
     let (out, _) = c.line_where(Duration::from_secs(30), "the total", |l| {
@@ -728,7 +730,10 @@ fn tp_driver_serves_attached_processes_lists_their_leases_and_d_3_1_refuses_a_ma
     // process reattaches to a new epoch.
     let aeron_arg = aeron.to_str().unwrap();
     let json = ok(
-        xmem(&["tp", "leases", "--aeron-dir", aeron_arg, "--format", "json"], None),
+        xmem(
+            &["tp", "leases", "--aeron-dir", aeron_arg, "--format", "json"],
+            None,
+        ),
         "leases as JSON",
     );
     let lease = json
@@ -740,12 +745,26 @@ fn tp_driver_serves_attached_processes_lists_their_leases_and_d_3_1_refuses_a_ma
         .to_string();
     let revoke = |token: &str| {
         xmem(
-            &["tp", "leases", "--aeron-dir", aeron_arg, "--revoke", &lease, "--token", token, "--why", "maintenance"],
+            &[
+                "tp",
+                "leases",
+                "--aeron-dir",
+                aeron_arg,
+                "--revoke",
+                &lease,
+                "--token",
+                token,
+                "--why",
+                "maintenance",
+            ],
             None,
         )
     };
     let refused = fails_with_one_line(revoke("wrong"), "a revoke with a wrong token");
-    assert!(refused.contains(&format!("no revoke of lease {lease}")), "{refused}");
+    assert!(
+        refused.contains(&format!("no revoke of lease {lease}")),
+        "{refused}"
+    );
     let said = ok(revoke("t0ken"), "a revoke with the token");
     assert!(
         said.contains(&format!("lease {lease} (producer of stream 10007")) && said.contains("maintenance"),
